@@ -1,0 +1,95 @@
+"""The broker contract: broadcast plus bounded per-topic history.
+
+A *topic* here is the full, tenant-scoped key (``t<tenant_id>:monitors``); the
+websocket layer maps tenant-relative names to these keys, so a broker never
+needs to know about tenants.
+
+Every published event gets a per-topic, strictly increasing ``seq`` (starting
+at 1) assigned atomically by the backend, so two instances publishing on the
+same topic still produce one gap-free sequence. The backend encodes the event
+frame once and hands every local subscriber the same ``str``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: Called once per delivered event with the topic and the encoded frame
+#: (a JSON text). Must not block: subscribers enqueue and return.
+Listener = Callable[[str, int, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryResult:
+    """What :meth:`Broker.history` found for one topic."""
+
+    #: ``(seq, frame)`` pairs with ``seq > since``, oldest first.
+    events: list[tuple[int, str]]
+    #: False when the history no longer covers ``since + 1`` (events were lost).
+    recovered: bool
+    #: The topic's newest seq (0 when nothing was ever published).
+    current_seq: int
+
+
+def encode_event(topic_name: str, pkg_id: int, seq: int, data: Any) -> str:
+    """The wire frame of an event (DESIGN.md §2); ``topic_name`` is tenant-relative."""
+    import orjson
+
+    return orjson.dumps(
+        {
+            "pkg_id": pkg_id,
+            "req_id": None,
+            "status_code": 0,
+            "topic": topic_name,
+            "seq": seq,
+            "data": data,
+        }
+    ).decode()
+
+
+class Broker(abc.ABC):
+    """Broadcast with history. One instance per app; see ``app.broker.create_broker``."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect / start background tasks. Called once from the app lifespan."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop background tasks and release connections. Idempotent."""
+
+    @abc.abstractmethod
+    async def publish(self, topic: str, topic_name: str, pkg_id: int, data: Any) -> int:
+        """Assign the next seq, store the event in history, deliver it everywhere.
+
+        ``topic`` is the scoped key, ``topic_name`` the tenant-relative name put
+        into the frame. Returns the seq. Raises ``BrokerUnavailable`` when the
+        backend cannot be reached.
+        """
+
+    @abc.abstractmethod
+    def add_listener(self, topic: str, listener: Listener) -> None:
+        """Deliver future events of ``topic`` to ``listener`` (this instance only).
+
+        The first listener for a topic makes this instance start receiving it
+        (e.g. a Redis SUBSCRIBE); instances without listeners do no work for it.
+        """
+
+    @abc.abstractmethod
+    def remove_listener(self, topic: str, listener: Listener) -> None:
+        """Undo :meth:`add_listener`; the last one stops receiving the topic."""
+
+    @abc.abstractmethod
+    async def history(self, topic: str, since: int) -> HistoryResult:
+        """Events with ``seq > since`` still held for ``topic``."""
+
+    async def ready(self) -> bool:
+        """True when the backend is reachable (readiness probe)."""
+        return True
+
+
+class BrokerUnavailable(Exception):
+    """The broker backend (Redis) cannot be reached."""
