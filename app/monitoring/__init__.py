@@ -1,0 +1,1 @@
+"""Monitoring engine: check runners, the state machine, the collector, statistics and retention."""

@@ -1,0 +1,251 @@
+"""Check runners: one HTTP or TCP probe in, one :class:`CheckOutcome` out.
+
+The runners never raise for a failing target: every failure becomes an outcome
+with ``ok=False`` and a short human ``error`` ("timed out after 5 s",
+"connection refused", "status 500, expected 200-399"), because the collector
+stores and broadcasts outcomes, not exceptions.
+
+HTTP checks share :class:`HttpClients` (one per collector; two httpx clients,
+since TLS verification is fixed per client). Keep-alive is off on purpose: a
+health check must open a fresh connection, or a dead listener hides behind a
+pooled socket and the TLS certificate is never seen again.
+
+TLS certificate expiry comes from the peer certificate of the final response's
+connection (``network_stream`` → ``ssl_object``); it is read in binary form and
+parsed with ``cryptography``, so it works with ``verify_tls=False`` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+#: At most this much of a body is read when looking for a keyword.
+MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_EXPECTED_STATUS: tuple[tuple[int, int], ...] = ((200, 399),)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutcome:
+    """The result of one probe; ``error`` is None exactly when ``ok``."""
+
+    ok: bool
+    latency_ms: float | None = None
+    status_code: int | None = None
+    error: str | None = None
+    cert_expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSpec:
+    url: str
+    method: str = "GET"
+    #: Accepted status ranges, inclusive; see :func:`parse_expected_status`.
+    expected_status: tuple[tuple[int, int], ...] = DEFAULT_EXPECTED_STATUS
+    keyword: str | None = None
+    timeout: float = 10.0
+    follow_redirects: bool = True
+    verify_tls: bool = True
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def parse_expected_status(value: Sequence[int | str] | None) -> tuple[tuple[int, int], ...]:
+    """Turn the wire form (``[200, "300-399"]``) into inclusive ranges.
+
+    Raises ``ValueError`` with a sentence the handler can return as-is.
+    """
+    if value is None:
+        return DEFAULT_EXPECTED_STATUS
+    if not value:
+        raise ValueError('expected_status needs at least one code or range, e.g. [200] or ["200-399"]')
+    ranges: list[tuple[int, int]] = []
+    for item in value:
+        if isinstance(item, bool):
+            raise ValueError(
+                f'{item!r} is not a status code; use a number like 200 or a range like "200-399"'
+            )
+        if isinstance(item, int):
+            lo = hi = item
+        elif isinstance(item, str):
+            text = item.strip()
+            lo_s, sep, hi_s = text.partition("-")
+            try:
+                lo = int(lo_s)
+                hi = int(hi_s) if sep else lo
+            except ValueError:
+                raise ValueError(
+                    f'{item!r} is not a status code or range; use a number like 200 or a range like "200-399"'
+                ) from None
+        else:
+            raise ValueError(
+                f'{item!r} is not a status code; use a number like 200 or a range like "200-399"'
+            )
+        if not (100 <= lo <= hi <= 599):
+            raise ValueError(
+                f"{item!r} is out of range; status codes run from 100 to 599 and ranges go low-high"
+            )
+        ranges.append((lo, hi))
+    return tuple(ranges)
+
+
+def format_expected_status(ranges: Sequence[tuple[int, int]]) -> str:
+    return ", ".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+
+
+def status_matches(code: int, ranges: Sequence[tuple[int, int]]) -> bool:
+    return any(lo <= code <= hi for lo, hi in ranges)
+
+
+class HttpClients:
+    """The shared httpx clients of one collector. Call :meth:`aclose` when it stops."""
+
+    def __init__(self) -> None:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        headers = {"User-Agent": "Watchpost/1 (health check)"}
+        self.verifying = httpx.AsyncClient(verify=True, limits=limits, headers=headers)
+        self.insecure = httpx.AsyncClient(verify=False, limits=limits, headers=headers)
+
+    def get(self, verify_tls: bool) -> httpx.AsyncClient:
+        return self.verifying if verify_tls else self.insecure
+
+    async def aclose(self) -> None:
+        await self.verifying.aclose()
+        await self.insecure.aclose()
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def _cert_expiry(response: httpx.Response) -> dt.datetime | None:
+    stream = response.extensions.get("network_stream")
+    if stream is None:
+        return None
+    ssl_object = stream.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der).not_valid_after_utc
+
+
+def _describe_error(exc: BaseException, timeout: float) -> str:
+    """A short sentence for an httpx/network failure (never a traceback)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out after {_seconds(timeout)}"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate rejected: {cause.verify_message or cause.reason}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS error: {cause.reason or cause}"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host name could not be resolved"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "server closed the connection without a valid response"
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc) or "could not connect"
+        if "refused" in text.lower():
+            return "connection refused"
+        return f"could not connect: {text}"
+    if isinstance(exc, httpx.TooManyRedirects):
+        return "too many redirects"
+    text = str(exc) or type(exc).__name__
+    return text[:200]
+
+
+async def run_http_check(spec: HttpSpec, clients: HttpClients | None = None) -> CheckOutcome:
+    """Probe ``spec.url`` once. Pass the collector's shared clients; without them a
+    temporary pair is created and closed (fine for CHECK_NOW, wasteful in a loop)."""
+    own = clients is None
+    active = clients if clients is not None else HttpClients()
+    try:
+        return await _http_once(spec, active.get(spec.verify_tls))
+    finally:
+        if own:
+            await active.aclose()
+
+
+async def _http_once(spec: HttpSpec, client: httpx.AsyncClient) -> CheckOutcome:
+    started = time.perf_counter()
+    status: int | None = None
+    cert: dt.datetime | None = None
+    try:
+        # One deadline for the whole exchange, not httpx's per-phase timeouts:
+        # a target that trickles bytes must still fail within `timeout`.
+        async with asyncio.timeout(spec.timeout):
+            async with client.stream(
+                spec.method,
+                spec.url,
+                headers=spec.headers or None,
+                follow_redirects=spec.follow_redirects,
+                timeout=spec.timeout,
+            ) as response:
+                status = response.status_code
+                cert = _cert_expiry(response)
+                body = b""
+                if spec.keyword is not None:
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) >= MAX_BODY_BYTES:
+                            break
+                else:
+                    await response.aread()
+    except TimeoutError:
+        return _fail(started, f"timed out after {_seconds(spec.timeout)}", status, cert)
+    except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
+        return _fail(started, _describe_error(exc, spec.timeout), status, cert)
+    latency = (time.perf_counter() - started) * 1000
+    if not status_matches(status, spec.expected_status):
+        return CheckOutcome(
+            False,
+            latency,
+            status,
+            f"status {status}, expected {format_expected_status(spec.expected_status)}",
+            cert,
+        )
+    if spec.keyword is not None and spec.keyword.encode() not in body:
+        return CheckOutcome(False, latency, status, f"keyword {spec.keyword!r} not found in the body", cert)
+    return CheckOutcome(True, latency, status, None, cert)
+
+
+def _fail(started: float, error: str, status: int | None, cert: dt.datetime | None) -> CheckOutcome:
+    # Latency of a failed probe says how long it took to fail; keep it for timeouts
+    # and refusals alike so the history shows "refused in 1 ms" vs "hung for 5 s".
+    return CheckOutcome(False, (time.perf_counter() - started) * 1000, status, error, cert)
+
+
+async def run_tcp_check(host: str, port: int, timeout: float) -> CheckOutcome:  # noqa: ASYNC109 - per-check deadline
+    """Open and close one TCP connection; latency is the connect time."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            _reader, writer = await asyncio.open_connection(host, port)
+    except TimeoutError:
+        return _fail(started, f"timed out after {_seconds(timeout)}", None, None)
+    except ConnectionRefusedError:
+        return _fail(started, "connection refused", None, None)
+    except socket.gaierror:
+        return _fail(started, "host name could not be resolved", None, None)
+    except OSError as exc:
+        return _fail(started, f"could not connect: {exc.strerror or exc}", None, None)
+    latency = (time.perf_counter() - started) * 1000
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass  # the peer may reset on close; the connect already succeeded
+    return CheckOutcome(True, latency, None, None, None)
