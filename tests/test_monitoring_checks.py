@@ -113,21 +113,27 @@ async def test_https_cert_expiry_and_verification() -> None:
     assert accepted.cert_expires_at - dt.datetime.now(dt.UTC) > dt.timedelta(days=11)
 
 
+async def _wait_connections(tcp: TcpTarget, n: int) -> None:
+    # The kernel completes the handshake before the target's loop accepts it;
+    # wait until the target has seen the connection.
+    for _ in range(200):
+        if tcp.connections >= n:
+            return
+        await asyncio.sleep(0.02)
+
+
 async def test_tcp_accept_and_refuse() -> None:
     with TcpTarget() as tcp:
         ok = await run_tcp_check("127.0.0.1", tcp.port, 5)
         assert ok.ok and ok.latency_ms is not None
+        await _wait_connections(tcp, 1)
         tcp.refuse()
         refused = await run_tcp_check("127.0.0.1", tcp.port, 5)
         assert not refused.ok and refused.error == "connection refused"
         tcp.accept()
         again = await run_tcp_check("127.0.0.1", tcp.port, 5)
         assert again.ok
-        # The target's accept callback runs on its own loop; give it a moment.
-        for _ in range(100):
-            if tcp.connections == 2:
-                break
-            await asyncio.sleep(0.02)
+        await _wait_connections(tcp, 2)
         assert tcp.connections == 2
 
 
