@@ -86,6 +86,17 @@ class Broker(abc.ABC):
     async def history(self, topic: str, since: int) -> HistoryResult:
         """Events with ``seq > since`` still held for ``topic``."""
 
+    async def wait_subscribed(self, topic: str) -> None:
+        """Wait until events of ``topic`` published from now on reach this instance.
+
+        Call after :meth:`add_listener` and before :meth:`history` when replaying
+        a ``since``: then replay plus live delivery has no gap (drop live events
+        with ``seq <=`` the last replayed one to avoid duplicates). Raises
+        ``BrokerUnavailable`` when the subscription cannot be confirmed in time.
+        In-process backends deliver at once, so the default returns immediately.
+        """
+        return None
+
     async def ready(self) -> bool:
         """True when the backend is reachable (readiness probe)."""
         return True

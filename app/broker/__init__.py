@@ -1,0 +1,27 @@
+"""Broadcast with history: pick the backend from settings with :func:`create_broker`."""
+
+from __future__ import annotations
+
+from app.broker.base import Broker, BrokerUnavailable, HistoryResult, Listener, encode_event
+
+__all__ = ["Broker", "BrokerUnavailable", "HistoryResult", "Listener", "create_broker", "encode_event"]
+
+
+def create_broker(
+    redis_url: str | None,
+    *,
+    prefix: str = "wp:",
+    history_size: int = 300,
+    history_ttl: float = 600.0,
+) -> Broker:
+    """The Redis broker when ``redis_url`` is set, else the in-process one.
+
+    The caller awaits ``start()`` in the app lifespan and ``close()`` on shutdown.
+    """
+    if redis_url:
+        from app.broker.redis import RedisBroker
+
+        return RedisBroker(redis_url, prefix=prefix, history_size=history_size, history_ttl=history_ttl)
+    from app.broker.memory import MemoryBroker
+
+    return MemoryBroker(history_size=history_size, history_ttl=history_ttl)

@@ -1,0 +1,272 @@
+"""One contract for every broker backend (in-process and Redis), plus Redis-only behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.broker import Broker, BrokerUnavailable, create_broker, encode_event
+from app.broker.memory import MemoryBroker
+from app.broker.redis import RedisBroker
+
+BrokerFactory = Callable[..., Awaitable[Broker]]
+
+
+async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll until ``check()`` holds; generous because the test machine is shared."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met within the timeout")
+        await asyncio.sleep(0.02)
+
+
+class Recorder:
+    """A listener that records what it receives."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, int, str]] = []
+
+    def __call__(self, topic: str, seq: int, frame: str) -> None:
+        self.got.append((topic, seq, frame))
+
+    @property
+    def seqs(self) -> list[int]:
+        return [seq for _, seq, _ in self.got]
+
+
+@pytest.fixture
+async def redis_admin(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    keys = [key async for key in client.scan_iter(match=redis_prefix + "*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_broker(
+    request: pytest.FixtureRequest, redis_url: str, redis_prefix: str, redis_admin: aioredis.Redis
+) -> AsyncIterator[BrokerFactory]:
+    brokers: list[Broker] = []
+
+    async def make(**kwargs: Any) -> Broker:
+        broker: Broker
+        if request.param == "memory":
+            broker = MemoryBroker(**kwargs)
+        else:
+            broker = RedisBroker(redis_url, prefix=redis_prefix, **kwargs)
+        await broker.start()
+        brokers.append(broker)
+        return broker
+
+    yield make
+    for broker in brokers:
+        await broker.close()
+
+
+@pytest.fixture
+async def make_redis_broker(
+    redis_url: str, redis_prefix: str, redis_admin: aioredis.Redis
+) -> AsyncIterator[Callable[..., Awaitable[RedisBroker]]]:
+    brokers: list[RedisBroker] = []
+
+    async def make(**kwargs: Any) -> RedisBroker:
+        broker = RedisBroker(redis_url, prefix=redis_prefix, **kwargs)
+        await broker.start()
+        brokers.append(broker)
+        return broker
+
+    yield make
+    for broker in brokers:
+        await broker.close()
+
+
+async def listen(broker: Broker, topic: str) -> Recorder:
+    rec = Recorder()
+    broker.add_listener(topic, rec)
+    await broker.wait_subscribed(topic)
+    return rec
+
+
+async def test_seq_starts_at_one_and_strictly_increases(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    seqs = [await broker.publish("t1:monitors", "monitors", 900, {"i": i}) for i in range(5)]
+    assert seqs == [1, 2, 3, 4, 5]
+    assert await broker.publish("t2:monitors", "monitors", 900, {}) == 1  # per topic
+
+
+async def test_listener_gets_the_exact_encoded_frame(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    rec = await listen(broker, "t1:monitor.7")
+    data = {"status": "down", "name": 'quo"te \\ ünïcode ✓', "n": [1, 2.5, None, True]}
+    seq = await broker.publish("t1:monitor.7", 'monitor.7"x', 901, data)
+    await eventually(lambda: len(rec.got) == 1)
+    assert rec.got == [("t1:monitor.7", seq, encode_event('monitor.7"x', 901, seq, data))]
+
+
+async def test_history_since_returns_exactly_the_later_events_in_order(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    for i in range(1, 8):
+        await broker.publish("t1:incidents", "incidents", 900, {"i": i})
+    result = await broker.history("t1:incidents", 4)
+    assert result.recovered is True
+    assert result.current_seq == 7
+    assert [seq for seq, _ in result.events] == [5, 6, 7]
+    assert [frame for _, frame in result.events] == [
+        encode_event("incidents", 900, s, {"i": s}) for s in (5, 6, 7)
+    ]
+    full = await broker.history("t1:incidents", 0)
+    assert full.recovered is True and [seq for seq, _ in full.events] == list(range(1, 8))
+
+
+async def test_history_when_up_to_date_or_ahead(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    empty = await broker.history("t1:never", 0)
+    assert (empty.events, empty.recovered, empty.current_seq) == ([], True, 0)
+    await broker.publish("t1:monitors", "monitors", 900, {})
+    await broker.publish("t1:monitors", "monitors", 900, {})
+    current = await broker.history("t1:monitors", 2)
+    assert (current.events, current.recovered, current.current_seq) == ([], True, 2)
+    # A seq the sequence never reached (e.g. held across a reset) cannot be trusted.
+    ahead = await broker.history("t1:monitors", 9)
+    assert (ahead.events, ahead.recovered, ahead.current_seq) == ([], False, 2)
+
+
+async def test_history_overflow_is_not_recovered(make_broker: BrokerFactory) -> None:
+    broker = await make_broker(history_size=5)
+    for i in range(1, 13):
+        await broker.publish("t1:monitors", "monitors", 900, {"i": i})
+    lost = await broker.history("t1:monitors", 2)
+    assert lost.recovered is False
+    assert lost.current_seq == 12
+    assert [seq for seq, _ in lost.events] == [8, 9, 10, 11, 12]
+    covered = await broker.history("t1:monitors", 7)
+    assert covered.recovered is True and [seq for seq, _ in covered.events] == [8, 9, 10, 11, 12]
+
+
+async def test_history_expires_after_ttl(make_broker: BrokerFactory) -> None:
+    broker = await make_broker(history_ttl=0.3)
+    for _ in range(3):
+        await broker.publish("t1:monitors", "monitors", 900, {})
+    assert [seq for seq, _ in (await broker.history("t1:monitors", 0)).events] == [1, 2, 3]
+    await asyncio.sleep(0.6)
+    expired = await broker.history("t1:monitors", 1)
+    assert (expired.events, expired.recovered, expired.current_seq) == ([], False, 3)
+    # The sequence itself survives the history: the next event is 4, not 1.
+    assert await broker.publish("t1:monitors", "monitors", 900, {}) == 4
+    assert (await broker.history("t1:monitors", 3)).events[0][0] == 4
+
+
+async def test_remove_listener_stops_delivery(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    gone, kept = await listen(broker, "t1:monitors"), await listen(broker, "t1:monitors")
+    await broker.publish("t1:monitors", "monitors", 900, {})
+    await eventually(lambda: len(gone.got) == 1 and len(kept.got) == 1)
+    broker.remove_listener("t1:monitors", gone)
+    broker.remove_listener("t1:monitors", gone)  # twice is harmless
+    await broker.publish("t1:monitors", "monitors", 900, {})
+    await eventually(lambda: len(kept.got) == 2)
+    assert gone.seqs == [1]
+
+
+async def test_a_failing_listener_does_not_stop_delivery_to_others(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+
+    def broken(topic: str, seq: int, frame: str) -> None:
+        raise RuntimeError("listener bug")
+
+    broker.add_listener("t1:monitors", broken)
+    rec = await listen(broker, "t1:monitors")
+    await broker.publish("t1:monitors", "monitors", 900, {})
+    await broker.publish("t1:monitors", "monitors", 900, {})
+    await eventually(lambda: rec.seqs == [1, 2])
+
+
+async def test_create_broker_picks_the_backend(redis_url: str, redis_prefix: str) -> None:
+    memory = create_broker(None, prefix=redis_prefix, history_size=10, history_ttl=5.0)
+    assert isinstance(memory, MemoryBroker) and memory.history_size == 10
+    remote = create_broker(redis_url, prefix=redis_prefix, history_size=10, history_ttl=5.0)
+    assert isinstance(remote, RedisBroker) and remote.prefix == redis_prefix
+    await remote.close()
+
+
+# -- Redis only -----------------------------------------------------------------
+
+
+async def test_two_instances_share_one_sequence_and_deliver_across(
+    make_redis_broker: Callable[..., Awaitable[RedisBroker]],
+) -> None:
+    a, b = await make_redis_broker(), await make_redis_broker()
+    rec = await listen(a, "t1:monitors")
+    seqs = []
+    for i in range(6):
+        seqs.append(await (a if i % 2 else b).publish("t1:monitors", "monitors", 900, {"i": i}))
+    assert seqs == [1, 2, 3, 4, 5, 6]
+    await eventually(lambda: rec.seqs == [1, 2, 3, 4, 5, 6])
+    assert rec.got[0][2] == encode_event("monitors", 900, 1, {"i": 0})  # published on B
+    assert [s for s, _ in (await b.history("t1:monitors", 3)).events] == [4, 5, 6]
+
+
+async def test_only_instances_with_listeners_subscribe(
+    make_redis_broker: Callable[..., Awaitable[RedisBroker]], redis_admin: aioredis.Redis
+) -> None:
+    a, b = await make_redis_broker(), await make_redis_broker()
+    channel = a.channel("t1:monitors")
+
+    async def subscribers() -> int:
+        return int(dict(await redis_admin.pubsub_numsub(channel))[channel])
+
+    await a.publish("t1:monitors", "monitors", 900, {})
+    assert await subscribers() == 0
+    rec = await listen(a, "t1:monitors")
+    second = await listen(a, "t1:monitors")
+    assert await subscribers() == 1  # one connection per instance, not per listener
+    assert a.subscribed_topics() == {"t1:monitors"} and b.subscribed_topics() == set()
+    a.remove_listener("t1:monitors", rec)
+    await asyncio.sleep(0.2)
+    assert await subscribers() == 1  # one listener left
+    a.remove_listener("t1:monitors", second)
+    for _ in range(200):
+        if await subscribers() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await subscribers() == 0
+
+
+async def test_pubsub_reconnects_after_its_connection_is_killed(
+    make_redis_broker: Callable[..., Awaitable[RedisBroker]], redis_admin: aioredis.Redis
+) -> None:
+    a, b = await make_redis_broker(), await make_redis_broker()
+    rec = await listen(a, "t1:monitors")
+    await b.publish("t1:monitors", "monitors", 900, {})
+    await eventually(lambda: rec.seqs == [1])
+    ours = [
+        c for c in await redis_admin.client_list(_type="pubsub") if c["name"] == a.client_name + ":pubsub"
+    ]
+    assert len(ours) == 1
+    await redis_admin.client_kill_filter(_id=ours[0]["id"])
+    await eventually(lambda: a.pubsub_connects >= 2 and a.subscribed_topics() == {"t1:monitors"})
+    await a.wait_subscribed("t1:monitors")
+    seq = await b.publish("t1:monitors", "monitors", 900, {"after": "reconnect"})
+    await eventually(lambda: rec.seqs[-1:] == [seq])
+    assert rec.got[-1][2] == encode_event("monitors", 900, seq, {"after": "reconnect"})
+
+
+async def test_unreachable_redis_raises_broker_unavailable(redis_prefix: str) -> None:
+    broker = RedisBroker("redis://127.0.0.1:1/0", prefix=redis_prefix, socket_timeout=1.0)
+    await broker.start()
+    try:
+        assert await broker.ready() is False
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish("t1:monitors", "monitors", 900, {})
+        with pytest.raises(BrokerUnavailable):
+            await broker.history("t1:monitors", 0)
+    finally:
+        await broker.close()
