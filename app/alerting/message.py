@@ -1,0 +1,107 @@
+"""What an alert says, independent of where it goes.
+
+An :class:`Alert` is built by the delivery worker from a delivery row (or by
+CHANNEL_TEST) and handed to a sender; the sender picks one of the renderings
+below. Everything here is pure: no I/O, no clock reads.
+
+Alerts are plain text and link-free on purpose: chat clients unfurl links and
+mail filters distrust them, and a monitor name is user input that must not be
+able to smuggle markup, mentions or extra mail headers into a message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+AlertKind = Literal["state", "reminder", "test"]
+
+# Control characters (including CR/LF) would let a monitor name break a mail
+# header or fake extra lines in a chat message.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+# Discord rejects `content` longer than this.
+DISCORD_MAX_CONTENT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One message about one monitor; ``kind`` says whether it is a change, a reminder or a test."""
+
+    monitor_name: str
+    state: str
+    at: dt.datetime
+    kind: AlertKind = "state"
+    monitor_id: int | None = None
+    previous_state: str | None = None
+    reason: str | None = None
+    # Stable per delivery (retries reuse it), so receivers can drop duplicates.
+    delivery_id: int | None = None
+
+
+def clean(value: str, limit: int = 200) -> str:
+    """One line of user text with control characters folded to spaces, cut to ``limit`` characters."""
+    text = _CONTROL.sub(" ", value).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_time(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def subject(alert: Alert) -> str:
+    """A one-line headline: mail subject and first line of every chat message."""
+    name = clean(alert.monitor_name, 120)
+    state = alert.state.upper()
+    if alert.kind == "test":
+        return f"[Watchpost] Test message for {name}"
+    if alert.kind == "reminder":
+        return f"[Watchpost] {name} is still {state}"
+    return f"[Watchpost] {name} is {state}"
+
+
+def text(alert: Alert) -> str:
+    """The plain-text body shared by every channel kind."""
+    lines = [subject(alert)]
+    if alert.kind == "test":
+        lines.append("This is a test message: the channel works.")
+    lines.append(f"Monitor: {clean(alert.monitor_name)}")
+    lines.append(f"State: {alert.state}")
+    if alert.previous_state:
+        lines.append(f"Previous state: {alert.previous_state}")
+    if alert.reason:
+        lines.append(f"Reason: {clean(alert.reason, 500)}")
+    lines.append(f"Time: {format_time(alert.at)}")
+    return "\n".join(lines)
+
+
+def webhook_payload(alert: Alert) -> dict[str, Any]:
+    """The JSON document a generic webhook receives (documented in docs/alerting.md)."""
+    event = {"state": "monitor.state_changed", "reminder": "monitor.reminder", "test": "channel.test"}
+    return {
+        "event": event[alert.kind],
+        "delivery_id": alert.delivery_id,
+        "monitor": {"id": alert.monitor_id, "name": alert.monitor_name},
+        "state": alert.state,
+        "previous_state": alert.previous_state,
+        "reason": alert.reason,
+        "at": alert.at.astimezone(dt.UTC).isoformat(),
+        "text": text(alert),
+    }
+
+
+def slack_payload(alert: Alert) -> dict[str, Any]:
+    # Slack reads <...> as links and mentions and & as an entity; escaping
+    # keeps a monitor name from pinging a channel.
+    body = text(alert).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return {"text": body}
+
+
+def discord_payload(alert: Alert) -> dict[str, Any]:
+    body = text(alert)
+    if len(body) > DISCORD_MAX_CONTENT:
+        body = body[: DISCORD_MAX_CONTENT - 1] + "…"
+    # No @everyone / role / user pings, whatever the monitor is called.
+    return {"content": body, "allowed_mentions": {"parse": []}}
