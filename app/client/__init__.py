@@ -1,0 +1,61 @@
+"""Async Python client for Watchpost's ``/web`` WebSocket endpoint.
+
+    from app.client import WatchpostClient, Event, Resync, NotFound
+    from app.protocol import PkgID
+
+    async with WatchpostClient("ws://127.0.0.1:8000/web", token) as client:
+        print(await client.call(PkgID.WHOAMI))
+        async with client.subscribe(["monitors"]) as events:
+            async for item in events:
+                if isinstance(item, Resync):
+                    ...  # reload the state of item.topic, then keep iterating
+                else:
+                    print(item.topic, item.seq, item.data)
+
+``python -m app.client --help`` is a small CLI on top of it.
+"""
+
+from app.client.client import Response, TokenProvider, WatchpostClient, full_jitter
+from app.client.errors import (
+    AuthenticationFailed,
+    Conflict,
+    ConnectionLost,
+    InvalidData,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    RequestTimeout,
+    ServerError,
+    Timeout,
+    Unauthenticated,
+    Unavailable,
+    UnknownPkgId,
+    WatchpostError,
+    error_from_response,
+)
+from app.client.subscription import Event, Resync, Subscription
+
+__all__ = [
+    "AuthenticationFailed",
+    "Conflict",
+    "ConnectionLost",
+    "Event",
+    "InvalidData",
+    "NotFound",
+    "PermissionDenied",
+    "RateLimited",
+    "RequestTimeout",
+    "Response",
+    "Resync",
+    "ServerError",
+    "Subscription",
+    "Timeout",
+    "TokenProvider",
+    "Unauthenticated",
+    "Unavailable",
+    "UnknownPkgId",
+    "WatchpostClient",
+    "WatchpostError",
+    "error_from_response",
+    "full_jitter",
+]

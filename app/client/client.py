@@ -1,0 +1,538 @@
+"""The asyncio Watchpost client: one WebSocket, many concurrent calls, live subscriptions.
+
+Shape: :meth:`WatchpostClient.connect` opens the socket and checks the
+credentials with a PING; one reader task per socket matches answers to calls by
+``req_id`` and feeds events to subscriptions; a supervisor task notices the
+socket closing, fails every call still waiting with :class:`ConnectionLost`,
+and (with ``reconnect=True``) reconnects with full-jitter exponential backoff,
+re-authenticates through ``token_provider`` when the server says the token is
+bad, and resubscribes every subscription with ``since``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+
+from app.client.errors import (
+    AUTH_CLOSE_CODES,
+    AuthenticationFailed,
+    ConnectionLost,
+    RequestTimeout,
+    WatchpostError,
+    describe_close,
+    error_from_response,
+)
+from app.client.subscription import Event, Subscription
+from app.protocol import SUBPROTOCOL, CloseCode, PkgID
+
+log = logging.getLogger("app.client")
+
+TokenProvider = Callable[[], Awaitable[str]]
+_ResponseHook = Callable[[dict[str, Any]], None]
+
+#: Answers can be large (a page of monitors with history); the server limits what it accepts, not us.
+_MAX_FRAME = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A successful answer: ``data`` plus ``meta`` (pagination) when the server sent it."""
+
+    pkg_id: int
+    req_id: str
+    data: Any
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[dict[str, Any]]
+    #: Runs synchronously in the reader, in frame order (subscriptions need that).
+    hook: _ResponseHook | None = None
+
+
+@dataclass(slots=True)
+class _Link:
+    """One open socket and what belongs to it."""
+
+    ws: ClientConnection
+    gen: int
+    reader: asyncio.Task[None] | None = None
+    pending: dict[str, _Pending] = field(default_factory=dict)
+    opened_at: float = field(default_factory=time.monotonic)
+
+
+def full_jitter(attempt: int, low: float, high: float) -> float:
+    """Delay before reconnect ``attempt`` (0-based): uniform in [0, min(high, low * 2**attempt)]."""
+    return random.uniform(0, min(high, low * (2 ** min(attempt, 30))))
+
+
+def _with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
+class WatchpostClient:
+    """An asyncio client for the ``/web`` endpoint.
+
+    ``token`` authenticates the handshake (``Authorization: Bearer``);
+    ``token_provider`` is an async callable returning a fresh token, used for
+    the first connect when ``token`` is None, for every reconnect, after the
+    server closes with 4001/4010, and when the server announces the token is
+    about to expire (904 → AUTH_REFRESH in-band). ``tenant`` selects a tenant
+    for users in several. ``request_timeout`` is the default for :meth:`call`.
+    With ``reconnect=True`` a dropped socket is reopened in the background with
+    full-jitter exponential backoff between ``backoff_min`` and ``backoff_max``
+    seconds; calls made meanwhile wait for it (within their timeout).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        token_provider: TokenProvider | None = None,
+        tenant: str | None = None,
+        request_timeout: float = 10.0,
+        reconnect: bool = True,
+        backoff_min: float = 0.5,
+        backoff_max: float = 20.0,
+    ) -> None:
+        self.url = url
+        self.tenant = tenant
+        self.request_timeout = request_timeout
+        self.reconnect = reconnect
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self._token = token
+        self._token_provider = token_provider
+        self._link: _Link | None = None
+        self._gen = 0
+        #: Set while a verified socket is open; calls wait on it during reconnects.
+        self._up = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._subs: list[Subscription] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        #: Why the client stopped for good (auth refused, reconnect disabled); raised by later calls.
+        self._fatal: WatchpostError | None = None
+        #: Number of successful (re)connects; handy for tests and metrics.
+        self.connects = 0
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def __aenter__(self) -> WatchpostClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        """True while a verified socket is open (False during reconnects and after close)."""
+        return self._up.is_set() and self._fatal is None and not self._closing
+
+    async def connect(self) -> None:
+        """Open the socket and verify the credentials. Raises instead of retrying.
+
+        Raises :class:`AuthenticationFailed` when the server refuses the token
+        and :class:`ConnectionLost` when it cannot be reached.
+        """
+        if self._supervisor is not None:
+            raise RuntimeError("this client is already connected; create a new one to reconnect by hand")
+        self._closing = False
+        self._fatal = None
+        if self._token is None and self._token_provider is not None:
+            self._token = await self._fresh_token()
+        link = await self._open()
+        self._supervisor = asyncio.create_task(self._supervise(link), name="watchpost-client-supervisor")
+
+    async def close(self) -> None:
+        """Close the socket (1000), end every subscription, fail calls still waiting. Idempotent."""
+        self._closing = True
+        self._up.clear()
+        for sub in list(self._subs):
+            sub._stop(None)
+        self._subs.clear()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        link, self._link = self._link, None
+        if link is not None:
+            await link.ws.close()
+            if link.reader is not None:
+                await link.reader
+            self._fail_pending(link, ConnectionLost("the client was closed before the answer arrived"))
+
+    # -- requests ------------------------------------------------------------
+
+    async def call(
+        self,
+        pkg_id: int,
+        data: dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-call deadline is this API's contract
+    ) -> Any:
+        """Send one request and return the answer's ``data``.
+
+        Raises the typed error for a non-zero status (see :mod:`app.client.errors`),
+        :class:`RequestTimeout` when no answer comes within ``timeout`` (default
+        ``request_timeout``) and :class:`ConnectionLost` when the socket drops
+        first. Safe to call concurrently.
+        """
+        return (await self.call_full(pkg_id, data, timeout)).data
+
+    async def call_full(
+        self,
+        pkg_id: int,
+        data: dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-call deadline is this API's contract
+    ) -> Response:
+        """Like :meth:`call` but returns data and ``meta`` (use it for paginated lists)."""
+        frame = await self._request(int(pkg_id), data, timeout)
+        if frame.get("status_code") != 0:
+            raise error_from_response(frame)
+        return Response(int(pkg_id), str(frame.get("req_id")), frame.get("data"), frame.get("meta"))
+
+    async def ping(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(PkgID.PING)
+        return result
+
+    async def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(PkgID.WHOAMI)
+        return result
+
+    async def refresh(self, token: str | None = None) -> Any:
+        """Replace the connection's identity in-band (AUTH_REFRESH); also used for later reconnects.
+
+        With no ``token``, asks ``token_provider`` for one. Raises
+        :class:`Unauthenticated` when the server rejects it.
+        """
+        if token is None:
+            token = await self._fresh_token()
+        result = await self.call(PkgID.AUTH_REFRESH, {"token": token})
+        self._token = token
+        return result
+
+    async def _request(
+        self,
+        pkg_id: int,
+        data: dict[str, Any] | None,
+        wait: float | None,
+        *,
+        link: _Link | None = None,
+        hook: _ResponseHook | None = None,
+    ) -> dict[str, Any]:
+        timeout = self.request_timeout if wait is None else wait
+        deadline = time.monotonic() + timeout
+        if link is None:
+            link = await self._wait_up(timeout)
+        req_id = str(uuid.uuid4())
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        link.pending[req_id] = _Pending(future, hook)
+        body: dict[str, Any] = {"pkg_id": pkg_id, "req_id": req_id}
+        if data is not None:
+            body["data"] = data
+        try:
+            try:
+                await link.ws.send(orjson.dumps(body).decode())
+            except ConnectionClosed as exc:
+                raise self._lost(
+                    exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else ""
+                ) from None
+            try:
+                return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"no answer to pkg_id {pkg_id} within {timeout:g} s; the request may still take effect",
+                    pkg_id=pkg_id,
+                    req_id=req_id,
+                ) from None
+        finally:
+            # Whatever happened, a late answer must find nothing to resolve.
+            link.pending.pop(req_id, None)
+
+    async def _wait_up(self, wait: float) -> _Link:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closing or self._supervisor is None:
+            raise ConnectionLost(
+                "the client is not connected; use `async with WatchpostClient(...)` or connect()"
+            )
+        if not self._up.is_set():
+            try:
+                await asyncio.wait_for(self._up.wait(), wait)
+            except TimeoutError:
+                raise ConnectionLost(f"the server could not be reached again within {wait:g} s") from None
+            if self._fatal is not None:
+                raise self._fatal
+        assert self._link is not None
+        return self._link
+
+    # -- subscriptions -------------------------------------------------------
+
+    def subscribe(
+        self, topics: Iterable[str], *, since: dict[str, int] | None = None, max_queue: int = 10_000
+    ) -> Subscription:
+        """Subscribe to ``topics`` and return an async iterator of :class:`Event`/:class:`Resync`.
+
+        The subscription survives reconnects: it is renewed with ``since`` set to
+        the last seq received per topic, so events are neither lost nor repeated;
+        when the server cannot replay them you get a :class:`Resync` and should
+        reload that state. Pass ``since`` to resume from seqs saved earlier.
+        Use ``async with`` (or :meth:`Subscription.wait_active`) to wait until
+        the server has confirmed it.
+        """
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closing or self._supervisor is None:
+            raise ConnectionLost("connect() before subscribe()")
+        sub = Subscription(self, topics, since=since, max_queue=max_queue)
+        self._subs.append(sub)
+        if self._link is not None and self._up.is_set():
+            self._spawn(self._send_subscribe(sub, self._link))
+        return sub
+
+    async def _send_subscribe(self, sub: Subscription, link: _Link) -> None:
+        data, since = sub._subscribe_request()
+        try:
+            await self._request(
+                PkgID.SUBSCRIBE,
+                data,
+                None,
+                link=link,
+                hook=lambda frame: sub._on_subscribe_answer(frame, link.gen, since),
+            )
+        except RequestTimeout as exc:
+            sub._fail(exc)
+        except ConnectionLost:
+            pass  # the supervisor resubscribes on the next connection
+
+    def _retry_subscribe(self, sub: Subscription, delay: float) -> None:
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if self._link is not None and self._up.is_set() and sub in self._subs:
+                await self._send_subscribe(sub, self._link)
+
+        self._spawn(later())
+
+    def _forget(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    async def _release(self, sub: Subscription) -> None:
+        self._forget(sub)
+        still_used = {t for other in self._subs for t in other.topics}
+        topics = [t for t in sub.topics if t not in still_used]
+        if topics and self._up.is_set():
+            with contextlib.suppress(WatchpostError):
+                await self.call(PkgID.UNSUBSCRIBE, {"topics": topics})
+
+    # -- connection management ----------------------------------------------
+
+    async def _fresh_token(self) -> str:
+        if self._token_provider is None:
+            raise AuthenticationFailed(
+                "the token was refused and no token_provider was given to get a new one"
+            )
+        try:
+            token = await self._token_provider()
+        except Exception as exc:  # any provider failure means "no token"
+            raise AuthenticationFailed(f"token_provider failed: {exc}") from exc
+        if not isinstance(token, str) or not token:
+            raise AuthenticationFailed("token_provider returned no token")
+        return token
+
+    async def _open(self) -> _Link:
+        """Connect, start the reader and verify the credentials with a PING; raise on failure."""
+        url = _with_query(self.url, tenant=self.tenant) if self.tenant else self.url
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+        try:
+            ws = await connect(
+                url,
+                additional_headers=headers,
+                subprotocols=[Subprotocol(SUBPROTOCOL)],
+                compression=None,
+                open_timeout=self.request_timeout,
+                close_timeout=5,
+                max_size=_MAX_FRAME,
+                proxy=None,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise AuthenticationFailed(f"the server refused the handshake with HTTP {status}") from exc
+            raise ConnectionLost(f"the server refused the WebSocket handshake with HTTP {status}") from exc
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise ConnectionLost(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from exc
+        self._gen += 1
+        link = _Link(ws, self._gen)
+        link.reader = asyncio.create_task(self._read(link), name="watchpost-client-reader")
+        try:
+            answer = await self._request(PkgID.PING, None, None, link=link)
+            if answer.get("status_code") != 0:
+                raise error_from_response(answer)
+        except BaseException:
+            # Also on cancellation (close() during a reconnect): never leave a socket behind.
+            await ws.close()
+            await link.reader
+            raise
+        self._link = link
+        self.connects += 1
+        self._up.set()
+        for sub in list(self._subs):
+            self._spawn(self._send_subscribe(sub, link))
+        return link
+
+    async def _read(self, link: _Link) -> None:
+        """Route every frame of one socket until it closes, then fail its pending calls."""
+        try:
+            async for frame in link.ws:
+                self._on_frame(link, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._fail_pending(link, self._lost(link.ws.close_code, link.ws.close_reason or ""))
+
+    def _on_frame(self, link: _Link, raw: str | bytes) -> None:
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            log.warning("ignoring a frame that is not JSON: %.80r", raw)
+            return
+        if not isinstance(msg, dict):
+            return
+        req_id = msg.get("req_id")
+        if req_id is not None:
+            pending = link.pending.pop(req_id, None) if isinstance(req_id, str) else None
+            if pending is None:
+                log.debug("dropping an answer nobody waits for (timed out?): req_id=%s", req_id)
+                return
+            if pending.hook is not None:
+                pending.hook(msg)
+            if not pending.future.done():
+                pending.future.set_result(msg)
+            return
+        pkg_id = msg.get("pkg_id")
+        if pkg_id == PkgID.EVENT_AUTH_EXPIRING:
+            self._spawn(self._refresh_in_band(msg.get("data")))
+            return
+        topic, seq = msg.get("topic"), msg.get("seq")
+        if isinstance(topic, str) and isinstance(seq, int) and isinstance(pkg_id, int):
+            event = Event(topic, seq, pkg_id, msg.get("data"))
+            for sub in self._subs:
+                if topic in sub.topics:
+                    sub._deliver(event, link.gen)
+            return
+        if msg.get("status_code") not in (None, 0):
+            log.warning("the server rejected a frame it could not attribute: %s", error_from_response(msg))
+
+    async def _refresh_in_band(self, info: Any) -> None:
+        if self._token_provider is None:
+            log.warning("the server says the token expires soon (%s) but no token_provider is set", info)
+            return
+        try:
+            await self.refresh()
+        except WatchpostError as exc:
+            # The server will close with 4010 later; the reconnect path asks the provider again.
+            log.warning("in-band token refresh failed: %s", exc)
+        else:
+            log.info("token refreshed in-band")
+
+    def _fail_pending(self, link: _Link, exc: WatchpostError) -> None:
+        pending, link.pending = link.pending, {}
+        for entry in pending.values():
+            if not entry.future.done():
+                entry.future.set_exception(exc)
+                entry.future.exception()  # mark retrieved: a cancelled caller must not log a warning
+
+    def _lost(self, code: int | None, reason: str) -> ConnectionLost:
+        text = describe_close(code, reason)
+        if code in AUTH_CLOSE_CODES:
+            return AuthenticationFailed(text, close_code=code, close_reason=reason)
+        return ConnectionLost(text, close_code=code, close_reason=reason)
+
+    async def _supervise(self, link: _Link) -> None:
+        """Watch the socket; on a drop, reconnect or stop for good (then wake everybody up)."""
+        while True:
+            assert link.reader is not None
+            # asyncio.wait, not await: cancelling the supervisor must not cancel the reader.
+            await asyncio.wait({link.reader})
+            self._up.clear()
+            if self._closing:
+                return
+            code = link.ws.close_code
+            log.info("connection lost: %s", describe_close(code, link.ws.close_reason or ""))
+            lost = self._lost(code, link.ws.close_reason or "")
+            if code == CloseCode.NOT_A_MEMBER or (code in AUTH_CLOSE_CODES and self._token_provider is None):
+                self._stop_for_good(lost)
+                return
+            if not self.reconnect:
+                self._stop_for_good(lost)
+                return
+            # A connection that lived a while resets the backoff; one that died at once does not.
+            stable = time.monotonic() - link.opened_at >= self.backoff_max
+            try:
+                link = await self._reconnect(first_attempt=0 if stable else 1)
+            except WatchpostError as exc:
+                self._stop_for_good(exc)
+                return
+
+    async def _reconnect(self, first_attempt: int) -> _Link:
+        attempt = first_attempt
+        auth_failures = 0
+        while True:
+            delay = full_jitter(attempt, self.backoff_min, self.backoff_max)
+            log.info("reconnecting in %.2f s (attempt %d)", delay, attempt + 1)
+            await asyncio.sleep(delay)
+            attempt += 1
+            if self._token_provider is not None:
+                self._token = await self._fresh_token()
+            try:
+                return await self._open()
+            except AuthenticationFailed as exc:
+                auth_failures += 1
+                if (
+                    exc.close_code == CloseCode.NOT_A_MEMBER
+                    or self._token_provider is None
+                    or auth_failures >= 2
+                ):
+                    raise
+                log.warning("reconnect refused (%s); fetching a new token", exc)
+            except WatchpostError as exc:
+                log.info("reconnect failed: %s", exc)
+
+    def _stop_for_good(self, exc: WatchpostError) -> None:
+        log.warning("the client stopped: %s", exc)
+        self._fatal = exc
+        for sub in list(self._subs):
+            sub._fail(exc)
+        self._subs.clear()
+        # Wake calls waiting for a reconnect; they see _fatal and raise it.
+        self._up.set()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
