@@ -139,6 +139,7 @@ class OIDCServer:
         access_token_lifespan: int = 300,
         refresh_token_lifespan: int = 1800,
         audience: list[str] | None = None,
+        frontend_url: str | None = None,
     ) -> None:
         self.realm = realm
         self.client_id = client_id
@@ -148,6 +149,9 @@ class OIDCServer:
         self.refresh_token_lifespan = refresh_token_lifespan
         # The access token ``aud``; Keycloak puts "account" first for the account console.
         self.audience = audience if audience is not None else ["account", client_id]
+        # Keycloak's KC_HOSTNAME: the public URL stamped into ``iss`` when clients reach
+        # the server by another address (None: the address it is reached on).
+        self.frontend_url = frontend_url
         self.hits: collections.Counter[str] = collections.Counter()
         self._lock = threading.RLock()
         self._users: dict[str, User] = {}
@@ -178,7 +182,7 @@ class OIDCServer:
 
     @property
     def issuer(self) -> str:
-        return f"{self.base_url}/realms/{self.realm}"
+        return f"{self.frontend_url or self.base_url}/realms/{self.realm}"
 
     @property
     def jwks_hits(self) -> int:

@@ -43,7 +43,9 @@ async def provider(idp: OIDCServer) -> AsyncIterator[KeycloakProvider]:
 # ---------------------------------------------------------------- login, refresh, logout
 
 
-async def test_login_returns_tokens_with_keycloak_identity(idp: OIDCServer, provider: KeycloakProvider) -> None:
+async def test_login_returns_tokens_with_keycloak_identity(
+    idp: OIDCServer, provider: KeycloakProvider
+) -> None:
     tokens = await provider.login("alice", "alice-pw")
     assert tokens.token_type == "Bearer"
     assert tokens.expires_in == 300 and tokens.refresh_expires_in == 1800
@@ -225,6 +227,33 @@ async def test_refresh_token_is_not_accepted_as_access_token(provider: KeycloakP
     tokens = await provider.login("alice", "alice-pw")
     with pytest.raises(InvalidToken):
         await provider.verify_async(tokens.refresh_token)
+
+
+async def test_issuer_is_discovered_when_keycloak_has_a_public_hostname() -> None:
+    # As in docker-compose: reached at one address, stamping another into ``iss``.
+    with OIDCServer(frontend_url="http://localhost:18080") as idp:
+        idp.add_user("alice", "pw")
+        prov = make_provider(idp)
+        await prov.start()
+        try:
+            token = (await prov.login("alice", "pw")).access_token
+            assert prov.issuer == "http://localhost:18080/realms/watchpost"
+            assert prov.verify(token).username == "alice"
+            with pytest.raises(InvalidToken, match="issued"):
+                prov.verify(idp.issue_token("alice", iss=f"{idp.base_url}/realms/watchpost"))
+        finally:
+            await prov.close()
+
+
+async def test_pinned_issuer_is_not_overridden_by_discovery(idp: OIDCServer) -> None:
+    prov = make_provider(idp, issuer="http://localhost:18080/realms/watchpost")
+    await prov.start()
+    try:
+        assert idp.hits["well-known"] == 0
+        with pytest.raises(InvalidToken, match="issued"):
+            prov.verify(idp.issue_token("alice"))
+    finally:
+        await prov.close()
 
 
 # ---------------------------------------------------------------- keys: rotation and refresh bounds

@@ -49,7 +49,6 @@ from typing import Any, TypeVar
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
-from keycloak import KeycloakOpenID
 from keycloak.exceptions import KeycloakConnectionError, KeycloakError
 
 from app.auth.errors import (
@@ -59,6 +58,7 @@ from app.auth.errors import (
     TokenExpired,
     UnknownKey,
 )
+from keycloak import KeycloakOpenID
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +187,12 @@ class KeycloakProvider:
         self.client_secret = client_secret
         self.admin_role = admin_role
         self.audience = audience or client_id
-        # Keycloak stamps its *frontend* URL into ``iss``; set ``issuer`` when we reach
-        # it by another address (e.g. http://keycloak:8080 inside docker-compose).
+        # Keycloak stamps its *frontend* URL (KC_HOSTNAME) into ``iss``, which differs from
+        # base_url when we reach it by another address (http://keycloak:8080 in compose).
+        # Unless pinned here, the issuer is read from the realm's OpenID discovery
+        # document together with the first key set.
         self.issuer = issuer or f"{self.base_url}/realms/{realm}"
+        self._issuer_known = issuer is not None
         self.leeway = leeway
         self.http_timeout = http_timeout
         self.jwks_min_refresh_interval = jwks_min_refresh_interval
@@ -311,6 +314,8 @@ class KeycloakProvider:
                 return False
             self._jwks_attempted_at = now
             try:
+                if not self._issuer_known:
+                    await self._discover_issuer()
                 certs = await self._call("the signing keys request", self._openid.a_certs())
             except IdentityUnavailable as exc:
                 self._jwks_error = exc
@@ -324,6 +329,16 @@ class KeycloakProvider:
                 log.warning("Keycloak published no usable RS256 signing keys; every token will be refused")
             self._keys = keys
             return True
+
+    async def _discover_issuer(self) -> None:
+        config = await self._call("the OpenID discovery request", self._openid.a_well_known())
+        issuer = config.get("issuer")
+        if not isinstance(issuer, str) or not issuer:
+            raise IdentityUnavailable("Keycloak's discovery document names no issuer.")
+        if issuer != self.issuer:
+            log.info("Keycloak issues tokens as %s (reached at %s)", issuer, self.base_url)
+        self.issuer = issuer
+        self._issuer_known = True
 
     def verify(self, token: str) -> KeycloakClaims:
         """Verify a Keycloak access token locally against the cached keys.
@@ -352,7 +367,7 @@ class KeycloakProvider:
                 options={"require": ["exp", "iat", "iss", "sub"], "verify_aud": False},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise TokenExpired() from exc
+            raise TokenExpired("The token has expired; refresh it and reconnect.") from exc
         except jwt.ImmatureSignatureError as exc:
             raise InvalidToken("The token is not valid yet (nbf/iat in the future).") from exc
         except jwt.InvalidIssuerError as exc:
