@@ -1,0 +1,353 @@
+"""Limits shared across instances through Redis, each check one atomic Lua script.
+
+**Messages** never cost a Redis round trip per message. Each instance keeps a
+local allowance per user and reserves tokens from the user's Redis-side token
+bucket (``message_rate_per_minute`` tokens, refilled at that rate) in batches.
+The batch adapts: it starts at 1 and doubles (up to ``reserve_batch``) while a
+user spends reservations quickly, and shrinks when they go unused, so an idle
+user costs one round trip per message at most and a busy one one per batch.
+Reserved tokens are spent within ``reserve_hold`` seconds or dropped. A denial
+is cached locally until the bucket refills, so a flooding client gets its
+``retry_after_ms`` without touching Redis.
+
+Maximum error across instances: Redis never grants more tokens than the bucket
+holds, so the long-run rate is exact. In any interval a user connected to ``k``
+instances can get at most ``k * (reserve_batch - 1)`` messages more than an
+exact single bucket would allow (tokens reserved just before the interval and
+spent in it), and can be denied while other instances still hold up to that
+many unspent tokens (which return to nobody; they expire after
+``reserve_hold``). With the defaults (600/min, batch 30) that is 29 messages per
+extra instance.
+
+**Connections**: a sorted set per user (member ``conn_id``, score = expiry in
+Redis server ms). Acquire drops expired members, checks the count and adds, in
+one script. Registrations live ``connection_ttl`` seconds; a background task
+(started by :meth:`RedisLimiter.start`) refreshes every connection this instance
+registered every ``connection_ttl / 3`` seconds, so a crashed instance's
+connections stop counting within ``connection_ttl``.
+
+**HTTP**: a token bucket per key (``http_burst`` tokens, ``http_per_minute``
+refill) in the same script as the message budget.
+
+**Redis down**: ``fail_open=True`` (default) allows everything, ``False`` denies
+(``retry_after_ms`` 1000, connections refused). Every failure increments
+:attr:`RedisLimiter.redis_errors` and calls ``on_redis_error(operation)``; a
+warning is logged at most every 10 s. After a failure Redis is not tried again
+for ``retry_interval`` seconds, so an outage costs no timeouts per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from app.limits import Limiter
+
+log = logging.getLogger(__name__)
+
+# Token bucket in a hash {tokens, ts}; grants up to ARGV[3] tokens at once.
+# Returns {granted, ms until the next token when nothing was granted}.
+_BUCKET_LUA = """
+local cap = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(v[1])
+local ts = tonumber(v[2])
+if tokens == nil or ts == nil then
+  tokens = cap
+  ts = now
+end
+tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+local grant = math.min(want, math.floor(tokens))
+tokens = tokens - grant
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'ts', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((cap - tokens) / rate) + 1000)
+local wait = 0
+if grant == 0 then wait = math.max(1, math.ceil((1 - tokens) / rate)) end
+return {grant, wait}
+"""
+
+_ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], string.format('%d', now + ttl), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"""
+
+# Re-adds too: a connection dropped while Redis was unreachable is still open.
+_REFRESH_LUA = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local ttl = tonumber(ARGV[1])
+local expiry = string.format('%d', now + ttl)
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], expiry, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return #ARGV - 1
+"""
+
+#: What fail-closed answers while Redis is unreachable.
+FAIL_CLOSED_RETRY_MS = 1000
+
+
+@dataclass(slots=True)
+class _Allowance:
+    """One user's message tokens reserved by this instance."""
+
+    tokens: int = 0
+    #: Monotonic time after which unspent tokens are dropped.
+    expires: float = 0.0
+    #: Monotonic time of the last reservation (how fast it was spent sizes the next).
+    reserved_at: float = 0.0
+    batch: int = 1
+    #: Denied until this monotonic time without asking Redis again.
+    blocked_until: float = 0.0
+    #: A reservation in flight; concurrent hits wait for it instead of asking too.
+    pending: asyncio.Future[None] | None = None
+
+
+class RedisLimiter(Limiter):
+    """Limits shared by every instance using the same Redis and prefix."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "wp:",
+        message_rate_per_minute: int = 600,
+        max_connections_per_user: int = 20,
+        http_per_minute: int = 60,
+        http_burst: int = 10,
+        fail_open: bool = True,
+        reserve_batch: int | None = None,
+        reserve_hold: float = 5.0,
+        connection_ttl: float = 60.0,
+        retry_interval: float = 1.0,
+        socket_timeout: float = 1.0,
+        on_redis_error: Callable[[str], None] | None = None,
+    ) -> None:
+        if min(message_rate_per_minute, max_connections_per_user, http_per_minute, http_burst) < 1:
+            raise ValueError("Every limit must be at least 1; disable rate limiting instead of setting 0.")
+        self.prefix = prefix
+        self.message_rate_per_minute = message_rate_per_minute
+        self.max_connections_per_user = max_connections_per_user
+        self.http_per_minute = http_per_minute
+        self.http_burst = http_burst
+        self.fail_open = fail_open
+        #: Largest reservation; default about 1/20 of the per-minute budget, at most 50.
+        self.reserve_batch = reserve_batch or max(1, min(50, message_rate_per_minute // 20))
+        self.reserve_hold = reserve_hold
+        self.connection_ttl = connection_ttl
+        self.retry_interval = retry_interval
+        self.on_redis_error = on_redis_error
+        #: Redis failures so far (each one also calls ``on_redis_error``).
+        self.redis_errors = 0
+        #: Message-budget reservations made (round trips on the message path).
+        self.reservations = 0
+        self._redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=socket_timeout,
+            socket_timeout=socket_timeout,
+            # One immediate retry covers a pooled connection Redis closed while idle.
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._bucket = self._redis.register_script(_BUCKET_LUA)
+        self._acquire = self._redis.register_script(_ACQUIRE_LUA)
+        self._refresh = self._redis.register_script(_REFRESH_LUA)
+        self._allowances: dict[str, _Allowance] = {}
+        #: Connections this instance registered, refreshed by the heartbeat.
+        self._connections: dict[str, set[str]] = {}
+        self._skip_redis_until = 0.0
+        self._last_warning = -math.inf
+        self._last_sweep = time.monotonic()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._run_heartbeat(), name="limiter-connection-heartbeat")
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        await self._redis.aclose()
+
+    # -- messages -------------------------------------------------------------
+
+    async def hit_message(self, user_key: str) -> int | None:
+        while True:
+            now = time.monotonic()
+            allowance = self._allowances.get(user_key)
+            if allowance is None:
+                if now - self._last_sweep > 60.0:
+                    self._sweep(now)
+                allowance = self._allowances[user_key] = _Allowance()
+            if allowance.tokens > 0 and now < allowance.expires:
+                allowance.tokens -= 1
+                return None
+            if now < allowance.blocked_until:
+                return max(1, math.ceil((allowance.blocked_until - now) * 1000))
+            if allowance.pending is not None:
+                await asyncio.shield(allowance.pending)
+                continue
+            return await self._reserve(user_key, allowance, now)
+
+    async def _reserve(self, user_key: str, allowance: _Allowance, now: float) -> int | None:
+        if now < self._skip_redis_until:
+            return None if self.fail_open else FAIL_CLOSED_RETRY_MS
+        # Spent quickly: ask for more next time; left to expire: ask for less.
+        if allowance.reserved_at and now - allowance.reserved_at < self.reserve_hold / 2:
+            allowance.batch = min(self.reserve_batch, allowance.batch * 2)
+        elif allowance.reserved_at:
+            allowance.batch = max(1, allowance.batch // 2)
+        allowance.tokens = 0
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        allowance.pending = done
+        try:
+            self.reservations += 1
+            granted, wait_ms = await self._bucket(
+                keys=[f"{self.prefix}lim:msg:{user_key}"],
+                args=[self.message_rate_per_minute, self.message_rate_per_minute / 60000.0, allowance.batch],
+            )
+        except (RedisError, OSError) as exc:
+            self._failed("message", exc)
+            return None if self.fail_open else FAIL_CLOSED_RETRY_MS
+        finally:
+            allowance.pending = None
+            done.set_result(None)
+        now = time.monotonic()
+        allowance.reserved_at = now
+        if int(granted) == 0:
+            allowance.blocked_until = now + int(wait_ms) / 1000.0
+            return max(1, int(wait_ms))
+        allowance.tokens = int(granted) - 1
+        allowance.expires = now + self.reserve_hold
+        return None
+
+    def _sweep(self, now: float) -> None:
+        """Drop allowances with nothing left to remember (bounded memory per instance)."""
+        self._last_sweep = now
+        idle = [
+            key
+            for key, a in self._allowances.items()
+            if a.pending is None and now >= a.blocked_until and (a.tokens == 0 or now >= a.expires)
+        ]
+        for key in idle:
+            del self._allowances[key]
+
+    # -- HTTP -------------------------------------------------------------------
+
+    async def hit_http(self, key: str) -> int | None:
+        if time.monotonic() < self._skip_redis_until:
+            return None if self.fail_open else FAIL_CLOSED_RETRY_MS
+        try:
+            granted, wait_ms = await self._bucket(
+                keys=[f"{self.prefix}lim:http:{key}"],
+                args=[self.http_burst, self.http_per_minute / 60000.0, 1],
+            )
+        except (RedisError, OSError) as exc:
+            self._failed("http", exc)
+            return None if self.fail_open else FAIL_CLOSED_RETRY_MS
+        return None if int(granted) else max(1, int(wait_ms))
+
+    # -- connections ------------------------------------------------------------
+
+    async def acquire_connection(self, user_key: str, conn_id: str) -> bool:
+        allowed = self.fail_open
+        if time.monotonic() >= self._skip_redis_until:
+            try:
+                allowed = bool(
+                    await self._acquire(
+                        keys=[self._conn_key(user_key)],
+                        args=[conn_id, self.max_connections_per_user, int(self.connection_ttl * 1000)],
+                    )
+                )
+            except (RedisError, OSError) as exc:
+                self._failed("connection", exc)
+        if allowed:
+            # Tracked even when admitted without Redis: the heartbeat registers it later.
+            self._connections.setdefault(user_key, set()).add(conn_id)
+        return allowed
+
+    async def release_connection(self, user_key: str, conn_id: str) -> None:
+        conns = self._connections.get(user_key)
+        if conns is not None:
+            conns.discard(conn_id)
+            if not conns:
+                del self._connections[user_key]
+        if time.monotonic() < self._skip_redis_until:
+            return  # the registration expires on its own
+        try:
+            await self._redis.zrem(self._conn_key(user_key), conn_id)
+        except (RedisError, OSError) as exc:
+            self._failed("connection", exc)
+
+    async def refresh_connections(self, user_key: str, conn_ids: Collection[str]) -> None:
+        if not conn_ids or time.monotonic() < self._skip_redis_until:
+            return
+        try:
+            await self._refresh(
+                keys=[self._conn_key(user_key)], args=[int(self.connection_ttl * 1000), *conn_ids]
+            )
+        except (RedisError, OSError) as exc:
+            self._failed("connection", exc)
+
+    async def _run_heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.connection_ttl / 3)
+            try:
+                for user_key, conns in list(self._connections.items()):
+                    await self.refresh_connections(user_key, list(conns))
+            except Exception:  # the heartbeat must outlive any single failure
+                log.exception("Refreshing connection registrations failed; retrying next round.")
+
+    def _conn_key(self, user_key: str) -> str:
+        return f"{self.prefix}lim:conn:{user_key}"
+
+    # -- failures -----------------------------------------------------------------
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        self.redis_errors += 1
+        now = time.monotonic()
+        self._skip_redis_until = now + self.retry_interval
+        if now - self._last_warning >= 10.0:
+            self._last_warning = now
+            log.warning(
+                "Redis is unreachable for %s limits (%s); %s requests until it is back (%d errors so far).",
+                operation,
+                exc,
+                "allowing" if self.fail_open else "denying",
+                self.redis_errors,
+            )
+        if self.on_redis_error is not None:
+            try:
+                self.on_redis_error(operation)
+            except Exception:
+                log.exception("The on_redis_error hook failed; limits keep working.")
+
+    def registered_connections(self) -> dict[str, set[str]]:
+        """Connections this instance registered, per user (diagnostics and tests)."""
+        return {user: set(conns) for user, conns in self._connections.items()}
