@@ -181,10 +181,10 @@ class WatchpostClient:
             await asyncio.gather(*self._background, return_exceptions=True)
         link, self._link = self._link, None
         if link is not None:
+            self._fail_pending(link, ConnectionLost("the client was closed before the answer arrived"))
             await link.ws.close()
             if link.reader is not None:
                 await link.reader
-            self._fail_pending(link, ConnectionLost("the client was closed before the answer arrived"))
 
     # -- requests ------------------------------------------------------------
 
