@@ -50,6 +50,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 from keycloak.exceptions import KeycloakConnectionError, KeycloakError
+from keycloak.keycloak_openid import KeycloakOpenID
 
 from app.auth.errors import (
     IdentityUnavailable,
@@ -58,7 +59,6 @@ from app.auth.errors import (
     TokenExpired,
     UnknownKey,
 )
-from keycloak import KeycloakOpenID
 
 log = logging.getLogger(__name__)
 
