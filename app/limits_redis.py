@@ -180,14 +180,18 @@ class RedisLimiter(Limiter):
         self._last_warning = -math.inf
         self._last_sweep = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._closed = False
 
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._heartbeat is None:
+        if self._heartbeat is None and not self._closed:
             self._heartbeat = asyncio.create_task(self._run_heartbeat(), name="limiter-connection-heartbeat")
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -276,6 +280,8 @@ class RedisLimiter(Limiter):
     # -- connections ------------------------------------------------------------
 
     async def acquire_connection(self, user_key: str, conn_id: str) -> bool:
+        if self._heartbeat is None:
+            await self.start()  # registrations expire unless the heartbeat runs
         allowed = self.fail_open
         if time.monotonic() >= self._skip_redis_until:
             try:

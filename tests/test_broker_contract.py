@@ -260,7 +260,9 @@ async def test_pubsub_reconnects_after_its_connection_is_killed(
 
 
 async def test_unreachable_redis_raises_broker_unavailable(redis_prefix: str) -> None:
-    broker = RedisBroker("redis://127.0.0.1:1/0", prefix=redis_prefix, socket_timeout=1.0)
+    broker = RedisBroker(
+        "redis://127.0.0.1:1/0", prefix=redis_prefix, socket_timeout=1.0, subscribe_timeout=0.5
+    )
     await broker.start()
     try:
         assert await broker.ready() is False
@@ -268,5 +270,9 @@ async def test_unreachable_redis_raises_broker_unavailable(redis_prefix: str) ->
             await broker.publish("t1:monitors", "monitors", 900, {})
         with pytest.raises(BrokerUnavailable):
             await broker.history("t1:monitors", 0)
+        broker.add_listener("t1:monitors", Recorder())
+        with pytest.raises(BrokerUnavailable):
+            await broker.wait_subscribed("t1:monitors")
     finally:
         await broker.close()
+        await broker.close()  # idempotent

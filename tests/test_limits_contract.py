@@ -206,6 +206,7 @@ async def test_unreachable_redis_follows_the_fail_setting(redis_prefix: str, fai
         assert {"message", "connection", "http"} <= set(seen)
     finally:
         await limiter.close()
+        await limiter.close()  # idempotent
 
 
 async def test_after_a_failure_redis_is_skipped_for_the_retry_interval(redis_prefix: str) -> None:

@@ -319,7 +319,11 @@ class RedisBroker(Broker):
                 if drop:
                     await ps.unsubscribe(*(self.channel(t) for t in drop))
             except (RedisError, OSError) as exc:
-                # The reader notices the broken connection, reconnects and re-subscribes.
+                # Drop the connection so the reader reconnects and re-subscribes from
+                # scratch; our bookkeeping for this one can no longer be trusted.
+                with contextlib.suppress(Exception):
+                    if ps.connection is not None:
+                        await ps.connection.disconnect()
                 log.warning(
                     "Could not update Redis pub/sub subscriptions (%s); will retry after reconnect.", exc
                 )
