@@ -1,0 +1,82 @@
+"""A monitored target: its definition (wire fields), its live state and its
+collector bookkeeping (schedule and lease) in one row, so claiming, checking
+and recording a state change each touch exactly one row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.models.base import utcnow
+
+
+class Monitor(SQLModel, table=True):
+    __tablename__ = "monitors"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", name="uq_monitor_tenant_name"),
+        # MONITOR_LIST / STATUS_SUMMARY: a tenant's monitors in id order, optionally by state or kind.
+        Index("ix_monitors_tenant_id", "tenant_id", "id"),
+        Index("ix_monitors_tenant_state", "tenant_id", "state"),
+        # The collector's claim: enabled monitors whose next_check_at has passed.
+        Index("ix_monitors_due", "enabled", "next_check_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenants.id", ondelete="CASCADE")
+    name: str = Field(max_length=200)
+    kind: str = Field(max_length=16)
+    # --- http
+    url: str | None = Field(default=None, max_length=2048)
+    method: str = Field(default="GET", max_length=10)
+    #: Wire form: codes and "lo-hi" ranges, e.g. [200, "300-399"].
+    expected_status: list[Any] = Field(default_factory=lambda: ["200-399"], sa_type=JSON)
+    keyword: str | None = Field(default=None, max_length=500)
+    verify_tls: bool = True
+    follow_redirects: bool = True
+    # --- tcp
+    host: str | None = Field(default=None, max_length=255)
+    port: int | None = None
+    # --- schedule and retries
+    interval: int = 60
+    timeout: float = 10.0
+    fail_threshold: int = 1
+    recover_threshold: int = 1
+    # --- push
+    #: Seconds a push may be late before the monitor counts as failed.
+    grace: int = 30
+    push_token: str | None = Field(default=None, max_length=64, unique=True)
+    # --- group
+    members: list[int] = Field(default_factory=list, sa_type=JSON)
+    min_up: int = 1
+    # --- descriptive
+    tags: list[str] = Field(default_factory=list, sa_type=JSON)
+    channels: list[int] = Field(default_factory=list, sa_type=JSON)
+    description: str = Field(default="", max_length=2000)
+    #: False while paused (PAUSE/RESUME); the collector skips disabled monitors.
+    enabled: bool = True
+    #: Optimistic lock for definition edits (UPDATE); the collector never bumps it.
+    version: int = 1
+    # --- live state (written by the collector, pushes and PAUSE/RESUME)
+    state: str = Field(default="pending", max_length=16)
+    state_changed_at: datetime = Field(default_factory=utcnow)
+    #: Bumped by every state write; the compare-and-set key that keeps two
+    #: instances from both recording one transition.
+    state_seq: int = 0
+    fail_streak: int = 0
+    ok_streak: int = 0
+    last_checked_at: datetime | None = None
+    last_latency_ms: float | None = None
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=300)
+    cert_expires_at: datetime | None = None
+    # --- collector bookkeeping
+    next_check_at: datetime = Field(default_factory=utcnow)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = None
+    #: Hours before this instant are read from hourly rollups, later ones from raw rows.
+    rolled_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

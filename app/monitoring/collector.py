@@ -1,0 +1,267 @@
+"""The collector: claims due monitors from the database, checks them with
+bounded concurrency, and records each outcome with a compare-and-set.
+
+Work sharing (N instances, one database):
+
+- PostgreSQL: each tick claims up to ``free slots`` due rows with
+  ``SELECT … FOR UPDATE SKIP LOCKED`` and stamps them with this instance's
+  ``lease_owner`` and ``lease_expires_at`` (check timeout + lease margin) in the
+  same transaction, so concurrent claimers never get the same row. Recording
+  releases the lease and moves ``next_check_at`` one interval on. A crashed
+  instance's leases expire and the rows become claimable again.
+- SQLite: the same statements without row locks; one instance per database file.
+
+Recording is a compare-and-set on ``state_seq`` and ``lease_owner``: if a push,
+a CHECK_NOW, a PAUSE or another instance (after our lease expired) wrote
+first, our result is dropped and nothing is announced twice.
+
+Scheduling keeps a fixed cadence (``next = previous due time + interval``) and
+only resets to ``now + interval`` when the collector has fallen behind. A new
+monitor's first check is spread over ``COLLECTOR_JITTER`` seconds (capped at
+its interval) so a bulk import does not fire on one second forever after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import or_, select, update
+from sqlmodel import col
+
+from app.models.base import utcnow
+from app.models.monitor import Monitor
+from app.monitoring import recorder
+from app.monitoring.checks import CheckOutcome, HttpClients, run_http_check, run_tcp_check
+from app.monitoring.definition import http_spec
+from app.monitoring.state import UP_LIKE, group_state
+
+if TYPE_CHECKING:
+    from app.events import EventBus
+    from app.storage.db import Database
+
+log = logging.getLogger("watchpost.collector")
+
+
+def instance_id() -> str:
+    """A lease owner name unique to this process (host:pid:random)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def next_due(monitor: Monitor, now: datetime) -> datetime:
+    """When the monitor should run next after a check that ran at ``now``."""
+    step = timedelta(seconds=monitor.interval)
+    if monitor.kind == "push":
+        return now + step  # another missed-push result each interval until a push arrives
+    nxt = monitor.next_check_at + step
+    return nxt if nxt > now else now + step
+
+
+async def probe(monitor: Monitor, clients: HttpClients | None) -> CheckOutcome:
+    """Run the monitor's check (http/tcp); push and group are decided by the caller."""
+    if monitor.kind == "http":
+        return await run_http_check(http_spec(monitor), clients)
+    if monitor.kind == "tcp":
+        return await run_tcp_check(str(monitor.host), int(monitor.port or 0), monitor.timeout)
+    raise ValueError(f"{monitor.kind} monitors are not probed")
+
+
+def missed_push(monitor: Monitor) -> CheckOutcome:
+    return CheckOutcome(False, None, None, f"no push received within {monitor.interval + monitor.grace} s")
+
+
+def group_outcome(monitor: Monitor, members: list[str]) -> CheckOutcome:
+    state = group_state(members, monitor.min_up)
+    up = sum(1 for s in members if s in UP_LIKE)
+    ok = state in UP_LIKE
+    text = f"{up} of {len(members)} members up, {monitor.min_up} needed"
+    return CheckOutcome(ok, None, None, None if ok else text)
+
+
+class Collector:
+    """One per app instance; ``start()`` from the lifespan, ``stop()`` on shutdown."""
+
+    def __init__(
+        self,
+        db: Database,
+        events: EventBus | None,
+        *,
+        concurrency: int = 200,
+        tick: float = 1.0,
+        lease_margin: float = 30.0,
+        jitter: float = 10.0,
+        owner: str | None = None,
+    ) -> None:
+        self.db = db
+        self.events = events
+        self.concurrency = max(1, concurrency)
+        self.tick = tick
+        self.lease_margin = lease_margin
+        self.jitter = jitter
+        self.owner = owner or instance_id()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._clients: HttpClients | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._clients = HttpClients()
+        self._loop_task = asyncio.create_task(self._run_loop(), name="collector")
+        log.info("collector %s started (concurrency %d)", self.owner, self.concurrency)
+
+    async def stop(self, deadline: float = 5.0) -> None:
+        """Stop claiming, give in-flight checks ``deadline`` seconds, cancel the rest.
+
+        Cancelled checks keep their lease; another instance re-runs them once it expires.
+        """
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=deadline)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._clients is not None:
+            await self._clients.aclose()
+            self._clients = None
+
+    def wake(self) -> None:
+        """Claim now instead of at the next tick (a monitor became due early)."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    # -- claiming ----------------------------------------------------------------------------
+    async def _run_loop(self) -> None:
+        while True:
+            free = self.concurrency - len(self._tasks)
+            claimed: list[Monitor] = []
+            if free > 0:
+                try:
+                    claimed = await self.claim(free)
+                except Exception:
+                    log.exception("collector %s: claiming due monitors failed; retrying", self.owner)
+            for monitor in claimed:
+                task = asyncio.create_task(self._check(monitor), name=f"check-{monitor.id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if claimed and len(claimed) == free:
+                await asyncio.sleep(0)  # more may be due; claim again once slots free up
+                if len(self._tasks) >= self.concurrency:
+                    await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.tick)
+
+    async def claim(self, limit: int) -> list[Monitor]:
+        """Lease up to ``limit`` due monitors to this instance; returns detached snapshots."""
+        now = utcnow()
+        async with self.db.session() as session:
+            stmt = (
+                select(Monitor)
+                .where(
+                    col(Monitor.enabled).is_(True),
+                    col(Monitor.next_check_at) <= now,
+                    or_(
+                        col(Monitor.lease_expires_at).is_(None),
+                        col(Monitor.lease_expires_at) < now,
+                    ),
+                )
+                .order_by(col(Monitor.next_check_at))
+                .limit(limit)
+            )
+            if not self.db.is_sqlite:
+                stmt = stmt.with_for_update(skip_locked=True)
+            monitors = list((await session.execute(stmt)).scalars().all())
+            if not monitors:
+                await session.rollback()
+                return []
+            longest = max(m.timeout for m in monitors)
+            expires = now + timedelta(seconds=longest + self.lease_margin)
+            ids = [m.id for m in monitors]
+            await session.execute(
+                update(Monitor)
+                .where(col(Monitor.id).in_(ids))
+                .values(lease_owner=self.owner, lease_expires_at=expires)
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+            for m in monitors:
+                session.expunge(m)
+                m.lease_owner, m.lease_expires_at = self.owner, expires
+            return monitors
+
+    # -- checking ----------------------------------------------------------------------------
+    async def _check(self, monitor: Monitor) -> None:
+        try:
+            await self.check_claimed(monitor)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("collector %s: checking monitor %s failed", self.owner, monitor.id)
+
+    async def check_claimed(self, monitor: Monitor) -> recorder.Recording | None:
+        """Run and record one leased monitor; returns the recording, or None if it lost the race."""
+        outcome: CheckOutcome | None = None
+        if monitor.kind in ("http", "tcp"):
+            outcome = await probe(monitor, self._clients)
+        now = utcnow()
+        async with self.db.session() as session:
+            members: list[str] | None = None
+            if monitor.kind == "group":
+                members = await recorder.group_member_states(session, monitor)
+                outcome = group_outcome(monitor, members)
+            elif monitor.kind == "push":
+                outcome = missed_push(monitor)
+            assert outcome is not None
+            windows = await recorder.active_windows(session, {monitor.tenant_id}, now)
+            rec = await recorder.record(
+                session,
+                monitor,
+                outcome,
+                now=now,
+                in_maintenance=recorder.covered(monitor, windows),
+                next_check_at=next_due(monitor, now),
+                lease_owner=self.owner,
+                members=members,
+            )
+            if rec is None:
+                await session.rollback()
+                await self._release(monitor, now)
+                return None
+            await session.commit()
+        await self.publish(rec.events)
+        return rec
+
+    async def _release(self, monitor: Monitor, now: datetime) -> None:
+        """Give back a lease whose recording lost the compare-and-set."""
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        if monitor.kind != "push":  # a push that beat us already set the next deadline
+            values["next_check_at"] = next_due(monitor, now)
+        async with self.db.session() as session:
+            await session.execute(
+                update(Monitor)
+                .where(col(Monitor.id) == monitor.id, col(Monitor.lease_owner) == self.owner)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+
+    async def publish(self, events: list[recorder.Event]) -> None:
+        if self.events is None:
+            return
+        for tenant_id, topic, pkg_id, data in events:
+            await self.events.publish(tenant_id, topic, pkg_id, data)

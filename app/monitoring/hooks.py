@@ -1,0 +1,34 @@
+"""Extension point called inside the transaction that records a state change.
+
+The alerting module fills :func:`on_state_change` in: it inserts outbox rows
+(one pending delivery per linked channel) with the same ``session``, so the
+state change and its alerts commit together or not at all, and a transition
+that lost the compare-and-set (another instance recorded it) alerts nobody.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models.incident import Incident
+from app.models.monitor import Monitor
+from app.monitoring.state import State
+
+
+async def on_state_change(
+    session: AsyncSession,
+    monitor: Monitor,
+    transition: tuple[State, State],
+    *,
+    incident: Incident | None = None,
+    incident_action: str | None = None,
+) -> None:
+    """Called once per recorded transition, before commit; must only add rows to ``session``.
+
+    ``monitor`` already carries the new state. ``incident_action`` is "opened"
+    (the monitor went down: alert "down") or "resolved" (it came back: alert
+    "up") with the ``incident``; None for transitions that must not alert
+    (into/out of maintenance or pause, pending → up on a fresh monitor).
+    Raising aborts the whole recording; the collector retries on the next tick.
+    """
+    return None

@@ -1,0 +1,244 @@
+"""Record one outcome for one monitor: result row, state step, compare-and-set,
+incidents and the alerting hook, all in the caller's transaction.
+
+Used by the collector (scheduled checks, push deadlines, groups), CHECK_NOW and
+HEARTBEAT_PUSH. The caller commits, then publishes ``Recording.events`` (never
+before: an event must not announce a change that was rolled back). When
+:func:`record` returns None the compare-and-set lost — another writer recorded
+first — and the caller must roll back (its result is dropped, not double-counted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.models.check import CheckResult
+from app.models.incident import Incident
+from app.models.maintenance import MaintenanceWindow
+from app.models.monitor import Monitor
+from app.monitoring import hooks
+from app.monitoring.checks import CheckOutcome
+from app.monitoring.state import UP_LIKE, State, Step, group_state, step
+from app.monitoring.wire import incident_to_wire, result_to_wire
+from app.protocol import PkgID
+
+#: (tenant_id, tenant-relative topic, pkg_id, data)
+Event = tuple[int, str, int, Any]
+
+
+@dataclass(slots=True)
+class Recording:
+    monitor: Monitor
+    result: CheckResult
+    transition: tuple[State, State] | None
+    incident: Incident | None = None
+    incident_action: str | None = None
+    events: list[Event] = field(default_factory=list)
+
+
+async def active_windows(
+    session: AsyncSession, tenant_ids: set[int], now: datetime
+) -> list[MaintenanceWindow]:
+    """Maintenance windows of these tenants that cover ``now``."""
+    if not tenant_ids:
+        return []
+    rows = await session.execute(
+        select(MaintenanceWindow).where(
+            col(MaintenanceWindow.tenant_id).in_(tenant_ids),
+            col(MaintenanceWindow.ends_at) > now,
+            col(MaintenanceWindow.starts_at) <= now,
+        )
+    )
+    return list(rows.scalars().all())
+
+
+def covered(monitor: Monitor, windows: list[MaintenanceWindow]) -> bool:
+    return any(
+        w.tenant_id == monitor.tenant_id and (w.all_monitors or monitor.id in (w.monitors or []))
+        for w in windows
+    )
+
+
+async def group_member_states(session: AsyncSession, group: Monitor) -> list[str]:
+    if not group.members:
+        return []
+    rows = await session.execute(
+        select(col(Monitor.state)).where(
+            col(Monitor.tenant_id) == group.tenant_id,
+            col(Monitor.id).in_(group.members),
+        )
+    )
+    return [str(s) for s in rows.scalars().all()]
+
+
+def decide(
+    monitor: Monitor, ok: bool | None, *, in_maintenance: bool, members: list[str] | None = None
+) -> Step:
+    """The state step for one outcome. Groups derive their state from ``members``."""
+    if monitor.kind == "group" and members is not None and monitor.enabled:
+        derived = State.MAINTENANCE if in_maintenance else group_state(members, monitor.min_up)
+        current = State(monitor.state)
+        return Step(derived, 0, 0, None if derived == current else (current, derived))
+    return step(
+        monitor.state,
+        monitor.fail_streak,
+        monitor.ok_streak,
+        ok,
+        fail_threshold=monitor.fail_threshold,
+        recover_threshold=monitor.recover_threshold,
+        in_maintenance=in_maintenance,
+        paused=not monitor.enabled,
+    )
+
+
+async def record(
+    session: AsyncSession,
+    monitor: Monitor,
+    outcome: CheckOutcome,
+    *,
+    now: datetime,
+    in_maintenance: bool,
+    next_check_at: datetime | None = None,
+    lease_owner: str | None = None,
+    members: list[str] | None = None,
+) -> Recording | None:
+    """Record ``outcome`` for ``monitor`` (a detached snapshot: never added to the session).
+
+    ``lease_owner`` set: only succeed while this owner still holds the lease.
+    ``next_check_at`` None keeps the schedule (CHECK_NOW). On success the
+    snapshot carries the new state and the lease is released.
+    """
+    decision = decide(monitor, outcome.ok, in_maintenance=in_maintenance, members=members)
+    values: dict[str, Any] = {
+        "state": decision.state.value,
+        "state_seq": monitor.state_seq + 1,
+        "fail_streak": decision.fail_streak,
+        "ok_streak": decision.ok_streak,
+        "last_checked_at": now,
+        "last_latency_ms": outcome.latency_ms,
+        "last_status_code": outcome.status_code,
+        "last_error": (outcome.error or None) and outcome.error[:300],
+    }
+    if outcome.cert_expires_at is not None:
+        values["cert_expires_at"] = outcome.cert_expires_at
+    if decision.transition is not None:
+        values["state_changed_at"] = now
+    if next_check_at is not None:
+        values["next_check_at"] = next_check_at
+    conditions = [col(Monitor.id) == monitor.id, col(Monitor.state_seq) == monitor.state_seq]
+    if lease_owner is not None:
+        conditions.append(col(Monitor.lease_owner) == lease_owner)
+        values["lease_owner"] = None
+        values["lease_expires_at"] = None
+    res = await session.execute(
+        update(Monitor).where(*conditions).values(**values).execution_options(synchronize_session=False)
+    )
+    if getattr(res, "rowcount", 0) != 1:
+        return None
+    for key, value in values.items():
+        setattr(monitor, key, value)
+
+    result = CheckResult(
+        monitor_id=_id(monitor),
+        tenant_id=monitor.tenant_id,
+        ts=now,
+        ok=outcome.ok,
+        latency_ms=outcome.latency_ms,
+        status_code=outcome.status_code,
+        error=values["last_error"],
+        maintenance=in_maintenance,
+    )
+    session.add(result)
+    await session.flush()
+    rec = Recording(monitor, result, decision.transition)
+    if decision.transition is not None:
+        await _incidents(session, rec, outcome, now)
+        await hooks.on_state_change(
+            session, monitor, decision.transition, incident=rec.incident, incident_action=rec.incident_action
+        )
+    rec.events = _events(rec)
+    return rec
+
+
+async def _incidents(session: AsyncSession, rec: Recording, outcome: CheckOutcome, now: datetime) -> None:
+    assert rec.transition is not None
+    new = rec.transition[1]
+    if new != State.DOWN and new not in UP_LIKE:
+        return  # pending, paused, maintenance: an open incident stays open
+    open_incident = (
+        await session.execute(
+            select(Incident).where(
+                col(Incident.monitor_id) == rec.monitor.id,
+                col(Incident.resolved_at).is_(None),
+            )
+        )
+    ).scalar_one_or_none()
+    if new == State.DOWN and open_incident is None:
+        incident = Incident(
+            tenant_id=rec.monitor.tenant_id,
+            monitor_id=_id(rec.monitor),
+            cause=(outcome.error or "check failed")[:300],
+            opened_at=now,
+        )
+        session.add(incident)
+        await session.flush()
+        rec.incident, rec.incident_action = incident, "opened"
+    elif new in UP_LIKE and open_incident is not None:
+        open_incident.resolved_at = now
+        open_incident.resolved_by = "monitor"
+        await session.flush()
+        rec.incident, rec.incident_action = open_incident, "resolved"
+
+
+def _id(monitor: Monitor) -> int:
+    assert monitor.id is not None, "only stored monitors are recorded"
+    return monitor.id
+
+
+def _events(rec: Recording) -> list[Event]:
+    m = rec.monitor
+    tenant = m.tenant_id
+    events: list[Event] = [
+        (
+            tenant,
+            f"monitor.{m.id}",
+            int(PkgID.EVENT_CHECK_RESULT),
+            {**result_to_wire(rec.result), "state": m.state},
+        )
+    ]
+    if rec.transition is not None:
+        events.append(
+            (
+                tenant,
+                "monitors",
+                int(PkgID.EVENT_MONITOR_STATUS),
+                {
+                    "id": m.id,
+                    "name": m.name,
+                    "state": rec.transition[1].value,
+                    "previous": rec.transition[0].value,
+                    "changed_at": result_to_wire(rec.result)["ts"],
+                    "error": m.last_error,
+                    "latency_ms": m.last_latency_ms,
+                },
+            )
+        )
+    if rec.incident is not None and rec.incident_action is not None:
+        events.append(
+            (
+                tenant,
+                "incidents",
+                int(PkgID.EVENT_INCIDENT),
+                {
+                    "action": rec.incident_action,
+                    "incident": {**incident_to_wire(rec.incident), "monitor": m.name},
+                },
+            )
+        )
+    return events
