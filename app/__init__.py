@@ -1,0 +1,125 @@
+"""Watchpost: a WebSocket-first, package-routed realtime server for live health monitoring.
+
+:func:`create_app` is the only place that wires things together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+__version__ = "0.1.0"
+
+log = logging.getLogger("watchpost")
+
+
+def create_app(settings: Any = None) -> Any:
+    """Build the Starlette app from settings (default: the environment)."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Mount, Route, WebSocketRoute
+    from starlette.staticfiles import StaticFiles
+
+    from app import http, metrics
+    from app.auth.authenticator import Authenticator
+    from app.auth.local import LocalAuth
+    from app.broker import create_broker
+    from app.context import Services
+    from app.events import EventBus
+    from app.handlers import build_router
+    from app.limits import create_limiter
+    from app.rbac import load_policy
+    from app.settings import Settings
+    from app.storage.db import Database
+    from app.ws.endpoint import websocket_endpoint
+    from app.ws.hub import Hub
+
+    settings = settings or Settings.from_env()
+    policy = load_policy()
+    router = build_router()
+    policy.check_registry(router.specs)  # fail closed: every package needs an actions.json entry
+    router.policy = policy
+    router.on_handled = metrics.observe_processing
+    broker = create_broker(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        history_size=settings.event_history_size,
+        history_ttl=float(settings.event_history_ttl),
+    )
+    limiter = create_limiter(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        message_rate_per_minute=settings.ws_message_rate_limit,
+        max_connections_per_user=settings.ws_max_connections_per_user,
+        http_per_minute=settings.rate_limit_per_minute,
+        http_burst=settings.rate_limit_burst,
+        fail_open=settings.limits_fail_open,
+        on_redis_error=lambda op: metrics.REDIS_ERRORS.labels(component=f"limits_{op}").inc(),
+    )
+    db = Database(settings.database_url)
+    local_auth = LocalAuth(settings, db, secret="")  # key loaded in the lifespan
+    services = Services(
+        settings=settings,
+        db=db,
+        policy=policy,
+        router=router,
+        broker=broker,
+        events=EventBus(broker),
+        limiter=limiter,
+        local_auth=local_auth,
+        authenticator=Authenticator(db, local_auth, policy),
+        hub=Hub(broker),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from app.auth.local import load_or_create_secret
+        from app.bootstrap import bootstrap_admin
+
+        metrics.set_app_info(__version__, settings.environment)
+        local_auth._secret = await load_or_create_secret(db, settings.jwt_secret)
+        await bootstrap_admin(services)
+        await broker.start()
+        await limiter.start()
+        services.hub.start()
+        await _start_components(services)
+        log.info("watchpost %s ready (database=%s, broker=%s)", __version__,
+                 "sqlite" if db.is_sqlite else "postgresql", "redis" if settings.redis_url else "in-process")
+        try:
+            yield
+        finally:
+            # Shutdown in labelled steps: drain sockets (if the signal handler has not),
+            # stop background work, then close Redis and the database.
+            if not services.hub.draining:
+                await services.hub.drain(settings.ws_drain_timeout)
+            await _stop_components(services)
+            services.hub.stop()
+            await limiter.close()
+            await broker.close()
+            await db.close()
+            log.info("shutdown complete")
+
+    routes = [
+        Route("/", http.dashboard, methods=["GET"]),
+        Route("/login", http.login, methods=["POST"]),
+        Route("/refresh", http.refresh, methods=["POST"]),
+        Route("/logout", http.logout, methods=["POST"]),
+        Route("/health", http.health, methods=["GET"]),
+        Route("/health/ready", http.ready, methods=["GET"]),
+        Route("/metrics", http.metrics_endpoint, methods=["GET"]),
+        WebSocketRoute("/web", websocket_endpoint),
+        Mount("/static", app=StaticFiles(directory=str(http.DASHBOARD_DIR / "static"), check_dir=False), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(http.HTTPMetricsMiddleware)])
+    app.state.services = services
+    return app
+
+
+async def _start_components(services: Any) -> None:
+    """Background components (collector, delivery workers, IdP); each module adds its line."""
+
+
+async def _stop_components(services: Any) -> None:
+    """Stop what :func:`_start_components` started, in reverse order."""

@@ -33,3 +33,47 @@ def redis_prefix() -> str:
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database (SQLAlchemy asyncpg URL)."""
     yield services.create_pg_database()
+
+
+# ----- real servers shared by a whole run (one per storage backend)
+
+from tests.server import ServerProcess, sqlite_url  # noqa: E402
+
+_shared: dict[str, ServerProcess] = {}
+
+
+def database_url_for(backend: str) -> str:
+    return sqlite_url() if backend == "sqlite" else services.create_pg_database()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """A running server with default settings (rate limits high), on SQLite and on PostgreSQL.
+
+    Shared by the session: tests create their own tenants and users (tests.fixtures)
+    so they never depend on each other's data.
+    """
+    backend = request.param
+    if backend not in _shared:
+        srv = ServerProcess(
+            database_url_for(backend),
+            env={"WS_MESSAGE_RATE_LIMIT": "100000", "RATE_LIMIT_PER_MINUTE": "100000", "RATE_LIMIT_BURST": "10000",
+                 "WS_MAX_CONNECTIONS_PER_USER": "1000"},
+        )
+        srv.backend = backend  # type: ignore[attr-defined]
+        srv.start()
+        _shared[backend] = srv
+    yield _shared[backend]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_shared_servers() -> Iterator[None]:
+    yield
+    for srv in _shared.values():
+        srv.stop()
+    _shared.clear()
+
+
+@pytest.fixture
+def admin_token(server: ServerProcess) -> str:
+    return server.login()

@@ -1,0 +1,171 @@
+"""Turn a bearer credential plus an optional tenant slug into an :class:`Identity`.
+
+Used at the WebSocket handshake, by AUTH_REFRESH, and by HTTP routes that need
+a user. Three kinds of credential:
+
+- ``wpt_…`` API tokens: looked up by SHA-256; bound to one tenant; their role is
+  capped at the creator's current role in that tenant.
+- local JWTs (``iss == "watchpost"``), checked with the server key and their
+  session (a logged-out session is refused);
+- Keycloak JWTs, verified locally against the realm's JWKS (``app.auth.keycloak``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import jwt
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.errors import InvalidToken, NotAMember, TokenExpired
+from app.auth.identity import Identity
+from app.auth.local import ISSUER, LocalAuth
+from app.auth.passwords import hash_secret
+from app.models.base import utcnow
+from app.models.tenant import Membership, Tenant
+from app.models.token import ApiToken
+from app.models.user import User
+from app.rbac import Policy
+from app.storage.db import Database
+
+API_TOKEN_PREFIX = "wpt_"
+
+
+class ExternalVerifier(Protocol):
+    """What the Keycloak mode plugs in: verify a JWT and return the user to act as."""
+
+    async def identify(self, session: AsyncSession, token: str) -> tuple[User, str | None, float | None]:
+        """Verify ``token`` and upsert its user; returns (user, session id, expiry)."""
+        ...
+
+
+class Authenticator:
+    def __init__(
+        self, db: Database, local: LocalAuth, policy: Policy, external: ExternalVerifier | None = None
+    ) -> None:
+        self.db = db
+        self.local = local
+        self.policy = policy
+        self.external = external
+
+    async def authenticate(self, token: str, tenant_slug: str | None) -> Identity:
+        """Raises InvalidToken / TokenExpired (close 4001) or NotAMember (close 4003)."""
+        if not token:
+            raise InvalidToken("no credential: send 'Authorization: Bearer <token>'")
+        if token.startswith(API_TOKEN_PREFIX):
+            return await self._api_token(token, tenant_slug)
+        async with self.db.session() as s:
+            if _issuer(token) == ISSUER:
+                claims = self.local.verify(token)
+                if not await self.local.session_active(str(claims["sid"])):
+                    raise InvalidToken("the session was logged out; log in again")
+                user = await s.get(User, int(claims["sub"]))
+                if user is None or not user.is_active:
+                    raise InvalidToken("the user no longer exists")
+                session_id: str | None = str(claims["sid"])
+                expires_at: float | None = float(claims["exp"])
+                kind = "local"
+            elif self.external is not None:
+                user, session_id, expires_at = await self.external.identify(s, token)
+                kind = "keycloak"
+            else:
+                raise InvalidToken("invalid token: unknown issuer")
+            tenant, role = await self._tenant_and_role(s, user, tenant_slug)
+            return Identity(
+                user_id=user.id,  # type: ignore[arg-type]
+                username=user.username,
+                subject=user.external_subject or str(user.id),
+                tenant_id=tenant.id if tenant else None,
+                tenant_slug=tenant.slug if tenant else None,
+                role=role,
+                is_platform_admin=user.is_platform_admin,
+                kind=kind,
+                session_id=session_id,
+                expires_at=expires_at,
+            )
+
+    async def _tenant_and_role(
+        self, s: AsyncSession, user: User, slug: str | None
+    ) -> tuple[Tenant | None, str | None]:
+        stmt = (
+            select(Tenant, Membership.role)
+            .join(Membership, Membership.tenant_id == Tenant.id)
+            .where(Membership.user_id == user.id)
+            .order_by(Membership.id)
+        )
+        if slug:
+            row = (await s.execute(stmt.where(Tenant.slug == slug))).first()
+            if row is not None:
+                return row[0], row[1]
+            if user.is_platform_admin:
+                # Platform administrators manage every tenant as its owner.
+                tenant = (await s.execute(select(Tenant).where(Tenant.slug == slug))).scalar_one_or_none()
+                if tenant is not None:
+                    return tenant, self.policy.roles[-1]
+            raise NotAMember(f"not a member of tenant {slug!r}")
+        row = (await s.execute(stmt.limit(1))).first()
+        if row is not None:
+            return row[0], row[1]
+        if user.is_platform_admin:
+            return None, None
+        raise NotAMember("the user is not a member of any tenant")
+
+    async def _api_token(self, token: str, tenant_slug: str | None) -> Identity:
+        async with self.db.session() as s:
+            row = (
+                await s.execute(
+                    select(ApiToken, Tenant, User)
+                    .join(Tenant, Tenant.id == ApiToken.tenant_id)
+                    .join(User, User.id == ApiToken.user_id)
+                    .where(ApiToken.token_hash == hash_secret(token))
+                )
+            ).first()
+            if row is None:
+                raise InvalidToken("unknown API token")
+            api, tenant, user = row
+            if api.revoked_at is not None:
+                raise InvalidToken("the API token was revoked")
+            if api.expires_at is not None and api.expires_at <= utcnow():
+                raise TokenExpired("the API token has expired")
+            if tenant_slug and tenant_slug != tenant.slug:
+                raise NotAMember(f"this API token belongs to tenant {tenant.slug!r}, not {tenant_slug!r}")
+            creator_role = (
+                await s.execute(
+                    select(Membership.role).where(Membership.tenant_id == tenant.id, Membership.user_id == user.id)
+                )
+            ).scalar_one_or_none()
+            if creator_role is None and user.is_platform_admin:
+                creator_role = self.policy.roles[-1]
+            if creator_role is None or not user.is_active:
+                raise InvalidToken("the API token's creator is no longer a member of its tenant")
+            role = min(api.role, creator_role, key=self.policy.rank)
+            api.last_used_at = utcnow()
+            await s.commit()
+            return Identity(
+                user_id=user.id,  # type: ignore[arg-type]
+                username=user.username,
+                subject=user.external_subject or str(user.id),
+                tenant_id=tenant.id,
+                tenant_slug=tenant.slug,
+                role=role,
+                is_platform_admin=False,
+                kind="api",
+                token_id=api.id,
+                token_name=api.name,
+                expires_at=api.expires_at.timestamp() if api.expires_at else None,
+            )
+
+
+def _issuer(token: str) -> str | None:
+    try:
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise InvalidToken("invalid token: not a JWT") from None
+    iss = claims.get("iss")
+    return iss if isinstance(iss, str) else None
+
+
+def seconds_left(identity: Identity) -> float | None:
+    return None if identity.expires_at is None else identity.expires_at - time.time()

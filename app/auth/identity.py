@@ -1,0 +1,40 @@
+"""Who is on the other end of a connection or request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Identity:
+    user_id: int
+    username: str
+    #: Stable subject: the user id for local users, Keycloak's ``sub`` otherwise.
+    subject: str
+    tenant_id: int | None
+    tenant_slug: str | None
+    #: Role in the connection's tenant (None: no tenant selected).
+    role: str | None
+    is_platform_admin: bool = False
+    #: "local", "keycloak" or "api".
+    kind: str = "local"
+    #: API token id when ``kind == "api"``.
+    token_id: int | None = None
+    #: Token name for API tokens (the audit actor).
+    token_name: str | None = None
+    #: Local session id (revoked by /logout) or Keycloak ``sid``.
+    session_id: str | None = None
+    #: Unix time at which the credential expires (None: never).
+    expires_at: float | None = None
+
+    @property
+    def actor(self) -> str:
+        """The audit log's actor string."""
+        if self.kind == "api":
+            return f"token:{self.token_name}"
+        return f"user:{self.username}"
+
+    @property
+    def limit_key(self) -> str:
+        """Key for per-user limits (all of one user's connections share it)."""
+        return f"u{self.user_id}"

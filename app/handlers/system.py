@@ -1,0 +1,126 @@
+"""Session and system packages 1–6: PING, WHOAMI, AUTH_REFRESH, SUBSCRIBE, UNSUBSCRIBE, SERVER_INFO."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from app import __version__
+from app.auth.errors import AuthError
+from app.context import Context
+from app.errors import InvalidData, Unauthenticated
+from app.protocol import PROTOCOL_VERSION, SUBPROTOCOL, PkgID, Request
+from app.routing import PackageRouter, obj
+from app.ws import subscriptions
+
+router = PackageRouter()
+
+_TOPIC = {"type": "string", "minLength": 1, "maxLength": 64}
+
+
+@router.package(PkgID.PING, response_example={"pong": True, "server_time": 1764000000.0})
+async def ping(req: Request, ctx: Context) -> dict[str, Any]:
+    """Liveness round trip; data is ignored."""
+    return {"pong": True, "server_time": time.time()}
+
+
+@router.package(
+    PkgID.WHOAMI,
+    schema=obj({}),
+    response_example={"user": "admin", "tenant": "default", "roles": ["owner"], "platform_admin": True},
+)
+async def whoami(req: Request, ctx: Context) -> dict[str, Any]:
+    """Who this connection acts as."""
+    ident = ctx.identity
+    return {
+        "user": ident.username,
+        "user_id": ident.user_id,
+        "tenant": ident.tenant_slug,
+        "tenant_id": ident.tenant_id,
+        "roles": [ident.role] if ident.role else [],
+        "platform_admin": ident.is_platform_admin,
+        "auth": ident.kind,
+        "expires_at": ident.expires_at,
+    }
+
+
+@router.package(
+    PkgID.AUTH_REFRESH,
+    schema=obj({"token": {"type": "string", "minLength": 1, "maxLength": 8192}}, ["token"]),
+    response_example={"expires_at": 1764000900.0, "expires_in": 900.0},
+)
+async def auth_refresh(req: Request, ctx: Context) -> dict[str, Any]:
+    """Replace the connection's credential with a fresh token for the same subject."""
+    conn = ctx.conn
+    if conn is None:
+        raise InvalidData("AUTH_REFRESH needs a connection")
+    old = conn.identity
+    try:
+        new = await ctx.services.authenticator.authenticate(req.data["token"], old.tenant_slug)
+    except AuthError as exc:
+        raise Unauthenticated(f"refresh refused: {exc}; the connection keeps its current token") from None
+    if new.user_id != old.user_id or new.tenant_id != old.tenant_id:
+        raise Unauthenticated("refresh refused: the token is for another user; the connection keeps its current token")
+    conn.identity = new
+    conn.arm_auth_timers()
+    left = None if new.expires_at is None else round(new.expires_at - time.time(), 3)
+    return {"expires_at": new.expires_at, "expires_in": left, "roles": [new.role] if new.role else []}
+
+
+@router.package(
+    PkgID.SUBSCRIBE,
+    schema=obj(
+        {
+            "topics": {"type": "array", "items": _TOPIC, "minItems": 1, "maxItems": 100},
+            "since": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+        },
+        ["topics"],
+    ),
+    response_example={"topics": {"monitors": {"seq": 1207, "recovered": True, "replayed": 3}}},
+)
+async def subscribe(req: Request, ctx: Context) -> dict[str, Any]:
+    """Receive events of tenant topics; ``since`` replays what was missed."""
+    if ctx.conn is None:
+        raise InvalidData("SUBSCRIBE needs a connection")
+    return await subscriptions.subscribe(
+        ctx.conn,
+        ctx.services.broker,
+        ctx.services.policy,
+        list(req.data["topics"]),
+        dict(req.data.get("since") or {}),
+        ctx.settings.ws_max_topics,
+    )
+
+
+@router.package(
+    PkgID.UNSUBSCRIBE,
+    schema=obj({"topics": {"type": "array", "items": _TOPIC, "minItems": 1, "maxItems": 100}}, ["topics"]),
+    response_example={"unsubscribed": ["monitors"]},
+)
+async def unsubscribe(req: Request, ctx: Context) -> dict[str, Any]:
+    """Stop receiving topics."""
+    if ctx.conn is None:
+        raise InvalidData("UNSUBSCRIBE needs a connection")
+    return subscriptions.unsubscribe(ctx.conn, ctx.services.broker, list(req.data["topics"]))
+
+
+@router.package(
+    PkgID.SERVER_INFO,
+    schema=obj({}),
+    response_example={"version": "0.1.0", "protocol": 1, "packages": [{"pkg_id": 1, "name": "PING"}]},
+)
+async def server_info(req: Request, ctx: Context) -> dict[str, Any]:
+    """Version, protocol and every registered package."""
+    specs = ctx.services.router.specs
+    return {
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "subprotocol": SUBPROTOCOL,
+        "packages": [{"pkg_id": pid, "name": specs[pid].name} for pid in sorted(specs)],
+        "limits": {
+            "max_frame_bytes": ctx.settings.ws_max_frame_bytes,
+            "max_in_flight": ctx.settings.ws_max_in_flight,
+            "handler_timeout": ctx.settings.ws_handler_timeout,
+            "max_topics": ctx.settings.ws_max_topics,
+        },
+    }

@@ -1,0 +1,220 @@
+"""The thin HTTP side: login/refresh/logout, health, metrics, the dashboard page."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app import __version__, metrics
+from app.auth.errors import IdentityUnavailable, InvalidCredentials
+from app.context import Services
+from app.errors import Unavailable
+
+log = logging.getLogger("watchpost.http")
+
+DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
+_templates = Environment(
+    loader=FileSystemLoader(str(DASHBOARD_DIR / "templates")), autoescape=select_autoescape(["html"])
+)
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _error(status: int, msg: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": msg, **extra}, status_code=status)
+
+
+async def _json_body(request: Request) -> dict[str, Any] | None:
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _limited(services: Services, *keys: str) -> int | None:
+    if not services.settings.rate_limit_enabled:
+        return None
+    for key in keys:
+        retry = await services.limiter.hit_http(key)
+        if retry is not None:
+            metrics.RATE_LIMIT_HITS.labels(limit_type="http").inc()
+            return retry
+    return None
+
+
+async def login(request: Request) -> Response:
+    services = _services(request)
+    body = await _json_body(request)
+    username = body.get("username") if body else None
+    password = body.get("password") if body else None
+    if not isinstance(username, str) or not isinstance(password, str) or not username or len(username) > 150:
+        return _error(400, "send JSON {\"username\": \"...\", \"password\": \"...\"}")
+    retry = await _limited(services, f"login-ip:{_client_ip(request)}", f"login-user:{username.lower()}")
+    if retry is not None:
+        return _error(429, f"too many login attempts; retry in {retry} ms", retry_after_ms=retry)
+    provider = services.extras.get("keycloak")
+    try:
+        if provider is not None:
+            tokens = await provider.login(username, password)
+        else:
+            tokens, _user = await services.local_auth.login(username, password)
+    except InvalidCredentials:
+        metrics.AUTH_ATTEMPTS.labels(status="failure").inc()
+        await _audit_login(services, request, username, 8)
+        return _error(401, "wrong username or password")
+    except (IdentityUnavailable, Unavailable) as exc:
+        metrics.AUTH_ATTEMPTS.labels(status="unavailable").inc()
+        return _error(503, f"identity service unavailable: {exc}; retry shortly")
+    metrics.AUTH_ATTEMPTS.labels(status="success").inc()
+    await _audit_login(services, request, username, 0)
+    return JSONResponse(tokens.as_json() if hasattr(tokens, "as_json") else tokens.__dict__)
+
+
+async def _audit_login(services: Services, request: Request, username: str, code: int) -> None:
+    from app.models.audit import AuditEntry
+
+    try:
+        async with services.db.session() as s:
+            s.add(
+                AuditEntry(
+                    actor=f"user:{username[:150]}",
+                    action="LOGIN",
+                    status_code=code,
+                    client_addr=_client_ip(request),
+                )
+            )
+            await s.commit()
+    except Exception:  # noqa: BLE001 - never fail a login because of the audit row
+        log.warning("could not write login audit row")
+
+
+async def refresh(request: Request) -> Response:
+    services = _services(request)
+    body = await _json_body(request)
+    token = body.get("refresh_token") if body else None
+    if not isinstance(token, str) or not token:
+        return _error(400, "send JSON {\"refresh_token\": \"...\"}")
+    retry = await _limited(services, f"refresh-ip:{_client_ip(request)}")
+    if retry is not None:
+        return _error(429, f"too many requests; retry in {retry} ms", retry_after_ms=retry)
+    provider = services.extras.get("keycloak")
+    try:
+        tokens = await (provider.refresh(token) if provider is not None else services.local_auth.refresh(token))
+    except InvalidCredentials as exc:
+        return _error(401, str(exc))
+    except (IdentityUnavailable, Unavailable) as exc:
+        return _error(503, f"identity service unavailable: {exc}; retry shortly")
+    return JSONResponse(tokens.as_json() if hasattr(tokens, "as_json") else tokens.__dict__)
+
+
+async def logout(request: Request) -> Response:
+    services = _services(request)
+    body = await _json_body(request)
+    token = body.get("refresh_token") if body else None
+    if not isinstance(token, str) or not token:
+        return _error(400, "send JSON {\"refresh_token\": \"...\"}")
+    provider = services.extras.get("keycloak")
+    try:
+        if provider is not None:
+            await provider.logout(token)
+        else:
+            session_id = await services.local_auth.logout(token)
+            if session_id is not None:
+                await services.events.control("revoke_session", session_id=session_id)
+    except InvalidCredentials as exc:
+        return _error(401, str(exc))
+    except (IdentityUnavailable, Unavailable) as exc:
+        return _error(503, f"identity service unavailable: {exc}; retry shortly")
+    return JSONResponse({"logged_out": True})
+
+
+async def health(request: Request) -> Response:
+    """Liveness: the process answers. Reports the database for humans."""
+    services = _services(request)
+    db_ok = await services.db.ping()
+    return JSONResponse({"status": "ok", "version": __version__, "database": "ok" if db_ok else "down"})
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: database and broker reachable and not draining; 503 otherwise."""
+    services = _services(request)
+    db_ok = await services.db.ping()
+    broker_ok = await services.broker.ready()
+    draining = services.hub.draining
+    ok = db_ok and broker_ok and not draining
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "database": "ok" if db_ok else "down",
+        "broker": ("ok" if broker_ok else "down") if services.settings.redis_url else "in-process",
+        "draining": draining,
+        "connections": len(services.hub.connections),
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def dashboard(request: Request) -> Response:
+    template = _templates.get_template("index.html")
+    return HTMLResponse(template.render(version=__version__))
+
+
+class HTTPMetricsMiddleware:
+    """Counts HTTP requests by route template (bounded labels); logs without query strings."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = _route_template(scope)
+        method = scope["method"]
+        status = {"code": 500}
+
+        async def _send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        gauge = metrics.HTTP_IN_PROGRESS.labels(method=method, endpoint=endpoint)
+        gauge.inc()
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            elapsed = time.perf_counter() - started
+            gauge.dec()
+            metrics.HTTP_REQUESTS.labels(method=method, endpoint=endpoint, status_code=str(status["code"])).inc()
+            metrics.HTTP_DURATION.labels(method=method, endpoint=endpoint).observe(elapsed)
+            if endpoint not in ("/metrics", "/health", "/health/ready"):
+                log.info("%s %s %d %.1fms", method, endpoint, status["code"], elapsed * 1000)
+
+
+def _route_template(scope: Scope) -> str:
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    for route in getattr(router, "routes", []):
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "other"))
+    return "unmatched"

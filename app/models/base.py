@@ -1,0 +1,26 @@
+"""Shared column helpers. Times are timezone-aware UTC (SQLModel's UTCDateTime
+stores them as such on SQLite and PostgreSQL) and sent as ISO 8601 with 'Z'."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def parse_iso(value: str) -> datetime:
+    """Parse an ISO 8601 time from a client; naive input is taken as UTC. Raises ValueError."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

@@ -1,0 +1,157 @@
+"""Typed settings read from the environment, validated at start.
+
+Every setting has a conservative default so that with nothing configured the
+server runs embedded: SQLite, in-process broker and limits, local users.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with; the message names it."""
+
+
+def _env_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # --- server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    environment: str = "development"
+    log_level: str = "INFO"
+    #: "text" or "json" (one JSON object per line).
+    log_format: str = "text"
+    # --- storage
+    database_url: str = "sqlite+aiosqlite:///./watchpost.db"
+    #: None = in-process broker and limits (embedded default).
+    redis_url: str | None = None
+    redis_prefix: str = "wp:"
+    # --- identity
+    #: HS256 key for local JWTs; None = generated once and stored in the database.
+    jwt_secret: str | None = None
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    admin_username: str = "admin"
+    admin_password: str | None = None
+    #: Seconds before expiry at which EVENT_AUTH_EXPIRING (904) is sent.
+    auth_expiring_notice: int = 60
+    keycloak_base_url: str | None = None
+    keycloak_realm: str = "watchpost"
+    keycloak_client_id: str = "watchpost-dashboard"
+    keycloak_client_secret: str | None = None
+    keycloak_admin_role: str = "admin"
+    keycloak_timeout: float = 5.0
+    #: Seconds between introspection checks of live Keycloak sessions (0 = off).
+    keycloak_introspect_interval: int = 60
+    # --- websocket limits (DESIGN.md §6)
+    ws_max_frame_bytes: int = 64 * 1024
+    ws_send_queue_max: int = 1000
+    ws_send_queue_bytes: int = 1024 * 1024
+    ws_max_in_flight: int = 16
+    ws_handler_timeout: float = 10.0
+    ws_ping_interval: float = 25.0
+    ws_ping_timeout: float = 10.0
+    ws_max_topics: int = 100
+    ws_per_message_deflate: bool = False
+    ws_drain_timeout: float = 10.0
+    # --- rate limits (names kept from the package-router template)
+    rate_limit_enabled: bool = True
+    ws_max_connections_per_user: int = 20
+    ws_message_rate_limit: int = 600
+    rate_limit_per_minute: int = 60
+    rate_limit_burst: int = 10
+    limits_fail_open: bool = True
+    # --- events
+    event_history_size: int = 300
+    event_history_ttl: int = 600
+    # --- monitoring and alerting (used by app.monitoring / app.alerting)
+    collector_enabled: bool = True
+    collector_concurrency: int = 200
+    monitor_min_interval: int = 10
+    retention_days: int = 7
+    delivery_workers_enabled: bool = True
+    # --- extra settings added by later modules without touching this class
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def keycloak_enabled(self) -> bool:
+        return bool(self.keycloak_base_url)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``WATCHPOST``-less upper-case names (``DATABASE_URL``, ``PORT`` …)."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = source.get(f.name.upper())
+            if raw is None:
+                continue
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            try:
+                values[f.name] = _convert(kind, raw)
+            except ValueError as exc:
+                raise SettingsError(f"{f.name.upper()}: {exc}") from None
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        problems = []
+        if not (0 <= self.port <= 65535):
+            problems.append("PORT must be 0-65535")
+        if self.log_format not in ("text", "json"):
+            problems.append("LOG_FORMAT must be 'text' or 'json'")
+        if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            problems.append("DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append("REDIS_URL must be a redis:// or rediss:// URL")
+        for name in (
+            "ws_max_frame_bytes",
+            "ws_send_queue_max",
+            "ws_send_queue_bytes",
+            "ws_max_in_flight",
+            "ws_max_connections_per_user",
+            "ws_message_rate_limit",
+            "rate_limit_per_minute",
+            "event_history_size",
+            "access_token_ttl",
+        ):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name.upper()} must be positive")
+        if self.ws_handler_timeout <= 0:
+            problems.append("WS_HANDLER_TIMEOUT must be positive")
+        if self.jwt_secret is not None and len(self.jwt_secret) < 32:
+            problems.append("JWT_SECRET must be at least 32 characters")
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+
+def _convert(kind: str, raw: str) -> Any:
+    if "bool" in kind:
+        return _env_bool(raw)
+    if "int" in kind and "None" not in kind:
+        return int(raw)
+    if "float" in kind:
+        return float(raw)
+    if "None" in kind and raw.strip() == "":
+        return None
+    return raw

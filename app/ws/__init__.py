@@ -1,0 +1,1 @@
+"""The /web endpoint: connections, send queues, subscriptions, the hub."""

@@ -1,0 +1,202 @@
+"""One WebSocket connection: bounded send queue, writer task, auth timers.
+
+Responses and events share one queue, bounded by message count and bytes
+(``WS_SEND_QUEUE_MAX`` / ``WS_SEND_QUEUE_BYTES``). ``enqueue`` never blocks or
+awaits — a broadcast to 5,000 connections is 5,000 appends — and a connection
+whose queue overflows is closed with 4009 without slowing anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket
+
+from app import metrics
+from app.auth.identity import Identity
+from app.protocol import CloseCode, PkgID
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+log = logging.getLogger("watchpost.ws")
+
+_ids = itertools.count(1)
+
+
+class Connection:
+    __slots__ = (
+        "_auth_timers",
+        "_flushed",
+        "_queue",
+        "_queued_bytes",
+        "_wakeup",
+        "_writer",
+        "client_addr",
+        "closed",
+        "conn_id",
+        "draining",
+        "identity",
+        "in_flight",
+        "max_bytes",
+        "max_messages",
+        "settings",
+        "subscriptions",
+        "tasks",
+        "ws",
+    )
+
+    def __init__(self, ws: WebSocket, identity: Identity, settings: Settings) -> None:
+        self.ws = ws
+        self.identity = identity
+        self.settings = settings
+        self.conn_id = f"c{next(_ids)}"
+        client = ws.client
+        self.client_addr = client.host if client else None
+        self.max_messages = settings.ws_send_queue_max
+        self.max_bytes = settings.ws_send_queue_bytes
+        self._queue: deque[str | bytes] = deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        #: Set whenever the queue is empty (drain waits on it).
+        self._flushed = asyncio.Event()
+        self._flushed.set()
+        self._writer: asyncio.Task[None] | None = None
+        self.closed = False
+        #: Stop taking new requests (graceful drain).
+        self.draining = False
+        #: Request tasks still running (awaited by drain).
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.in_flight = asyncio.Semaphore(settings.ws_max_in_flight)
+        #: Scoped topic key -> Subscription (see app.ws.subscriptions).
+        self.subscriptions: dict[str, Any] = {}
+        self._auth_timers: list[asyncio.TimerHandle] = []
+
+    # ----- sending
+    def start(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self.arm_auth_timers()
+
+    def enqueue(self, frame: str | bytes) -> bool:
+        """Queue a frame for sending; False (and a 4009 close) if the queue is full."""
+        if self.closed:
+            return False
+        size = len(frame)
+        if len(self._queue) >= self.max_messages or self._queued_bytes + size > self.max_bytes:
+            metrics.WS_SLOW_CONSUMERS.inc()
+            log.warning(
+                "closing %s (%s): send queue overflow (%d messages, %d bytes)",
+                self.conn_id,
+                self.identity.username,
+                len(self._queue),
+                self._queued_bytes,
+            )
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: send queue overflowed")
+            return False
+        self._queue.append(frame)
+        self._queued_bytes += size
+        self._flushed.clear()
+        self._wakeup.set()
+        return True
+
+    async def _write_loop(self) -> None:
+        send = self.ws.send
+        queue = self._queue
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while queue:
+                    frame = queue.popleft()
+                    self._queued_bytes -= len(frame)
+                    if isinstance(frame, bytes):
+                        await send({"type": "websocket.send", "text": frame.decode()})
+                    else:
+                        await send({"type": "websocket.send", "text": frame})
+                    metrics.WS_SENT.inc()
+                self._flushed.set()
+                if self.closed:
+                    return
+        except Exception:  # noqa: BLE001 - the peer went away; the reader loop notices
+            self.closed = True
+            self._flushed.set()
+
+    async def wait_flushed(self, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._flushed.wait()
+        except TimeoutError:
+            pass
+
+    # ----- closing
+    def close_soon(self, code: int, reason: str = "") -> None:
+        """Close from synchronous code (overflow, timers, revocation)."""
+        if self.closed:
+            return
+        self.closed = True
+        asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str) -> None:
+        metrics.WS_CLOSES.labels(code=str(code)).inc()
+        self.cancel_auth_timers()
+        try:
+            await self.ws.close(code=code, reason=reason[:120])
+        except Exception:  # noqa: BLE001 - already closed by the peer
+            pass
+        self._wakeup.set()
+
+    async def finish(self) -> None:
+        """Called once by the endpoint after the reader loop ends."""
+        self.closed = True
+        self.cancel_auth_timers()
+        self._wakeup.set()
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    # ----- token expiry (EVENT_AUTH_EXPIRING, then close 4010)
+    def arm_auth_timers(self) -> None:
+        self.cancel_auth_timers()
+        expires_at = self.identity.expires_at
+        if expires_at is None:
+            return
+        loop = asyncio.get_running_loop()
+        left = expires_at - time.time()
+        notice_in = max(0.0, left - self.settings.auth_expiring_notice)
+        self._auth_timers.append(loop.call_later(notice_in, self._send_expiring))
+        self._auth_timers.append(
+            loop.call_later(max(0.0, left), self.close_soon, CloseCode.TOKEN_EXPIRED, "token expired")
+        )
+
+    def cancel_auth_timers(self) -> None:
+        for handle in self._auth_timers:
+            handle.cancel()
+        self._auth_timers.clear()
+
+    def _send_expiring(self) -> None:
+        from app.protocol import encode_response
+
+        expires_at = self.identity.expires_at or time.time()
+        frame = encode_response(
+            PkgID.EVENT_AUTH_EXPIRING,
+            None,
+            0,
+            {"expires_at": expires_at, "expires_in": max(0.0, round(expires_at - time.time(), 3))},
+        )
+        self.enqueue(frame)

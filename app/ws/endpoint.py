@@ -1,0 +1,185 @@
+"""The /web endpoint: handshake and authentication, then the read loop.
+
+The read loop only decodes, rate-limits and starts a task per request (up to
+``WS_MAX_IN_FLIGHT`` at once; beyond that it stops reading, which pushes back on
+the client through TCP). Each task runs the router under the handler deadline
+and queues exactly one response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from starlette.websockets import WebSocket
+
+from app import metrics
+from app.auth.errors import AuthError, IdentityUnavailable, NotAMember
+from app.context import Context, Services
+from app.errors import Unavailable
+from app.protocol import (
+    BEARER_SUBPROTOCOL_PREFIX,
+    SUBPROTOCOL,
+    CloseCode,
+    FrameError,
+    Request,
+    RSPCode,
+    decode_request,
+    encode_response,
+)
+from app.ws.connection import Connection
+from app.ws.subscriptions import drop_all
+
+log = logging.getLogger("watchpost.ws")
+
+
+def _credentials(ws: WebSocket) -> tuple[str | None, str | None]:
+    """(token, subprotocol to echo). Header, then ``bearer.`` subprotocol, then ?token=."""
+    offered: list[str] = list(ws.scope.get("subprotocols") or [])
+    echo = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    auth = ws.headers.get("authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip(), echo
+    for proto in offered:
+        if proto.startswith(BEARER_SUBPROTOCOL_PREFIX):
+            return proto[len(BEARER_SUBPROTOCOL_PREFIX) :], echo
+    return ws.query_params.get("token"), echo
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    services: Services = ws.app.state.services
+    settings = services.settings
+    token, subprotocol = _credentials(ws)
+    if services.hub.draining:
+        await ws.accept(subprotocol=subprotocol)
+        await ws.close(code=CloseCode.TRY_AGAIN_LATER, reason="server is draining; reconnect elsewhere")
+        return
+    close_code, reason = 0, ""
+    identity = None
+    try:
+        identity = await services.authenticator.authenticate(token or "", ws.query_params.get("tenant"))
+    except NotAMember as exc:
+        close_code, reason = CloseCode.NOT_A_MEMBER, str(exc)
+    except (IdentityUnavailable, Unavailable) as exc:
+        close_code, reason = CloseCode.TRY_AGAIN_LATER, f"authentication unavailable: {exc}"
+    except AuthError as exc:
+        close_code, reason = CloseCode.AUTH_FAILED, str(exc)
+    if identity is None:
+        metrics.WS_CONNECTIONS.labels(status="rejected_auth").inc()
+        metrics.AUTH_ATTEMPTS.labels(status="failure").inc()
+        await ws.accept(subprotocol=subprotocol)
+        await ws.close(code=close_code, reason=reason[:120])
+        return
+    metrics.AUTH_ATTEMPTS.labels(status="success").inc()
+    conn = Connection(ws, identity, settings)
+    limiter = services.limiter
+    if settings.rate_limit_enabled and not await limiter.acquire_connection(identity.limit_key, conn.conn_id):
+        metrics.WS_CONNECTIONS.labels(status="rejected_limit").inc()
+        metrics.RATE_LIMIT_HITS.labels(limit_type="connections").inc()
+        await ws.accept(subprotocol=subprotocol)
+        await ws.close(
+            code=CloseCode.TOO_MANY_CONNECTIONS,
+            reason=f"too many connections (at most {settings.ws_max_connections_per_user} per user)",
+        )
+        return
+    metrics.WS_CONNECTIONS.labels(status="accepted").inc()
+    await ws.accept(subprotocol=subprotocol)
+    services.hub.add(conn)
+    conn.start()
+    log.info(
+        "connected %s user=%s tenant=%s kind=%s", conn.conn_id, identity.username, identity.tenant_slug, identity.kind
+    )
+    try:
+        await _read_loop(conn, services)
+    finally:
+        services.hub.remove(conn)
+        drop_all(conn, services.broker)
+        await conn.finish()
+        if settings.rate_limit_enabled:
+            try:
+                await limiter.release_connection(identity.limit_key, conn.conn_id)
+            except Exception:  # noqa: BLE001 - limits are best effort on the way out
+                log.warning("could not release connection slot for %s", conn.conn_id)
+        log.info("disconnected %s", conn.conn_id)
+
+
+async def _read_loop(conn: Connection, services: Services) -> None:
+    settings = services.settings
+    receive = conn.ws.receive
+    limiter = services.limiter
+    rate_limit = settings.rate_limit_enabled
+    max_frame = settings.ws_max_frame_bytes
+    loop = asyncio.get_running_loop()
+    while True:
+        message = await receive()
+        mtype = message["type"]
+        if mtype == "websocket.disconnect":
+            return
+        metrics.WS_RECEIVED.inc()
+        frame = message.get("text")
+        if frame is None:
+            frame = message.get("bytes") or b""
+        if len(frame) > max_frame:
+            # uvicorn enforces ws_max_size first; this guards other servers.
+            await conn.close(CloseCode.MESSAGE_TOO_BIG, f"frame larger than {max_frame} bytes")
+            return
+        try:
+            req = decode_request(frame)
+        except FrameError as exc:
+            conn.enqueue(exc.to_response())
+            continue
+        if conn.closed:
+            return
+        if conn.draining:
+            conn.enqueue(
+                encode_response(
+                    req.pkg_id, req.req_id, RSPCode.UNAVAILABLE, {"msg": "server is shutting down; reconnect"}
+                )
+            )
+            continue
+        if rate_limit:
+            retry = await limiter.hit_message(conn.identity.limit_key)
+            if retry is not None:
+                metrics.RATE_LIMIT_HITS.labels(limit_type="messages").inc()
+                conn.enqueue(
+                    encode_response(
+                        req.pkg_id,
+                        req.req_id,
+                        RSPCode.RATE_LIMITED,
+                        {"msg": f"message rate limit exceeded; retry in {retry} ms", "retry_after_ms": retry},
+                    )
+                )
+                continue
+        await conn.in_flight.acquire()
+        task = loop.create_task(_handle(conn, services, req))
+        conn.tasks.add(task)
+        task.add_done_callback(conn.tasks.discard)
+
+
+async def _handle(conn: Connection, services: Services, req: Request) -> None:
+    ctx = Context(services=services, identity=conn.identity, pkg_id=req.pkg_id, req_id=req.req_id, conn=conn,
+                  client_addr=conn.client_addr)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(services.settings.ws_handler_timeout):
+            response = await services.router.dispatch(req, ctx)
+    except TimeoutError:
+        response = encode_response(
+            req.pkg_id,
+            req.req_id,
+            RSPCode.TIMEOUT,
+            {"msg": f"the request took longer than {services.settings.ws_handler_timeout:g} s and was stopped"},
+        )
+    except Exception:
+        log.exception("dispatch failed (req_id=%s)", req.req_id)
+        response = encode_response(req.pkg_id, req.req_id, RSPCode.ERROR, {"msg": "internal error"})
+    finally:
+        conn.in_flight.release()
+    conn.enqueue(response)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "request conn=%s user=%s tenant=%s pkg_id=%s req_id=%s ms=%.2f",
+            conn.conn_id, conn.identity.username, conn.identity.tenant_slug, req.pkg_id, req.req_id,
+            (time.perf_counter() - started) * 1000,
+        )

@@ -1,0 +1,61 @@
+"""actions.json loading and the fail-closed start-up check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.handlers import build_router
+from app.rbac import RBACConfigError, load_policy
+
+
+def test_every_registered_package_has_an_entry() -> None:
+    policy = load_policy()
+    policy.check_registry(build_router().specs)
+
+
+def test_role_ladder() -> None:
+    policy = load_policy()
+    assert policy.allows(1, "viewer")
+    assert not policy.allows(100, "viewer")
+    assert policy.allows(100, "editor") and policy.allows(100, "owner")
+    assert not policy.allows(700, "editor")
+    assert not policy.allows(1, None)
+    assert not policy.allows(99999, "owner")
+
+
+def test_missing_entry_fails_closed(tmp_path: Path) -> None:
+    raw = json.loads(Path("actions.json").read_text())
+    del raw["ws"]["1"]
+    path = tmp_path / "actions.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(RBACConfigError, match=r"\[1\]"):
+        load_policy(path).check_registry(build_router().specs)
+
+
+def test_unknown_role_is_refused(tmp_path: Path) -> None:
+    raw = json.loads(Path("actions.json").read_text())
+    raw["ws"]["1"] = "superuser"
+    path = tmp_path / "actions.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(RBACConfigError, match="unknown role 'superuser'"):
+        load_policy(path)
+
+
+def test_server_refuses_to_start_without_entry(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    raw = json.loads(Path("actions.json").read_text())
+    del raw["ws"]["2"]
+    (tmp_path / "actions.json").write_text(json.dumps(raw))
+    code = (
+        "import app.rbac as r, pathlib; r.DEFAULT_PATH = pathlib.Path(%r);"
+        "from app import create_app; from app.settings import Settings;"
+        "create_app(Settings.from_env(env={}))" % str(tmp_path / "actions.json")
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "no 'ws' entry for registered package ids [2]" in proc.stderr
