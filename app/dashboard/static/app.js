@@ -230,7 +230,7 @@ function mergeMonitor(base, src) {
   if (latency !== undefined) m.latency = latency;
   const uptime = src.uptime_24h ?? src.uptime ?? src.uptime24h;
   if (uptime !== undefined) m.uptime = uptime;
-  const checked = src.last_check_at ?? src.checked_at ?? src.last_checked_at;
+  const checked = src.last_check_at ?? src.checked_at ?? src.last_checked_at ?? src.ts;
   if (checked !== undefined) m.checkedAt = checked;
   return m;
 }
@@ -413,8 +413,10 @@ function paintIncidents() {
   $("#incident-empty").hidden = items.length > 0;
   list.replaceChildren(
     ...items.slice(0, 200).map((i) => {
-      const mid = i.monitor_id ?? i.monitor?.id;
-      const name = i.monitor_name ?? i.monitor?.name ?? model.monitors.get(mid)?.name ?? `monitor #${mid}`;
+      const mid = i.monitor_id ?? (typeof i.monitor === "object" ? i.monitor?.id : undefined);
+      // Events carry the monitor's name as `monitor`; list answers may carry an object or nothing.
+      const carried = typeof i.monitor === "string" ? i.monitor : i.monitor?.name;
+      const name = model.monitors.get(mid)?.name ?? i.monitor_name ?? carried ?? `monitor #${mid}`;
       const acked = incidentAcked(i);
       const opened = i.opened_at ?? i.started_at;
       const who = i.acknowledged_by ?? i.acked_by;
@@ -669,7 +671,7 @@ async function loadDetailHistory(detail) {
     if (model.detail !== detail) return;
     const rows = listFrom(res.data);
     // Newest first for the table; the chart sorts by time itself.
-    rows.sort((a, b) => (toDate(b.checked_at ?? b.at)?.getTime() ?? 0) - (toDate(a.checked_at ?? a.at)?.getTime() ?? 0));
+    rows.sort((a, b) => (toDate(b.ts ?? b.checked_at ?? b.at)?.getTime() ?? 0) - (toDate(a.ts ?? a.checked_at ?? a.at)?.getTime() ?? 0));
     detail.history = rows.slice(0, HISTORY_LIMIT);
   } catch (err) {
     if (model.detail === detail) detail.error = errorText(err);
@@ -717,7 +719,7 @@ function latencyChart(history) {
   const H = 160;
   const PAD = { l: 44, r: 8, t: 10, b: 22 };
   const pts = history
-    .map((r) => ({ t: toDate(r.checked_at ?? r.at)?.getTime(), v: resultLatency(r), ok: resultOk(r) }))
+    .map((r) => ({ t: toDate(r.ts ?? r.checked_at ?? r.at)?.getTime(), v: resultLatency(r), ok: resultOk(r) }))
     .filter((p) => p.t)
     .sort((a, b) => a.t - b.t);
   const root = svg("svg", {
@@ -813,7 +815,7 @@ function paintDetail() {
         el(
           "tr",
           { "data-testid": "history-row", class: resultOk(r) ? "ok" : "fail" },
-          el("td", { text: fmtTime(r.checked_at ?? r.at) }),
+          el("td", { text: fmtTime(r.ts ?? r.checked_at ?? r.at) }),
           el("td", {}, el("span", { class: `badge state-${resultOk(r) ? "up" : "down"}`, text: resultOk(r) ? "ok" : "fail" })),
           el("td", { class: "num", text: fmtLatency(resultLatency(r)) }),
           el("td", { class: "muted", text: r.error ?? r.message ?? (r.status_code ? `HTTP ${r.status_code}` : "") }),
@@ -902,6 +904,8 @@ async function openForm(id = null) {
         if (mon[name] !== undefined && mon[name] !== null && form.elements[name]) form.elements[name].value = mon[name];
       }
       form.elements.verify_tls.checked = mon.verify_tls !== false;
+      form.elements.follow_redirects.checked = mon.follow_redirects !== false;
+      if (mon.grace !== undefined && mon.grace !== null) form.elements.grace.value = mon.grace;
       form.elements.expected_status.value = (mon.expected_status ?? []).join(", ");
       form.elements.tags.value = (mon.tags ?? []).join(", ");
       form.elements.members.value = (mon.members ?? []).join(", ");
@@ -935,11 +939,14 @@ function formPayload(form) {
       method: f.method.value,
       keyword: f.keyword.value || null,
       verify_tls: f.verify_tls.checked,
+      follow_redirects: f.follow_redirects.checked,
     });
     const expected = parseExpected(f.expected_status.value);
     if (expected.length) data.expected_status = expected;
   } else if (kind === "tcp") {
     Object.assign(data, { host: f.host.value.trim(), port: num(f.port.value) });
+  } else if (kind === "push") {
+    if (f.grace.value !== "") data.grace = num(f.grace.value);
   } else if (kind === "group") {
     Object.assign(data, { members: list(f.members.value).map(Number), min_up: num(f.min_up.value) });
   }
