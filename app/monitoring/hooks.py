@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.alerting.outbox import enqueue_for_transition
 from app.models.incident import Incident
 from app.models.monitor import Monitor
 from app.monitoring.state import State
@@ -31,4 +32,5 @@ async def on_state_change(
     (into/out of maintenance or pause, pending → up on a fresh monitor).
     Raising aborts the whole recording; the collector retries on the next tick.
     """
-    return None
+    previous, new = transition
+    await enqueue_for_transition(session, monitor, previous.value, new.value, incident_action)

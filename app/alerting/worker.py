@@ -1,0 +1,236 @@
+"""The delivery worker: drains the outbox on every instance.
+
+``create_app`` builds one :class:`DeliveryWorker` per instance (unless
+``DELIVERY_WORKERS_ENABLED=false``), calls :meth:`DeliveryWorker.start` in the
+lifespan and :meth:`DeliveryWorker.stop` at shutdown. The loop:
+
+1. claim a batch of due deliveries under a lease (``outbox.claim``);
+2. send them concurrently, each bounded by ``delivery_timeout``;
+3. record each attempt and move the delivery on (``outbox.record_attempt``);
+4. when nothing was due, sleep ``delivery_poll_interval``; every
+   ``reminder_scan_interval`` also add due "still down" reminders.
+
+Stopping waits for in-flight sends up to their timeout, then hands back any
+lease still held, so a restarted (or another) instance picks those rows up at
+once instead of after the lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from app.alerting import outbox, senders
+from app.alerting.backoff import RetryPolicy
+from app.alerting.outbox import Claimed
+from app.alerting.senders import SendResult, Transport
+from app.models.base import utcnow
+from app.storage.db import Database
+
+log = logging.getLogger("watchpost.alerting")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOptions:
+    """Tuning for one worker; ``from_settings`` reads the DELIVERY_* settings."""
+
+    timeout: float = 10.0
+    poll_interval: float = 1.0
+    batch: int = 20
+    lease: float = 120.0
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    flag_after: int = 5
+    reminder_interval: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: object) -> DeliveryOptions:
+        """Read ``delivery_*`` attributes where the settings object has them, else keep defaults."""
+
+        def get(name: str, default: float) -> float:
+            return float(getattr(settings, name, default))
+
+        base = cls()
+        policy = RetryPolicy(
+            base=get("delivery_backoff_base", base.policy.base),
+            cap=get("delivery_backoff_cap", base.policy.cap),
+            max_attempts=int(get("delivery_max_attempts", base.policy.max_attempts)),
+        )
+        timeout = get("delivery_timeout", base.timeout)
+        return cls(
+            timeout=timeout,
+            poll_interval=get("delivery_poll_interval", base.poll_interval),
+            batch=int(get("delivery_batch", base.batch)),
+            # Far longer than one send, so a live worker never loses its lease.
+            lease=max(get("delivery_lease", base.lease), timeout * 4 + 10),
+            policy=policy,
+            flag_after=int(get("channel_flag_after", base.flag_after)),
+            reminder_interval=get("reminder_scan_interval", base.reminder_interval),
+        )
+
+
+def worker_id() -> str:
+    """Unique per process start: a restarted instance never mistakes old leases for its own."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        db: Database,
+        options: DeliveryOptions | None = None,
+        *,
+        owner: str | None = None,
+        smtp_ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.db = db
+        self.options = options or DeliveryOptions()
+        self.owner = owner or worker_id()
+        self._smtp_ssl_context = smtp_ssl_context
+        self._transport: Transport | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._next_reminder_scan = 0.0
+
+    @property
+    def transport(self) -> Transport:
+        """The shared HTTP client and timeout (CHANNEL_TEST borrows it); valid after ``start``."""
+        if self._transport is None:
+            self._transport = Transport(
+                senders.make_http_client(), self.options.timeout, smtp_ssl_context=self._smtp_ssl_context
+            )
+        return self._transport
+
+    async def start(self) -> None:
+        """Begin draining the outbox in the background; call once from the app lifespan."""
+        if self._task is not None:
+            return
+        _ = self.transport
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name="delivery-worker")
+        log.info("delivery worker %s started", self.owner)
+
+    def wake(self) -> None:
+        """Look for due deliveries now instead of after the poll interval."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Finish in-flight sends (bounded by the send timeout), then release leases and close."""
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.options.timeout * 3 + 5)
+            except TimeoutError:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            released = await outbox.release(self.db, self.owner)
+            if released:
+                log.info("delivery worker %s handed back %s leases", self.owner, released)
+        except Exception:
+            log.exception(
+                "delivery worker %s could not release its leases; they expire on their own", self.owner
+            )
+        if self._transport is not None:
+            await self._transport.http.aclose()
+            self._transport = None
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self._maybe_scan_reminders()
+                handled = await self.run_once()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Typically the database is briefly unreachable: back off, keep going.
+                failures += 1
+                log.exception("delivery worker %s: pass failed (%s in a row)", self.owner, failures)
+                await self._sleep(min(30.0, self.options.poll_interval * 2**failures))
+                continue
+            if handled < self.options.batch:
+                await self._sleep(self.options.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _maybe_scan_reminders(self) -> None:
+        now = time.monotonic()
+        if now < self._next_reminder_scan:
+            return
+        self._next_reminder_scan = now + self.options.reminder_interval
+        added = await outbox.enqueue_reminders(self.db)
+        if added:
+            log.info("queued %s reminder deliveries", added)
+
+    async def run_once(self) -> int:
+        """Claim one batch and deliver it; returns how many deliveries were handled."""
+        claimed = await outbox.claim(
+            self.db, self.owner, limit=self.options.batch, lease_seconds=self.options.lease
+        )
+        if claimed:
+            await asyncio.gather(*(self._deliver(c) for c in claimed))
+        return len(claimed)
+
+    async def _deliver(self, claimed: Claimed) -> None:
+        channel = claimed.channel
+        if not channel.enabled:
+            await outbox.cancel(
+                self.db, claimed, self.owner, "the channel was disabled before the alert was sent"
+            )
+            return
+        started_at = utcnow()
+        t0 = time.perf_counter()
+        try:
+            result = await senders.send(channel.kind, channel.config, claimed.alert(), self.transport)
+        except Exception as exc:
+            # A sender bug must not strand the row in "sending"; record it as transient.
+            log.exception("sender for channel %s raised (delivery %s)", channel.id, claimed.delivery.id)
+            result = SendResult(
+                ok=False, error=f"internal error in the {channel.kind} sender ({type(exc).__name__})"
+            )
+        duration_ms = (time.perf_counter() - t0) * 1000
+        outcome = await outbox.record_attempt(
+            self.db,
+            claimed,
+            self.owner,
+            result,
+            started_at=started_at,
+            duration_ms=duration_ms,
+            policy=self.options.policy,
+            flag_after=self.options.flag_after,
+        )
+        if outcome is None:
+            log.warning(
+                "delivery %s: lease lost during the send; another worker owns it now", claimed.delivery.id
+            )
+        elif outcome.status == "failed":
+            log.warning(
+                "delivery %s to channel %s failed for good after %s attempts: %s",
+                claimed.delivery.id,
+                channel.id,
+                claimed.delivery.attempts + 1,
+                result.error,
+            )
+        elif outcome.status == "pending":
+            log.info(
+                "delivery %s to channel %s will be retried at %s: %s",
+                claimed.delivery.id,
+                channel.id,
+                outcome.next_attempt_at,
+                result.error,
+            )
