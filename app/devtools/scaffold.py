@@ -1,0 +1,391 @@
+"""``make new-ws-handlers``: scaffold one package from the Jinja2 templates in ``handlers_templates/``.
+
+    python -m app.devtools.scaffold --name device_list --pkg-id 150 --role viewer --module devices
+
+What it writes (and nothing else):
+
+- ``PkgID.DEVICE_LIST = 150`` in ``app/protocol.py``, in numeric order;
+- ``"150": "viewer"`` in the ``"ws"`` object of ``actions.json``, in numeric order,
+  with the file's indentation;
+- the handler and its request schema: a new module ``app/handlers/<module>.py``,
+  or appended at the end of a module this scaffold created earlier (it carries
+  :data:`MODULE_MARKER`). A hand-written module is never touched;
+- ``tests/test_<module>_<name>.py``: an end-to-end test over a real socket.
+
+Everything is validated and rendered in memory first; any problem refuses the
+whole request with every reason at once and no file changed. The files are then
+written through temporary files renamed into place.
+
+Default ``pkg_id`` (when none is given) — the next free id, searched upward
+from a start point within one hundred-block of DESIGN.md §2, first match wins:
+
+1. the module exists: after the highest id its handlers register;
+2. the name's first word names an existing family (``token_rotate`` → after
+   the highest ``TOKEN_*`` id);
+3. the module or the name's first word is a DESIGN.md §2 range keyword
+   (``groups`` → 600-699, see :data:`RANGE_KEYWORDS`): from the block start;
+4. otherwise pass ``pkg_id`` explicitly.
+
+If the rest of the block above the start is taken, the lowest free id of the block is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import keyword
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.devtools import insertions
+from app.devtools.pyliteral import pyliteral
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = "handlers_templates"
+#: First line of a module's docstring tail that marks it as scaffold-created (appendable).
+MODULE_MARKER = "Created by `make new-ws-handlers`"
+MIN_ID, MAX_ID = 1, 899
+#: Longer names would push generated lines past the 110-column limit.
+MAX_NAME = 30
+_IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+
+#: DESIGN.md §2 package-id ranges by the words that name them.
+RANGE_KEYWORDS: dict[int, tuple[str, ...]] = {
+    0: ("session", "system"),
+    100: ("monitor", "monitors"),
+    200: ("check", "checks", "heartbeat", "heartbeats", "stats", "statistics", "status"),
+    300: ("incident", "incidents"),
+    400: ("alert", "alerts", "channel", "channels", "delivery", "deliveries", "alerting"),
+    500: ("maintenance", "maintenances"),
+    600: ("group", "groups"),
+    700: ("tenant", "tenants", "member", "members", "user", "users", "token", "tokens"),
+    800: ("audit",),
+}
+
+
+class ScaffoldError(Exception):
+    """The request was refused; ``problems`` lists every reason. No file was changed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every file the scaffold will write, with its full new content (paths relative to the root)."""
+
+    pkg_id: int
+    const: str
+    writes: dict[str, str]
+    created: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Repo:
+    """What validation needs to know about the tree, read once."""
+
+    root: Path
+    protocol: str
+    actions: str
+    members: dict[str, int]
+    ws: dict[int, str]
+    roles: list[str]
+
+    @classmethod
+    def read(cls, root: Path) -> _Repo:
+        protocol = (root / "app" / "protocol.py").read_text()
+        actions = (root / "actions.json").read_text()
+        raw = json.loads(actions)
+        return cls(
+            root=root,
+            protocol=protocol,
+            actions=actions,
+            members=insertions.pkgid_members(protocol),
+            ws={int(k): v for k, v in raw.get("ws", {}).items()},
+            roles=list(raw.get("roles", [])),
+        )
+
+    def taken(self) -> set[int]:
+        return set(self.members.values()) | set(self.ws)
+
+    def module_path(self, module: str) -> Path:
+        return self.root / "app" / "handlers" / f"{module}.py"
+
+
+def _module_ids(repo: _Repo, module: str) -> list[int]:
+    """Package ids a handler module registers, read from its ``PkgID.X`` references."""
+    path = repo.module_path(module)
+    if not path.exists():
+        return []
+    names = set(re.findall(r"\bPkgID\.([A-Z][A-Z0-9_]*)\b", path.read_text()))
+    return sorted(repo.members[n] for n in names if n in repo.members and repo.members[n] <= MAX_ID)
+
+
+def _range_start(repo: _Repo, name: str, module: str) -> tuple[int, int, str] | None:
+    """(hundred-block, first id to try, why) for a new package (see the module docstring)."""
+    ids = _module_ids(repo, module)
+    if ids:
+        return ids[-1] // 100 * 100, ids[-1] + 1, f"after module {module!r}'s highest id {ids[-1]}"
+    prefix = name.split("_")[0].upper() + "_"
+    family = sorted(v for n, v in repo.members.items() if n.startswith(prefix) and v <= MAX_ID)
+    if family:
+        return family[-1] // 100 * 100, family[-1] + 1, f"after the highest {prefix}* id {family[-1]}"
+    for block, words in RANGE_KEYWORDS.items():
+        for word in (module, name.split("_")[0]):
+            if word in words:
+                return block, block, f"the {block}-{block + 99} range of {word!r} (DESIGN.md §2)"
+    return None
+
+
+def default_pkg_id(repo: _Repo, name: str, module: str) -> tuple[int | None, str]:
+    """The next free id for a new package and why it was chosen, or None and why there is none."""
+    found = _range_start(repo, name, module)
+    if found is None:
+        return None, (
+            f"cannot tell which DESIGN.md §2 range module {module!r} / name {name!r} belongs to; "
+            f"pass pkg_id=<{MIN_ID}-{MAX_ID}>"
+        )
+    block, first, why = found
+    taken = repo.taken()
+    for candidate in [*range(first, block + 100), *range(block, first)]:
+        if MIN_ID <= candidate <= MAX_ID and candidate not in taken:
+            return candidate, why
+    return None, f"every id of {block}-{block + 99} is taken; pass pkg_id explicitly"
+
+
+def _check_identifier(label: str, value: str) -> str | None:
+    if not _IDENT.match(value) or keyword.iskeyword(value) or keyword.issoftkeyword(value):
+        return (
+            f"{label}={value!r} is not a valid lower_snake_case Python identifier "
+            "(start with a letter; letters, digits and underscores only; not a keyword)"
+        )
+    if len(value) > MAX_NAME:
+        return f"{label}={value!r} is longer than {MAX_NAME} characters; choose a shorter one"
+    return None
+
+
+def _environment(root: Path) -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(root / TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["pyliteral"] = pyliteral
+    return env
+
+
+def _defined_names(source: str) -> set[str]:
+    tree = ast.parse(source)
+    out: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            out.update(t.id for t in targets if isinstance(t, ast.Name))
+    return out
+
+
+def plan(root: Path, *, name: str, module: str, role: str, pkg_id: int | None) -> Plan:
+    """Validate the request against the tree at ``root`` and render every file; write nothing.
+
+    Raises :class:`ScaffoldError` listing every problem; the caller fixes the
+    arguments and calls again. On success pass the plan to :func:`apply`.
+    """
+    repo = _Repo.read(root)
+    problems = [p for p in (_check_identifier("name", name), _check_identifier("module", module)) if p]
+    const = name.upper()
+    if module.startswith("_"):
+        problems.append(f"module={module!r}: modules starting with '_' are not discovered by app.handlers")
+    if role not in repo.roles:
+        problems.append(f"role={role!r} is not a role in actions.json; use one of {repo.roles}")
+    if const in repo.members:
+        problems.append(f"name={name!r} is taken: PkgID.{const} = {repo.members[const]} already exists")
+    if pkg_id is None and not problems:
+        pkg_id, why = default_pkg_id(repo, name, module)
+        if pkg_id is None:
+            problems.append(why)
+    if pkg_id is not None:
+        if not MIN_ID <= pkg_id <= MAX_ID:
+            problems.append(
+                f"pkg_id={pkg_id} is outside {MIN_ID}-{MAX_ID} (900-999 are server-to-client events, "
+                "not handlers)"
+            )
+        owner = next((n for n, v in repo.members.items() if v == pkg_id), None)
+        if owner is not None:
+            problems.append(f"pkg_id={pkg_id} is taken by PkgID.{owner}")
+        elif pkg_id in repo.ws:
+            problems.append(f"pkg_id={pkg_id} is taken: actions.json already has a 'ws' entry for it")
+
+    module_rel = f"app/handlers/{module}.py"
+    test_rel = f"tests/test_{module}_{name}.py"
+    existing_module: str | None = None
+    if not problems:
+        module_path = root / module_rel
+        if module_path.exists():
+            existing_module = module_path.read_text()
+            if MODULE_MARKER not in existing_module:
+                problems.append(
+                    f"{module_rel} exists and was not created by this scaffold; it is never rewritten or "
+                    "appended to: choose another module= or add the handler there by hand"
+                )
+            else:
+                clashes = _defined_names(existing_module) & {name, f"_{const}_SCHEMA"}
+                if clashes:
+                    problems.append(f"{module_rel} already defines {sorted(clashes)}; choose another name=")
+        if (root / test_rel).exists():
+            problems.append(f"{test_rel} exists and would be overwritten; choose another name= or module=")
+    if problems:
+        raise ScaffoldError(problems)
+    assert pkg_id is not None
+
+    env = _environment(root)
+    schema = json.loads(env.get_template("schema.json.j2").render())
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+
+    Draft202012Validator.check_schema(schema)
+    values = {
+        "name": name,
+        "const": const,
+        "module": module,
+        "role": role,
+        "pkg_id": pkg_id,
+        "schema": schema,
+        "module_rel": module_rel,
+        # The role just below the package's, for the generated refusal test (None for the lowest).
+        "lower_role": repo.roles[repo.roles.index(role) - 1] if repo.roles.index(role) > 0 else None,
+    }
+    writes: dict[str, str] = {
+        "app/protocol.py": insertions.insert_pkgid_member(repo.protocol, const, pkg_id),
+        "actions.json": insertions.insert_ws_role(repo.actions, pkg_id, role),
+        test_rel: _finish(env.get_template("test.py.j2").render(values)),
+    }
+    created = [test_rel]
+    if existing_module is None:
+        writes[module_rel] = _finish(env.get_template("module.py.j2").render(values))
+        created.append(module_rel)
+    else:
+        handler = _finish(env.get_template("handler.py.j2").render(values))
+        writes[module_rel] = existing_module.rstrip("\n") + "\n\n\n" + handler
+    for rel, text in writes.items():
+        if rel.endswith(".py"):
+            ast.parse(text, filename=rel)  # a broken template must fail here, before any write
+    return Plan(pkg_id=pkg_id, const=const, writes=writes, created=created)
+
+
+def _finish(text: str) -> str:
+    return text.strip("\n") + "\n"
+
+
+def apply(root: Path, plan: Plan) -> None:
+    """Write the plan: every file to a temporary sibling first, then rename each into place."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for rel, text in plan.writes.items():
+            target = root / rel
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+            if target.exists():
+                os.chmod(tmp, target.stat().st_mode & 0o7777)
+            else:
+                os.chmod(tmp, 0o644)
+            staged.append((tmp, target))
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    for tmp, target in staged:
+        os.replace(tmp, target)
+
+
+def _prompt(label: str, default: str | None, ask: Callable[[str], str]) -> str:
+    suffix = f" [{default}]" if default else ""
+    while True:
+        answer = ask(f"{label}{suffix}: ").strip()
+        if answer:
+            return answer
+        if default:
+            return default
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="make new-ws-handlers",
+        description="Scaffold a package: PkgID member, handler with schema, actions.json entry, test.",
+    )
+    parser.add_argument("--name", help="lower_snake_case package name, e.g. device_list (PkgID.DEVICE_LIST)")
+    parser.add_argument(
+        "--pkg-id", dest="pkg_id", help="package id 1-899; default: next free in the module's range"
+    )
+    parser.add_argument("--role", help="least role that may call it (a role in actions.json)")
+    parser.add_argument("--module", help="handler module under app/handlers/, e.g. devices")
+    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _complete_interactively(args: argparse.Namespace, ask: Callable[[str], str]) -> None:
+    repo = _Repo.read(args.root)
+    if not args.name:
+        args.name = _prompt("name (e.g. device_list)", None, ask)
+    if not args.module:
+        args.module = _prompt("module (app/handlers/<module>.py)", None, ask)
+    if not args.role:
+        args.role = _prompt(f"role ({', '.join(repo.roles)})", repo.roles[0] if repo.roles else None, ask)
+    if not args.pkg_id:
+        guess, _why = default_pkg_id(repo, args.name, args.module)
+        args.pkg_id = _prompt("pkg_id", str(guess) if guess is not None else None, ask)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``make new-ws-handlers``; returns the exit status."""
+    args = _parse_args(argv)
+    missing = [f for f in ("name", "role", "module") if not getattr(args, f)]
+    if missing:
+        if sys.stdin.isatty():
+            _complete_interactively(args, input)
+        else:
+            print(
+                f"new-ws-handlers: missing {', '.join(missing)}; pass them as "
+                "`make new-ws-handlers name=device_list role=viewer module=devices [pkg_id=150]` "
+                "or run it in a terminal to be asked",
+                file=sys.stderr,
+            )
+            return 2
+    pkg_id: int | None = None
+    if args.pkg_id:
+        try:
+            pkg_id = int(args.pkg_id)
+        except ValueError:
+            print(
+                f"new-ws-handlers refused, nothing changed:\n  - pkg_id={args.pkg_id!r} is not an integer",
+                file=sys.stderr,
+            )
+            return 1
+    try:
+        result = plan(args.root, name=args.name, module=args.module, role=args.role, pkg_id=pkg_id)
+    except ScaffoldError as exc:
+        lines = "\n".join(f"  - {p}" for p in exc.problems)
+        print(f"new-ws-handlers refused, nothing changed:\n{lines}", file=sys.stderr)
+        return 1
+    apply(args.root, result)
+    print(f"PkgID.{result.const} = {result.pkg_id} (role {args.role}) scaffolded:")
+    for rel in result.writes:
+        print(f"  {'created ' if rel in result.created else 'updated '} {rel}")
+    print("next: fill in the handler and its test, then run `make check` and the test.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
