@@ -85,8 +85,12 @@ def create_app(settings: Any = None) -> Any:
         await limiter.start()
         services.hub.start()
         await _start_components(services)
-        log.info("watchpost %s ready (database=%s, broker=%s)", __version__,
-                 "sqlite" if db.is_sqlite else "postgresql", "redis" if settings.redis_url else "in-process")
+        log.info(
+            "watchpost %s ready (database=%s, broker=%s)",
+            __version__,
+            "sqlite" if db.is_sqlite else "postgresql",
+            "redis" if settings.redis_url else "in-process",
+        )
         try:
             yield
         finally:
@@ -110,7 +114,11 @@ def create_app(settings: Any = None) -> Any:
         Route("/health/ready", http.ready, methods=["GET"]),
         Route("/metrics", http.metrics_endpoint, methods=["GET"]),
         WebSocketRoute("/web", websocket_endpoint),
-        Mount("/static", app=StaticFiles(directory=str(http.DASHBOARD_DIR / "static"), check_dir=False), name="static"),
+        Mount(
+            "/static",
+            app=StaticFiles(directory=str(http.DASHBOARD_DIR / "static"), check_dir=False),
+            name="static",
+        ),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(http.HTTPMetricsMiddleware)])
     app.state.services = services
@@ -119,7 +127,25 @@ def create_app(settings: Any = None) -> Any:
 
 async def _start_components(services: Any) -> None:
     """Background components (collector, delivery workers, IdP); each module adds its line."""
+    from app.auth.keycloak_mode import start_keycloak
+
+    await start_keycloak(services)  # no-op unless KEYCLOAK_BASE_URL is set
+    from app.monitoring.lifecycle import start_monitoring
+
+    await start_monitoring(services)  # collector + rollups; no-op with COLLECTOR_ENABLED=false
+    from app.alerting.worker import start_delivery_workers
+
+    await start_delivery_workers(services)  # outbox drain; no-op with DELIVERY_WORKERS_ENABLED=false
 
 
 async def _stop_components(services: Any) -> None:
     """Stop what :func:`_start_components` started, in reverse order."""
+    from app.alerting.worker import stop_delivery_workers
+
+    await stop_delivery_workers(services)
+    from app.monitoring.lifecycle import stop_monitoring
+
+    await stop_monitoring(services)
+    from app.auth.keycloak_mode import stop_keycloak
+
+    await stop_keycloak(services)

@@ -8,6 +8,7 @@ import sys
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from app.auth.passwords import hash_password
 from app.context import Services
@@ -25,8 +26,10 @@ async def bootstrap_admin(services: Services) -> None:
         if (await s.execute(select(func.count()).select_from(User))).scalar_one() > 0:
             return
         password = settings.admin_password or secrets.token_urlsafe(12)
-        user = User(username=settings.admin_username, password_hash=hash_password(password), is_platform_admin=True)
-        tenant = (await s.execute(select(Tenant).where(Tenant.slug == "default"))).scalar_one_or_none()
+        user = User(
+            username=settings.admin_username, password_hash=hash_password(password), is_platform_admin=True
+        )
+        tenant = (await s.execute(select(Tenant).where(col(Tenant.slug) == "default"))).scalar_one_or_none()
         if tenant is None:
             tenant = Tenant(slug="default", name="Default")
             s.add(tenant)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from app.auth.passwords import hash_password
 from app.models.tenant import Membership, Tenant
@@ -22,14 +23,18 @@ async def create_user(username: str, password: str, tenant_slug: str, role: str,
     db = Database(Settings.from_env().database_url)
     try:
         async with db.session() as s:
-            if (await s.execute(select(User).where(User.username == username))).scalar_one_or_none():
+            if (await s.execute(select(User).where(col(User.username) == username))).scalar_one_or_none():
                 print(f"user {username!r} exists", file=sys.stderr)
                 return 1
-            tenant = (await s.execute(select(Tenant).where(Tenant.slug == tenant_slug))).scalar_one_or_none()
+            tenant = (
+                await s.execute(select(Tenant).where(col(Tenant.slug) == tenant_slug))
+            ).scalar_one_or_none()
             if tenant is None:
                 tenant = Tenant(slug=tenant_slug, name=tenant_slug)
                 s.add(tenant)
-            user = User(username=username, password_hash=hash_password(password), is_platform_admin=platform_admin)
+            user = User(
+                username=username, password_hash=hash_password(password), is_platform_admin=platform_admin
+            )
             s.add(user)
             await s.flush()
             s.add(Membership(tenant_id=tenant.id, user_id=user.id, role=role))  # type: ignore[arg-type]

@@ -64,7 +64,7 @@ async def login(request: Request) -> Response:
     username = body.get("username") if body else None
     password = body.get("password") if body else None
     if not isinstance(username, str) or not isinstance(password, str) or not username or len(username) > 150:
-        return _error(400, "send JSON {\"username\": \"...\", \"password\": \"...\"}")
+        return _error(400, 'send JSON {"username": "...", "password": "..."}')
     retry = await _limited(services, f"login-ip:{_client_ip(request)}", f"login-user:{username.lower()}")
     if retry is not None:
         return _error(429, f"too many login attempts; retry in {retry} ms", retry_after_ms=retry)
@@ -109,13 +109,15 @@ async def refresh(request: Request) -> Response:
     body = await _json_body(request)
     token = body.get("refresh_token") if body else None
     if not isinstance(token, str) or not token:
-        return _error(400, "send JSON {\"refresh_token\": \"...\"}")
+        return _error(400, 'send JSON {"refresh_token": "..."}')
     retry = await _limited(services, f"refresh-ip:{_client_ip(request)}")
     if retry is not None:
         return _error(429, f"too many requests; retry in {retry} ms", retry_after_ms=retry)
     provider = services.extras.get("keycloak")
     try:
-        tokens = await (provider.refresh(token) if provider is not None else services.local_auth.refresh(token))
+        tokens = await (
+            provider.refresh(token) if provider is not None else services.local_auth.refresh(token)
+        )
     except InvalidCredentials as exc:
         return _error(401, str(exc))
     except (IdentityUnavailable, Unavailable) as exc:
@@ -128,11 +130,18 @@ async def logout(request: Request) -> Response:
     body = await _json_body(request)
     token = body.get("refresh_token") if body else None
     if not isinstance(token, str) or not token:
-        return _error(400, "send JSON {\"refresh_token\": \"...\"}")
+        return _error(400, 'send JSON {"refresh_token": "..."}')
     provider = services.extras.get("keycloak")
     try:
         if provider is not None:
-            await provider.logout(token)
+            from app.auth.keycloak_identity import KeycloakIdentity
+            from app.auth.keycloak_sessions import end_session
+
+            keycloak_sid = await provider.logout(token)
+            identity = services.authenticator.external
+            if keycloak_sid is not None and isinstance(identity, KeycloakIdentity):
+                # Refused everywhere from now on; live sockets close at once.
+                await end_session(identity, services.hub, services.events, keycloak_sid)
         else:
             session_id = await services.local_auth.logout(token)
             if session_id is not None:
@@ -204,7 +213,9 @@ class HTTPMetricsMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             gauge.dec()
-            metrics.HTTP_REQUESTS.labels(method=method, endpoint=endpoint, status_code=str(status["code"])).inc()
+            metrics.HTTP_REQUESTS.labels(
+                method=method, endpoint=endpoint, status_code=str(status["code"])
+            ).inc()
             metrics.HTTP_DURATION.labels(method=method, endpoint=endpoint).observe(elapsed)
             if endpoint not in ("/metrics", "/health", "/health/ready"):
                 log.info("%s %s %d %.1fms", method, endpoint, status["code"], elapsed * 1000)

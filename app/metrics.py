@@ -16,13 +16,22 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-APP_INFO = Gauge("app_info", "Build and runtime information", ["version", "python_version", "environment"], registry=REGISTRY)
+APP_INFO = Gauge(
+    "app_info",
+    "Build and runtime information",
+    ["version", "python_version", "environment"],
+    registry=REGISTRY,
+)
 
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests", ["method", "endpoint", "status_code"], registry=REGISTRY
 )
 HTTP_DURATION = Histogram(
-    "http_request_duration_seconds", "HTTP request duration", ["method", "endpoint"], buckets=_FAST, registry=REGISTRY
+    "http_request_duration_seconds",
+    "HTTP request duration",
+    ["method", "endpoint"],
+    buckets=_FAST,
+    registry=REGISTRY,
 )
 HTTP_IN_PROGRESS = Gauge(
     "http_requests_in_progress", "HTTP requests in progress", ["method", "endpoint"], registry=REGISTRY
@@ -46,18 +55,25 @@ WS_SLOW_CONSUMERS = Counter(
 )
 WS_CLOSES = Counter("ws_closes_total", "Server-initiated closes by code", ["code"], registry=REGISTRY)
 
-RATE_LIMIT_HITS = Counter("rate_limit_hits_total", "Requests refused by a limit", ["limit_type"], registry=REGISTRY)
+RATE_LIMIT_HITS = Counter(
+    "rate_limit_hits_total", "Requests refused by a limit", ["limit_type"], registry=REGISTRY
+)
 AUTH_ATTEMPTS = Counter("auth_attempts_total", "Authentication attempts", ["status"], registry=REGISTRY)
 
 EVENTS_PUBLISHED = Counter("events_published_total", "Events published to the broker", registry=REGISTRY)
-EVENTS_DELIVERED = Counter("events_delivered_total", "Events queued to subscribed connections", registry=REGISTRY)
+EVENTS_DELIVERED = Counter(
+    "events_delivered_total", "Events queued to subscribed connections", registry=REGISTRY
+)
 BROKER_ERRORS = Counter("broker_errors_total", "Broker operations that failed", registry=REGISTRY)
 DB_ERRORS = Counter("db_errors_total", "Database operations that failed (unavailable)", registry=REGISTRY)
 REDIS_ERRORS = Counter("redis_errors_total", "Redis operations that failed", ["component"], registry=REGISTRY)
 
 CHECKS = Counter("checks_total", "Checks run", ["kind", "result"], registry=REGISTRY)
 CHECK_DURATION = Histogram(
-    "check_duration_seconds", "Check duration", ["kind"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    "check_duration_seconds",
+    "Check duration",
+    ["kind"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
 COLLECTOR_LAG = Gauge("collector_lag", "Due checks not yet run", registry=REGISTRY)

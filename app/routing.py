@@ -39,7 +39,9 @@ log = logging.getLogger("watchpost.router")
 Handler = Callable[["Request", "Context"], Awaitable[Any]]
 
 
-def obj(properties: dict[str, Any], required: Iterable[str] = (), *, additional: bool = False) -> dict[str, Any]:
+def obj(
+    properties: dict[str, Any], required: Iterable[str] = (), *, additional: bool = False
+) -> dict[str, Any]:
     """Shorthand for an object schema (no unknown keys unless ``additional``)."""
     schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": additional}
     req = list(required)
@@ -206,9 +208,7 @@ def _schema_errors(validator: Draft202012Validator, data: Any) -> list[dict[str,
     out = []
     for err in errors[:20]:
         path = ".".join(str(p) for p in err.absolute_path)
-        if err.validator == "additionalProperties":
-            msg = err.message
-        elif err.validator == "required":
+        if err.validator == "additionalProperties" or err.validator == "required":
             msg = err.message
         else:
             msg = f"{path or 'data'}: {err.message}"

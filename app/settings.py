@@ -55,6 +55,15 @@ class Settings:
     keycloak_timeout: float = 5.0
     #: Seconds between introspection checks of live Keycloak sessions (0 = off).
     keycloak_introspect_interval: int = 60
+    #: Expected ``iss``; None = read from the realm's discovery document (Keycloak
+    #: stamps its public KC_HOSTNAME, which may differ from KEYCLOAK_BASE_URL).
+    keycloak_issuer: str | None = None
+    #: Required audience (``aud``); None = the client id (``azp`` equal to it also passes).
+    keycloak_audience: str | None = None
+    #: Clock skew allowed on ``exp``/``nbf``/``iat``, seconds.
+    keycloak_leeway: float = 10.0
+    #: Unknown ``kid`` refreshes the realm keys at most this often, seconds.
+    keycloak_jwks_min_refresh_interval: float = 10.0
     # --- websocket limits (DESIGN.md §6)
     ws_max_frame_bytes: int = 64 * 1024
     ws_send_queue_max: int = 1000
@@ -79,9 +88,34 @@ class Settings:
     # --- monitoring and alerting (used by app.monitoring / app.alerting)
     collector_enabled: bool = True
     collector_concurrency: int = 200
+    #: Seconds between claims of due monitors when nothing is due (also the wake-up latency).
+    collector_tick: float = 1.0
+    #: A claim's lease lasts the check timeout plus this many seconds; a crashed
+    #: instance's checks are taken over once it passes.
+    collector_lease_seconds: float = 30.0
+    #: A new or resumed monitor's first check is spread over up to this many seconds.
+    collector_jitter: float = 10.0
     monitor_min_interval: int = 10
     retention_days: int = 7
+    #: Seconds between rollup + retention passes.
+    rollup_interval: int = 300
     delivery_workers_enabled: bool = True
+    #: Overall time budget of one alert send, seconds (email: three times this).
+    delivery_timeout: float = 10.0
+    #: Seconds between outbox claims when nothing is due (also the alert latency).
+    delivery_poll_interval: float = 1.0
+    #: Deliveries one worker claims and sends at once.
+    delivery_batch: int = 20
+    #: A claim's lease, seconds; a crashed instance's sends are retried once it passes.
+    delivery_lease: float = 120.0
+    #: Retries: first ceiling DELIVERY_BACKOFF_BASE s, doubling to DELIVERY_BACKOFF_CAP s, full jitter.
+    delivery_max_attempts: int = 10
+    delivery_backoff_base: float = 10.0
+    delivery_backoff_cap: float = 900.0
+    #: Failed deliveries in a row after which a channel is flagged.
+    channel_flag_after: int = 5
+    #: Seconds between scans for due "still down" reminders.
+    reminder_scan_interval: float = 30.0
     # --- extra settings added by later modules without touching this class
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -139,8 +173,36 @@ class Settings:
                 problems.append(f"{name.upper()} must be positive")
         if self.ws_handler_timeout <= 0:
             problems.append("WS_HANDLER_TIMEOUT must be positive")
+        if self.collector_concurrency <= 0 or self.collector_tick <= 0 or self.rollup_interval <= 0:
+            problems.append("COLLECTOR_CONCURRENCY, COLLECTOR_TICK and ROLLUP_INTERVAL must be positive")
+        if self.monitor_min_interval < 1 or self.retention_days < 1:
+            problems.append("MONITOR_MIN_INTERVAL and RETENTION_DAYS must be at least 1")
+        if (
+            min(self.delivery_timeout, self.delivery_poll_interval, self.delivery_lease) <= 0
+            or min(self.delivery_batch, self.delivery_max_attempts, self.channel_flag_after) < 1
+        ):
+            problems.append(
+                "DELIVERY_TIMEOUT, DELIVERY_POLL_INTERVAL, DELIVERY_LEASE must be positive; "
+                "DELIVERY_BATCH, DELIVERY_MAX_ATTEMPTS, CHANNEL_FLAG_AFTER at least 1"
+            )
+        if (
+            not 0 < self.delivery_backoff_base <= self.delivery_backoff_cap
+            or self.reminder_scan_interval <= 0
+        ):
+            problems.append(
+                "DELIVERY_BACKOFF_BASE must be positive and at most DELIVERY_BACKOFF_CAP; "
+                "REMINDER_SCAN_INTERVAL must be positive"
+            )
         if self.jwt_secret is not None and len(self.jwt_secret) < 32:
             problems.append("JWT_SECRET must be at least 32 characters")
+        if self.keycloak_base_url and not self.keycloak_base_url.startswith(("http://", "https://")):
+            problems.append("KEYCLOAK_BASE_URL must be an http:// or https:// URL")
+        if self.keycloak_base_url and not (self.keycloak_realm and self.keycloak_client_id):
+            problems.append("KEYCLOAK_REALM and KEYCLOAK_CLIENT_ID must be set in Keycloak mode")
+        if self.keycloak_timeout <= 0 or self.keycloak_leeway < 0 or self.keycloak_introspect_interval < 0:
+            problems.append(
+                "KEYCLOAK_TIMEOUT must be positive; KEYCLOAK_LEEWAY and KEYCLOAK_INTROSPECT_INTERVAL >= 0"
+            )
         if problems:
             raise SettingsError("; ".join(problems))
 

@@ -57,8 +57,12 @@ def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     if backend not in _shared:
         srv = ServerProcess(
             database_url_for(backend),
-            env={"WS_MESSAGE_RATE_LIMIT": "100000", "RATE_LIMIT_PER_MINUTE": "100000", "RATE_LIMIT_BURST": "10000",
-                 "WS_MAX_CONNECTIONS_PER_USER": "1000"},
+            env={
+                "WS_MESSAGE_RATE_LIMIT": "100000",
+                "RATE_LIMIT_PER_MINUTE": "100000",
+                "RATE_LIMIT_BURST": "10000",
+                "WS_MAX_CONNECTIONS_PER_USER": "1000",
+            },
         )
         srv.backend = backend  # type: ignore[attr-defined]
         srv.start()

@@ -20,11 +20,15 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def _create_user(database_url: str, username: str, memberships: dict[str, str], platform_admin: bool) -> int:
+async def _create_user(
+    database_url: str, username: str, memberships: dict[str, str], platform_admin: bool
+) -> int:
     db = Database(database_url)
     try:
         async with db.session() as s:
-            user = User(username=username, password_hash=hash_password(PASSWORD), is_platform_admin=platform_admin)
+            user = User(
+                username=username, password_hash=hash_password(PASSWORD), is_platform_admin=platform_admin
+            )
             s.add(user)
             await s.flush()
             for slug, role in memberships.items():
@@ -41,16 +45,26 @@ async def _create_user(database_url: str, username: str, memberships: dict[str, 
         await db.close()
 
 
-def create_user(database_url: str, memberships: dict[str, str], *, platform_admin: bool = False,
-                username: str | None = None) -> str:
+def create_user(
+    database_url: str,
+    memberships: dict[str, str],
+    *,
+    platform_admin: bool = False,
+    username: str | None = None,
+) -> str:
     """Create a user with roles per tenant slug (tenants created as needed); returns the username."""
     name = username or unique("user")
     asyncio.run(_create_user(database_url, name, memberships, platform_admin))
     return name
 
 
-async def acreate_user(database_url: str, memberships: dict[str, str], *, platform_admin: bool = False,
-                       username: str | None = None) -> str:
+async def acreate_user(
+    database_url: str,
+    memberships: dict[str, str],
+    *,
+    platform_admin: bool = False,
+    username: str | None = None,
+) -> str:
     """``create_user`` for async tests."""
     name = username or unique("user")
     await _create_user(database_url, name, memberships, platform_admin)

@@ -50,7 +50,9 @@ def sqlite_url() -> str:
 
 def migrate(database_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": database_url}
-    subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
 
 
 class ServerProcess:
@@ -94,7 +96,11 @@ class ServerProcess:
             self._migrated = True
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "app", "serve"],
+                cwd=ROOT,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -134,7 +140,9 @@ class ServerProcess:
     # ----- HTTP helpers
     def post(self, path: str, body: Any) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body).encode() if not isinstance(body, bytes) else body
-        req = urllib.request.Request(self.http_url + path, data=data, headers={"content-type": "application/json"})
+        req = urllib.request.Request(
+            self.http_url + path, data=data, headers={"content-type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, json.loads(r.read() or b"{}")
@@ -165,8 +173,14 @@ async def ws_connect(
     if tenant:
         url += f"?tenant={tenant}"
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with connect(url, additional_headers=headers, subprotocols=["watchpost.v1"], open_timeout=10,
-                       max_size=2**24, **kwargs) as ws:  # type: ignore[list-item]
+    async with connect(
+        url,
+        additional_headers=headers,
+        subprotocols=["watchpost.v1"],
+        open_timeout=10,
+        max_size=2**24,
+        **kwargs,
+    ) as ws:  # type: ignore[list-item]
         yield ws
 
 
@@ -174,14 +188,18 @@ def new_req_id() -> str:
     return str(uuid.uuid4())
 
 
-async def call(ws: ClientConnection, pkg_id: int, data: Any = None, *, timeout: float = 10.0) -> dict[str, Any]:
+async def call(
+    ws: ClientConnection, pkg_id: int, data: Any = None, *, timeout: float = 10.0
+) -> dict[str, Any]:
     """Send one request and return its response, skipping events and other answers."""
     req_id = new_req_id()
     await ws.send(json.dumps({"pkg_id": pkg_id, "req_id": req_id, "data": data if data is not None else {}}))
     return await wait_for_response(ws, req_id, timeout=timeout)
 
 
-async def wait_for_response(ws: ClientConnection, req_id: str | None, *, timeout: float = 10.0) -> dict[str, Any]:
+async def wait_for_response(
+    ws: ClientConnection, req_id: str | None, *, timeout: float = 10.0
+) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
         while True:
             msg = json.loads(await ws.recv())

@@ -45,7 +45,9 @@ def test_missing_or_null_data_is_an_empty_object(data: object) -> None:
         (json.dumps({"pkg_id": 1, "req_id": RID, "data": "x"}), "data must be", RID, 1),
     ],
 )
-def test_bad_frames_raise_with_what_could_be_salvaged(frame: str, msg: str, req_id: str | None, pkg_id: int | None) -> None:
+def test_bad_frames_raise_with_what_could_be_salvaged(
+    frame: str, msg: str, req_id: str | None, pkg_id: int | None
+) -> None:
     with pytest.raises(FrameError) as info:
         decode_request(frame)
     err = info.value
@@ -65,7 +67,18 @@ def test_encode_response_shape() -> None:
 
 
 def test_fixed_ids_match_the_design() -> None:
-    assert (PkgID.PING, PkgID.WHOAMI, PkgID.AUTH_REFRESH, PkgID.SUBSCRIBE, PkgID.SERVER_INFO) == (1, 2, 3, 4, 6)
-    assert (PkgID.MONITOR_CREATE, PkgID.CHECK_HISTORY, PkgID.INCIDENT_LIST, PkgID.TOKEN_CREATE) == (100, 200, 300, 700)
+    assert (PkgID.PING, PkgID.WHOAMI, PkgID.AUTH_REFRESH, PkgID.SUBSCRIBE, PkgID.SERVER_INFO) == (
+        1,
+        2,
+        3,
+        4,
+        6,
+    )
+    assert (PkgID.MONITOR_CREATE, PkgID.CHECK_HISTORY, PkgID.INCIDENT_LIST, PkgID.TOKEN_CREATE) == (
+        100,
+        200,
+        300,
+        700,
+    )
     assert PkgID.EVENT_AUTH_EXPIRING == 904
     assert [c.value for c in RSPCode] == list(range(11))

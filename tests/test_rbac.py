@@ -51,10 +51,11 @@ def test_server_refuses_to_start_without_entry(tmp_path: Path) -> None:
     raw = json.loads(Path("actions.json").read_text())
     del raw["ws"]["2"]
     (tmp_path / "actions.json").write_text(json.dumps(raw))
+    path = str(tmp_path / "actions.json")
     code = (
-        "import app.rbac as r, pathlib; r.DEFAULT_PATH = pathlib.Path(%r);"
+        f"import app.rbac as r, pathlib; r.DEFAULT_PATH = pathlib.Path({path!r});"
         "from app import create_app; from app.settings import Settings;"
-        "create_app(Settings.from_env(env={}))" % str(tmp_path / "actions.json")
+        "create_app(Settings.from_env(env={}))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0

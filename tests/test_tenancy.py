@@ -62,7 +62,9 @@ async def test_api_token_lifecycle(server: ServerProcess) -> None:
         assert above["status_code"] == RSPCode.PERMISSION_DENIED
         bad = await call(ws, PkgID.TOKEN_CREATE, {"name": "r", "role": "root"})
         assert bad["status_code"] == RSPCode.INVALID_DATA
-        past = await call(ws, PkgID.TOKEN_CREATE, {"name": "old", "role": "viewer", "expires_at": "2001-01-01T00:00:00Z"})
+        past = await call(
+            ws, PkgID.TOKEN_CREATE, {"name": "old", "role": "viewer", "expires_at": "2001-01-01T00:00:00Z"}
+        )
         assert past["status_code"] == RSPCode.INVALID_DATA
 
         async with ws_connect(server, secret) as tws:
@@ -107,8 +109,12 @@ async def test_tenants_and_members(server: ServerProcess, admin_token: str) -> N
     async with ws_connect(server, admin_token) as ws:
         t = await ok(ws, PkgID.TENANT_CREATE, {"slug": slug, "name": "Acme"})
         assert t["role"] == "owner"
-        assert (await call(ws, PkgID.TENANT_CREATE, {"slug": slug, "name": "again"}))["status_code"] == RSPCode.CONFLICT
-        assert (await call(ws, PkgID.TENANT_CREATE, {"slug": "Bad Slug", "name": "x"}))["status_code"] == RSPCode.INVALID_DATA
+        assert (await call(ws, PkgID.TENANT_CREATE, {"slug": slug, "name": "again"}))[
+            "status_code"
+        ] == RSPCode.CONFLICT
+        assert (await call(ws, PkgID.TENANT_CREATE, {"slug": "Bad Slug", "name": "x"}))[
+            "status_code"
+        ] == RSPCode.INVALID_DATA
         assert slug in [x["slug"] for x in await ok(ws, PkgID.TENANT_LIST, {"per_page": 200})]
     async with ws_connect(server, admin_token, tenant=slug) as ws:
         assert (await ok(ws, PkgID.WHOAMI))["tenant"] == slug
@@ -148,7 +154,15 @@ async def test_mutations_are_audited_in_the_same_database(server: ServerProcess)
     db = Database(server.database_url)
     try:
         async with db.session() as s:
-            rows = (await s.execute(select(AuditEntry).where(AuditEntry.actor == f"user:{admin}").order_by(AuditEntry.id))).scalars().all()
+            rows = (
+                (
+                    await s.execute(
+                        select(AuditEntry).where(AuditEntry.actor == f"user:{admin}").order_by(AuditEntry.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
     finally:
         await db.close()
     assert [(r.action, r.target_id, r.status_code) for r in rows] == [

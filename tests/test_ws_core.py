@@ -33,8 +33,11 @@ async def test_ping_whoami_server_info(server: ServerProcess, admin_token: str) 
         ("{not json", None, "not valid JSON"),
         ("[]", None, "JSON object"),
         (json.dumps({"pkg_id": 1, "req_id": "nope"}), None, "req_id"),
-        (json.dumps({"pkg_id": "one", "req_id": "11111111-1111-1111-1111-111111111111"}),
-         "11111111-1111-1111-1111-111111111111", "pkg_id"),
+        (
+            json.dumps({"pkg_id": "one", "req_id": "11111111-1111-1111-1111-111111111111"}),
+            "11111111-1111-1111-1111-111111111111",
+            "pkg_id",
+        ),
     ],
 )
 async def test_malformed_frames_get_one_answer_and_keep_the_socket(
@@ -117,7 +120,9 @@ async def test_three_ways_to_present_a_token(server: ServerProcess, admin_token:
     assert admin_token not in server.log_text()
 
 
-@pytest.mark.parametrize("token", [None, "garbage", "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.", "wpt_doesnotexist"])
+@pytest.mark.parametrize(
+    "token", [None, "garbage", "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.", "wpt_doesnotexist"]
+)
 async def test_bad_credentials_close_4001(server: ServerProcess, token: str | None) -> None:
     async with ws_connect(server, token) as ws:
         assert await expect_close(ws) == CloseCode.AUTH_FAILED
@@ -129,8 +134,11 @@ async def test_expired_token_closes_4001(server: ServerProcess) -> None:
     from tests.server import JWT_SECRET
 
     now = int(time.time())
-    token = jwt.encode({"iss": "watchpost", "sub": "1", "sid": "1", "typ": "access", "iat": now - 100,
-                        "exp": now - 60}, JWT_SECRET, algorithm="HS256")
+    token = jwt.encode(
+        {"iss": "watchpost", "sub": "1", "sid": "1", "typ": "access", "iat": now - 100, "exp": now - 60},
+        JWT_SECRET,
+        algorithm="HS256",
+    )
     async with ws_connect(server, token) as ws:
         assert await expect_close(ws) == CloseCode.AUTH_FAILED
 
@@ -139,8 +147,11 @@ async def test_forged_signature_closes_4001(server: ServerProcess) -> None:
     import jwt
 
     now = int(time.time())
-    token = jwt.encode({"iss": "watchpost", "sub": "1", "sid": "1", "typ": "access", "iat": now, "exp": now + 600},
-                       "another-secret-" + "y" * 40, algorithm="HS256")
+    token = jwt.encode(
+        {"iss": "watchpost", "sub": "1", "sid": "1", "typ": "access", "iat": now, "exp": now + 600},
+        "another-secret-" + "y" * 40,
+        algorithm="HS256",
+    )
     async with ws_connect(server, token) as ws:
         assert await expect_close(ws) == CloseCode.AUTH_FAILED
 
@@ -199,6 +210,11 @@ def test_health_and_metrics(server: ServerProcess) -> None:
     status, body = server.get("/metrics")
     text = body.decode()
     assert status == 200
-    for family in ("ws_connections_active", "ws_messages_received_total", "ws_messages_sent_total",
-                   "ws_message_processing_duration_seconds", "http_requests_total"):
+    for family in (
+        "ws_connections_active",
+        "ws_messages_received_total",
+        "ws_messages_sent_total",
+        "ws_message_processing_duration_seconds",
+        "http_requests_total",
+    ):
         assert family in text

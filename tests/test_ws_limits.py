@@ -15,7 +15,12 @@ from tests.server import ServerProcess, call, new_req_id, ok, sqlite_url, ws_con
 def strict_server() -> Iterator[ServerProcess]:
     srv = ServerProcess(
         sqlite_url(),
-        env={"WS_HANDLER_TIMEOUT": "0.0005", "WS_MAX_IN_FLIGHT": "1", "RATE_LIMIT_PER_MINUTE": "5", "RATE_LIMIT_BURST": "3"},
+        env={
+            "WS_HANDLER_TIMEOUT": "0.0005",
+            "WS_MAX_IN_FLIGHT": "1",
+            "RATE_LIMIT_PER_MINUTE": "5",
+            "RATE_LIMIT_BURST": "3",
+        },
     )
     srv.start()
     yield srv

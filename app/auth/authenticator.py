@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import jwt
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.auth.errors import InvalidToken, NotAMember, TokenExpired
 from app.auth.identity import Identity
@@ -90,18 +91,20 @@ class Authenticator:
         self, s: AsyncSession, user: User, slug: str | None
     ) -> tuple[Tenant | None, str | None]:
         stmt = (
-            select(Tenant, Membership.role)
-            .join(Membership, Membership.tenant_id == Tenant.id)
-            .where(Membership.user_id == user.id)
-            .order_by(Membership.id)
+            select(Tenant, col(Membership.role))
+            .join(Membership, col(Membership.tenant_id) == col(Tenant.id))
+            .where(col(Membership.user_id) == user.id)
+            .order_by(col(Membership.id))
         )
         if slug:
-            row = (await s.execute(stmt.where(Tenant.slug == slug))).first()
+            row = (await s.execute(stmt.where(col(Tenant.slug) == slug))).first()
             if row is not None:
                 return row[0], row[1]
             if user.is_platform_admin:
                 # Platform administrators manage every tenant as its owner.
-                tenant = (await s.execute(select(Tenant).where(Tenant.slug == slug))).scalar_one_or_none()
+                tenant = (
+                    await s.execute(select(Tenant).where(col(Tenant.slug) == slug))
+                ).scalar_one_or_none()
                 if tenant is not None:
                     return tenant, self.policy.roles[-1]
             raise NotAMember(f"not a member of tenant {slug!r}")
@@ -117,9 +120,9 @@ class Authenticator:
             row = (
                 await s.execute(
                     select(ApiToken, Tenant, User)
-                    .join(Tenant, Tenant.id == ApiToken.tenant_id)
-                    .join(User, User.id == ApiToken.user_id)
-                    .where(ApiToken.token_hash == hash_secret(token))
+                    .join(Tenant, col(Tenant.id) == col(ApiToken.tenant_id))
+                    .join(User, col(User.id) == col(ApiToken.user_id))
+                    .where(col(ApiToken.token_hash) == hash_secret(token))
                 )
             ).first()
             if row is None:
@@ -133,7 +136,9 @@ class Authenticator:
                 raise NotAMember(f"this API token belongs to tenant {tenant.slug!r}, not {tenant_slug!r}")
             creator_role = (
                 await s.execute(
-                    select(Membership.role).where(Membership.tenant_id == tenant.id, Membership.user_id == user.id)
+                    select(col(Membership.role)).where(
+                        col(Membership.tenant_id) == tenant.id, col(Membership.user_id) == user.id
+                    )
                 )
             ).scalar_one_or_none()
             if creator_role is None and user.is_platform_admin:

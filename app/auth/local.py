@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from app.auth.errors import InvalidCredentials, InvalidToken, TokenExpired
 from app.auth.passwords import hash_secret, new_secret, verify_password
@@ -109,7 +110,7 @@ class LocalAuth:
 
     async def login(self, username: str, password: str) -> tuple[TokenSet, User]:
         async with self.db.session() as s:
-            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            user = (await s.execute(select(User).where(col(User.username) == username))).scalar_one_or_none()
             ok = verify_password(user.password_hash if user else None, password)
             if user is None or not ok or not user.is_active:
                 raise InvalidCredentials("wrong username or password")
@@ -133,7 +134,9 @@ class LocalAuth:
         """Rotate: the old refresh token stops working, a new pair is returned."""
         async with self.db.session() as s:
             row = (
-                await s.execute(select(AuthSession).where(AuthSession.refresh_hash == hash_secret(refresh_token)))
+                await s.execute(
+                    select(AuthSession).where(col(AuthSession.refresh_hash) == hash_secret(refresh_token))
+                )
             ).scalar_one_or_none()
             if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
                 raise InvalidCredentials("the refresh token is invalid, expired or revoked; log in again")
@@ -151,7 +154,9 @@ class LocalAuth:
         """Revoke the session; returns its id (None when unknown) so live sockets can be closed."""
         async with self.db.session() as s:
             row = (
-                await s.execute(select(AuthSession).where(AuthSession.refresh_hash == hash_secret(refresh_token)))
+                await s.execute(
+                    select(AuthSession).where(col(AuthSession.refresh_hash) == hash_secret(refresh_token))
+                )
             ).scalar_one_or_none()
             if row is None:
                 return None

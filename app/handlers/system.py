@@ -60,7 +60,9 @@ async def auth_refresh(req: Request, ctx: Context) -> dict[str, Any]:
     except AuthError as exc:
         raise Unauthenticated(f"refresh refused: {exc}; the connection keeps its current token") from None
     if new.user_id != old.user_id or new.tenant_id != old.tenant_id:
-        raise Unauthenticated("refresh refused: the token is for another user; the connection keeps its current token")
+        raise Unauthenticated(
+            "refresh refused: the token is for another user; the connection keeps its current token"
+        )
     conn.identity = new
     conn.arm_auth_timers()
     left = None if new.expires_at is None else round(new.expires_at - time.time(), 3)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.context import Context
 from app.errors import Conflict, InvalidData, NotFound, PermissionDenied
@@ -69,22 +70,34 @@ async def tenant_create(req: Request, ctx: Context) -> dict[str, Any]:
     return tenant_json(tenant, owner)
 
 
-@router.package(PkgID.TENANT_LIST, schema=obj(PAGE_SCHEMA), response_example=[{"id": 1, "slug": "default", "role": "owner"}])
+@router.package(
+    PkgID.TENANT_LIST,
+    schema=obj(PAGE_SCHEMA),
+    response_example=[{"id": 1, "slug": "default", "role": "owner"}],
+)
 async def tenant_list(req: Request, ctx: Context) -> Page:
     """Tenants this user belongs to (all tenants for platform administrators)."""
     async with ctx.services.db.session() as s:
         if ctx.identity.is_platform_admin:
-            stmt = select(Tenant).order_by(Tenant.id)
+            stmt = select(Tenant).order_by(col(Tenant.id))
             rows, meta = await paginate(s, stmt, req.data)
             roles = dict(
-                (await s.execute(select(Membership.tenant_id, Membership.role).where(Membership.user_id == ctx.identity.user_id))).tuples().all()
+                (
+                    await s.execute(
+                        select(col(Membership.tenant_id), col(Membership.role)).where(
+                            col(Membership.user_id) == ctx.identity.user_id
+                        )
+                    )
+                )
+                .tuples()
+                .all()
             )
             return Page([tenant_json(t, roles.get(t.id, ctx.services.policy.roles[-1])) for t in rows], meta)
         stmt2 = (
-            select(Tenant, Membership.role)
-            .join(Membership, Membership.tenant_id == Tenant.id)
-            .where(Membership.user_id == ctx.identity.user_id)
-            .order_by(Tenant.id)
+            select(Tenant, col(Membership.role))
+            .join(Membership, col(Membership.tenant_id) == col(Tenant.id))
+            .where(col(Membership.user_id) == ctx.identity.user_id)
+            .order_by(col(Tenant.id))
         )
         page, per_page = int(req.data.get("page", 1)), int(req.data.get("per_page", 20))
         total = (await s.execute(select(func.count()).select_from(stmt2.subquery()))).scalar_one()
@@ -100,14 +113,22 @@ async def _visible_tenant(s: AsyncSession, ctx: Context, tenant_id: int) -> Tena
     if ctx.identity.is_platform_admin or tenant_id == ctx.identity.tenant_id:
         return tenant
     member = (
-        await s.execute(select(Membership.id).where(Membership.tenant_id == tenant_id, Membership.user_id == ctx.identity.user_id))
+        await s.execute(
+            select(col(Membership.id)).where(
+                col(Membership.tenant_id) == tenant_id, col(Membership.user_id) == ctx.identity.user_id
+            )
+        )
     ).first()
     if member is None:
         raise NotFound(f"no tenant {tenant_id}")
     return tenant
 
 
-@router.package(PkgID.TENANT_GET, schema=obj({"id": {"type": "integer", "minimum": 1}}), response_example={"id": 1, "slug": "default"})
+@router.package(
+    PkgID.TENANT_GET,
+    schema=obj({"id": {"type": "integer", "minimum": 1}}),
+    response_example={"id": 1, "slug": "default"},
+)
 async def tenant_get(req: Request, ctx: Context) -> dict[str, Any]:
     """One tenant (default: the connection's)."""
     tenant_id = req.data.get("id") or ctx.tenant_id
@@ -115,7 +136,12 @@ async def tenant_get(req: Request, ctx: Context) -> dict[str, Any]:
         return tenant_json(await _visible_tenant(s, ctx, tenant_id))
 
 
-@router.package(PkgID.TENANT_UPDATE, schema=obj({"name": _NAME}, ["name"]), audit=True, response_example={"id": 1, "name": "Renamed"})
+@router.package(
+    PkgID.TENANT_UPDATE,
+    schema=obj({"name": _NAME}, ["name"]),
+    audit=True,
+    response_example={"id": 1, "name": "Renamed"},
+)
 async def tenant_update(req: Request, ctx: Context) -> dict[str, Any]:
     """Rename the connection's tenant (admins)."""
     ctx.audit_target = str(ctx.tenant_id)
@@ -128,18 +154,24 @@ async def tenant_update(req: Request, ctx: Context) -> dict[str, Any]:
     return tenant_json(tenant)
 
 
-@router.package(PkgID.MEMBER_LIST, schema=obj(PAGE_SCHEMA), response_example=[{"user_id": 1, "username": "admin", "role": "owner"}])
+@router.package(
+    PkgID.MEMBER_LIST,
+    schema=obj(PAGE_SCHEMA),
+    response_example=[{"user_id": 1, "username": "admin", "role": "owner"}],
+)
 async def member_list(req: Request, ctx: Context) -> Page:
     """Members of the connection's tenant, oldest first."""
     async with ctx.services.db.session() as s:
         stmt = (
             select(Membership, User)
-            .join(User, User.id == Membership.user_id)
-            .where(Membership.tenant_id == ctx.tenant_id)
-            .order_by(Membership.id)
+            .join(User, col(User.id) == col(Membership.user_id))
+            .where(col(Membership.tenant_id) == ctx.tenant_id)
+            .order_by(col(Membership.id))
         )
         page, per_page = int(req.data.get("page", 1)), int(req.data.get("per_page", 20))
-        total = (await s.execute(select(func.count()).where(Membership.tenant_id == ctx.tenant_id))).scalar_one()
+        total = (
+            await s.execute(select(func.count()).where(col(Membership.tenant_id) == ctx.tenant_id))
+        ).scalar_one()
         rows = (await s.execute(stmt.offset((page - 1) * per_page).limit(per_page))).all()
     meta = {"page": page, "per_page": per_page, "total": total, "pages": (total + per_page - 1) // per_page}
     return Page([member_json(m, u) for m, u in rows], meta)
@@ -148,7 +180,10 @@ async def member_list(req: Request, ctx: Context) -> Page:
 def _check_grant(ctx: Context, role: str) -> None:
     policy = ctx.services.policy
     if role not in policy.roles:
-        raise InvalidData(f"unknown role {role!r}; one of {list(policy.roles)}", errors=[{"path": "role", "msg": "unknown role"}])
+        raise InvalidData(
+            f"unknown role {role!r}; one of {list(policy.roles)}",
+            errors=[{"path": "role", "msg": "unknown role"}],
+        )
     if policy.rank(role) > policy.rank(ctx.identity.role):
         raise PermissionDenied(f"you cannot grant role {role!r}, above your own {ctx.identity.role!r}")
 
@@ -156,13 +191,23 @@ def _check_grant(ctx: Context, role: str) -> None:
 async def _owners(s: AsyncSession, ctx: Context) -> int:
     owner = ctx.services.policy.roles[-1]
     return int(
-        (await s.execute(select(func.count()).where(Membership.tenant_id == ctx.tenant_id, Membership.role == owner))).scalar_one()
+        (
+            await s.execute(
+                select(func.count()).where(
+                    col(Membership.tenant_id) == ctx.tenant_id, col(Membership.role) == owner
+                )
+            )
+        ).scalar_one()
     )
 
 
 async def _member(s: AsyncSession, ctx: Context, user_id: int) -> Membership:
     m = (
-        await s.execute(select(Membership).where(Membership.tenant_id == ctx.tenant_id, Membership.user_id == user_id))
+        await s.execute(
+            select(Membership).where(
+                col(Membership.tenant_id) == ctx.tenant_id, col(Membership.user_id) == user_id
+            )
+        )
     ).scalar_one_or_none()
     if m is None:
         raise NotFound(f"user {user_id} is not a member of this tenant")
@@ -171,7 +216,10 @@ async def _member(s: AsyncSession, ctx: Context, user_id: int) -> Membership:
 
 @router.package(
     PkgID.MEMBER_ADD,
-    schema=obj({"username": {"type": "string", "minLength": 1, "maxLength": 150}, "role": _ROLE}, ["username", "role"]),
+    schema=obj(
+        {"username": {"type": "string", "minLength": 1, "maxLength": 150}, "role": _ROLE},
+        ["username", "role"],
+    ),
     audit=True,
     response_example={"user_id": 2, "username": "alice", "role": "editor"},
 )
@@ -180,9 +228,13 @@ async def member_add(req: Request, ctx: Context) -> dict[str, Any]:
     _check_grant(ctx, req.data["role"])
     try:
         async with ctx.tx() as s:
-            user = (await s.execute(select(User).where(User.username == req.data["username"]))).scalar_one_or_none()
+            user = (
+                await s.execute(select(User).where(col(User.username) == req.data["username"]))
+            ).scalar_one_or_none()
             if user is None:
-                raise NotFound(f"no user {req.data['username']!r}; create it first (python -m app create-user)")
+                raise NotFound(
+                    f"no user {req.data['username']!r}; create it first (python -m app create-user)"
+                )
             m = Membership(tenant_id=ctx.tenant_id, user_id=user.id, role=req.data["role"])  # type: ignore[arg-type]
             s.add(m)
             await s.flush()
@@ -215,7 +267,12 @@ async def member_update(req: Request, ctx: Context) -> dict[str, Any]:
     return member_json(m, user)
 
 
-@router.package(PkgID.MEMBER_REMOVE, schema=obj({"user_id": {"type": "integer", "minimum": 1}}, ["user_id"]), audit=True, response_example={"user_id": 2, "removed": True})
+@router.package(
+    PkgID.MEMBER_REMOVE,
+    schema=obj({"user_id": {"type": "integer", "minimum": 1}}, ["user_id"]),
+    audit=True,
+    response_example={"user_id": 2, "removed": True},
+)
 async def member_remove(req: Request, ctx: Context) -> dict[str, Any]:
     """Remove a member; their live connections to this tenant are closed."""
     owner = ctx.services.policy.roles[-1]
@@ -227,5 +284,7 @@ async def member_remove(req: Request, ctx: Context) -> dict[str, Any]:
         if m.role == owner and await _owners(s, ctx) <= 1:
             raise Conflict("the tenant's last owner cannot be removed")
         await s.delete(m)
-    await ctx.services.events.control("revoke_membership", user_id=req.data["user_id"], tenant_id=ctx.tenant_id)
+    await ctx.services.events.control(
+        "revoke_membership", user_id=req.data["user_id"], tenant_id=ctx.tenant_id
+    )
     return {"user_id": req.data["user_id"], "removed": True}

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from app.auth.passwords import hash_secret, new_secret
 from app.context import Context
@@ -54,7 +55,10 @@ async def token_create(req: Request, ctx: Context) -> dict[str, Any]:
     policy = ctx.services.policy
     role = req.data["role"]
     if role not in policy.roles:
-        raise InvalidData(f"unknown role {role!r}; one of {list(policy.roles)}", errors=[{"path": "role", "msg": "unknown role"}])
+        raise InvalidData(
+            f"unknown role {role!r}; one of {list(policy.roles)}",
+            errors=[{"path": "role", "msg": "unknown role"}],
+        )
     if policy.rank(role) > policy.rank(ctx.identity.role):
         raise PermissionDenied(f"a token cannot carry role {role!r}, above your own {ctx.identity.role!r}")
     expires_at = None
@@ -62,9 +66,13 @@ async def token_create(req: Request, ctx: Context) -> dict[str, Any]:
         try:
             expires_at = parse_iso(req.data["expires_at"])
         except ValueError:
-            raise InvalidData("expires_at must be an ISO 8601 time", errors=[{"path": "expires_at", "msg": "not a time"}]) from None
+            raise InvalidData(
+                "expires_at must be an ISO 8601 time", errors=[{"path": "expires_at", "msg": "not a time"}]
+            ) from None
         if expires_at <= utcnow():
-            raise InvalidData("expires_at must be in the future", errors=[{"path": "expires_at", "msg": "in the past"}])
+            raise InvalidData(
+                "expires_at must be in the future", errors=[{"path": "expires_at", "msg": "in the past"}]
+            )
     secret = new_secret("wpt_")
     tok = ApiToken(
         tenant_id=ctx.tenant_id,
@@ -92,12 +100,17 @@ async def token_create(req: Request, ctx: Context) -> dict[str, Any]:
 )
 async def token_list(req: Request, ctx: Context) -> Page:
     """This tenant's tokens (never their secrets), newest first."""
-    stmt = select(ApiToken).where(ApiToken.tenant_id == ctx.tenant_id).order_by(ApiToken.id.desc())  # type: ignore[union-attr]
+    stmt = select(ApiToken).where(col(ApiToken.tenant_id) == ctx.tenant_id).order_by(col(ApiToken.id).desc())
     if not req.data.get("include_revoked", True):
-        stmt = stmt.where(ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
+        stmt = stmt.where(col(ApiToken.revoked_at).is_(None))
     async with ctx.services.db.session() as s:
         rows, meta = await paginate(s, stmt, req.data)
-        users = {u.id: u.username for u in (await s.execute(select(User).where(User.id.in_({r.user_id for r in rows})))).scalars()}  # type: ignore[union-attr]
+        users = {
+            u.id: u.username
+            for u in (
+                await s.execute(select(User).where(col(User.id).in_({r.user_id for r in rows})))
+            ).scalars()
+        }
     return Page([token_json(r, users.get(r.user_id)) for r in rows], meta)
 
 

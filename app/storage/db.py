@@ -57,7 +57,11 @@ class Database:
             async with self.sessionmaker() as session:
                 yield session
         except (OperationalError, DBAPIError, OSError) as exc:
-            if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_connection_error(exc):
+            if (
+                isinstance(exc, DBAPIError)
+                and not exc.connection_invalidated
+                and not _is_connection_error(exc)
+            ):
                 raise
             raise Unavailable("the database is unavailable; retry shortly") from exc
 

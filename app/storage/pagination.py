@@ -22,11 +22,15 @@ class Page:
     meta: dict[str, Any]
 
 
-async def paginate(session: AsyncSession, stmt: Select[Any], data: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+async def paginate(
+    session: AsyncSession, stmt: Select[Any], data: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
     """Run ``stmt`` (which must already have a deterministic ORDER BY) for one page."""
     page = int(data.get("page", 1))
     per_page = int(data.get("per_page", 20))
-    total = (await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))).scalar_one()
+    total = (
+        await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))
+    ).scalar_one()
     rows = (await session.execute(stmt.offset((page - 1) * per_page).limit(per_page))).scalars().all()
     pages = (total + per_page - 1) // per_page
     return list(rows), {"page": page, "per_page": per_page, "total": total, "pages": pages}
