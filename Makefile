@@ -55,5 +55,8 @@ ws-handlers: $(STAMP) ## table of registered packages; flags actions.json ids wi
 ws-docs: $(STAMP) ## regenerate docs/packages.md (the protocol reference) from the handler registry
 	$(BIN)/python -m app.devtools.protocol_docs
 
+bench: $(STAMP) ## load-test a real server on PostgreSQL + Redis vs a bare echo (~6 min): make bench [ARGS="--quick"]
+	$(BIN)/python -m app.bench $(ARGS)
+
 clean: ## remove caches (keeps the virtualenv and database)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache test-artifacts
