@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import socket
 import ssl
 import time
@@ -107,6 +108,9 @@ class HttpClients:
     """The shared httpx clients of one collector. Call :meth:`aclose` when it stops."""
 
     def __init__(self) -> None:
+        # httpx logs every request at INFO; with thousands of checks a minute that
+        # buries everything else. Failures are recorded as results instead.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
         headers = {"User-Agent": "Watchpost/1 (health check)"}
         self.verifying = httpx.AsyncClient(verify=True, limits=limits, headers=headers)
@@ -228,7 +232,7 @@ def _fail(started: float, error: str, status: int | None, cert: dt.datetime | No
     return CheckOutcome(False, (time.perf_counter() - started) * 1000, status, error, cert)
 
 
-async def run_tcp_check(host: str, port: int, timeout: float) -> CheckOutcome:  # noqa: ASYNC109 - per-check deadline
+async def run_tcp_check(host: str, port: int, timeout: float) -> CheckOutcome:
     """Open and close one TCP connection; latency is the connect time."""
     started = time.perf_counter()
     try:

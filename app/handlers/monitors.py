@@ -1,0 +1,438 @@
+"""Monitors 100-107: CRUD with optimistic versions, pause/resume, check now.
+
+Every query is scoped to the connection's tenant; another tenant's monitor
+answers NOT_FOUND exactly like a missing one. Definition changes publish
+EVENT_MONITOR_CHANGED (902) on ``monitors`` after commit; pause/resume also
+publish EVENT_MONITOR_STATUS (900) because the state changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import String, cast, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.context import Context
+from app.errors import Conflict, InvalidData, NotFound
+from app.models.base import iso, utcnow
+from app.models.monitor import Monitor
+from app.monitoring import recorder
+from app.monitoring.checks import CheckOutcome, run_http_check, run_tcp_check
+from app.monitoring.collector import group_outcome
+from app.monitoring.definition import (
+    DEFAULTS,
+    KINDS,
+    MONITOR_FIELDS_SCHEMA,
+    http_spec,
+    monitor_to_wire,
+    new_push_token,
+    validate_definition,
+)
+from app.monitoring.state import State
+from app.monitoring.stats import floor_hour
+from app.monitoring.wire import result_to_wire
+from app.protocol import PkgID, Request
+from app.routing import PackageRouter, obj
+from app.storage.pagination import PAGE_SCHEMA, Page, paginate
+
+router = PackageRouter()
+
+_ID = {"type": "integer", "minimum": 1}
+#: Fields whose change means the next check should use the new definition soon.
+_CHECK_FIELDS = (
+    "kind",
+    "url",
+    "method",
+    "expected_status",
+    "keyword",
+    "verify_tls",
+    "follow_redirects",
+    "host",
+    "port",
+    "interval",
+    "timeout",
+    "members",
+    "min_up",
+    "grace",
+)
+
+_EXAMPLE = {
+    "id": 1,
+    "name": "api",
+    "kind": "http",
+    "url": "https://example.com/health",
+    "state": "up",
+    "version": 1,
+}
+
+
+def show_token(ctx: Context) -> bool:
+    """Push tokens are shown to editors and above (they can report on a monitor's behalf)."""
+    return ctx.services.policy.role_at_least(ctx.identity.role, "editor")
+
+
+def first_due(monitor: Monitor, ctx: Context) -> Any:
+    """When a new or resumed monitor is first checked: spread over the jitter window."""
+    now = utcnow()
+    if monitor.kind == "push":
+        return now + timedelta(seconds=monitor.interval + monitor.grace)
+    spread = min(float(monitor.interval), float(getattr(ctx.settings, "collector_jitter", 10.0)))
+    return now + timedelta(seconds=random.uniform(0, max(0.0, spread)))
+
+
+async def load(session: AsyncSession, ctx: Context, monitor_id: int) -> Monitor:
+    """The tenant's monitor or NotFound (another tenant's id looks exactly like a missing one)."""
+    monitor = await session.get(Monitor, monitor_id)
+    if monitor is None or monitor.tenant_id != ctx.tenant_id:
+        raise NotFound(f"no monitor {monitor_id} in this tenant")
+    return monitor
+
+
+async def _check_members(
+    session: AsyncSession, ctx: Context, values: dict[str, Any], self_id: int | None
+) -> None:
+    if values["kind"] != "group":
+        return
+    members = list(values.get("members") or [])
+    if self_id is not None and self_id in members:
+        raise InvalidData(
+            "a group cannot be its own member", errors=[{"path": "members", "msg": "contains itself"}]
+        )
+    found = await session.execute(
+        select(col(Monitor.id), col(Monitor.members)).where(
+            col(Monitor.tenant_id) == ctx.tenant_id, col(Monitor.id).in_(members)
+        )
+    )
+    rows = found.all()
+    missing = sorted(set(members) - {r[0] for r in rows})
+    if missing:
+        raise InvalidData(
+            f"members {missing} are not monitors of this tenant",
+            errors=[{"path": "members", "msg": f"unknown monitor ids {missing}"}],
+        )
+    if self_id is not None and any(self_id in (r[1] or []) for r in rows):
+        raise InvalidData(
+            "a group cannot contain a group that contains it", errors=[{"path": "members", "msg": "cycle"}]
+        )
+
+
+def _normalise(values: dict[str, Any]) -> dict[str, Any]:
+    values["method"] = str(values.get("method") or "GET").upper()
+    values["timeout"] = float(values["timeout"])
+    values["tags"] = sorted(set(values.get("tags") or []))
+    return values
+
+
+def _changed_event(ctx: Context, action: str, monitor: Monitor) -> None:
+    payload = {"id": monitor.id} if action == "deleted" else monitor_to_wire(monitor, show_push_token=False)
+    ctx.publish("monitors", PkgID.EVENT_MONITOR_CHANGED, {"action": action, "monitor": payload})
+
+
+def _status_event(ctx: Context, monitor: Monitor, previous: str) -> None:
+    if previous == monitor.state:
+        return
+    ctx.publish(
+        "monitors",
+        PkgID.EVENT_MONITOR_STATUS,
+        {
+            "id": monitor.id,
+            "name": monitor.name,
+            "state": monitor.state,
+            "previous": previous,
+            "changed_at": monitor_to_wire(monitor)["state_changed_at"],
+            "error": None,
+            "latency_ms": None,
+        },
+    )
+
+
+@router.package(
+    PkgID.MONITOR_CREATE,
+    schema=obj(dict(MONITOR_FIELDS_SCHEMA), ["name", "kind"]),
+    audit=True,
+    response_example=_EXAMPLE,
+)
+async def monitor_create(req: Request, ctx: Context) -> dict[str, Any]:
+    """Create a monitor; its first check runs within the collector's jitter window."""
+    values = _normalise({**DEFAULTS, **req.data})
+    validate_definition(values, min_interval=ctx.settings.monitor_min_interval)
+    now = utcnow()
+    monitor = Monitor(tenant_id=ctx.tenant_id, **values)
+    monitor.push_token = new_push_token() if monitor.kind == "push" else None
+    monitor.state = State.PENDING.value if monitor.enabled else State.PAUSED.value
+    monitor.next_check_at = first_due(monitor, ctx)
+    monitor.rolled_until = floor_hour(now)
+    try:
+        async with ctx.tx() as s:
+            await _check_members(s, ctx, values, None)
+            s.add(monitor)
+            await s.flush()
+            ctx.audit_target = str(monitor.id)
+            _changed_event(ctx, "created", monitor)
+    except IntegrityError:
+        raise Conflict(
+            f"a monitor named {values['name']!r} already exists in this tenant; pick another name"
+        ) from None
+    _wake_collector(ctx)
+    return monitor_to_wire(monitor, show_push_token=show_token(ctx))
+
+
+@router.package(PkgID.MONITOR_GET, schema=obj({"id": _ID}, ["id"]), response_example=_EXAMPLE)
+async def monitor_get(req: Request, ctx: Context) -> dict[str, Any]:
+    """One monitor with its live state."""
+    async with ctx.services.db.session() as s:
+        monitor = await load(s, ctx, req.data["id"])
+    return monitor_to_wire(monitor, show_push_token=show_token(ctx))
+
+
+@router.package(
+    PkgID.MONITOR_LIST,
+    schema=obj(
+        {
+            **PAGE_SCHEMA,
+            "state": {"enum": [s.value for s in State]},
+            "kind": {"enum": list(KINDS)},
+            "tag": {"type": "string", "minLength": 1, "maxLength": 64},
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        }
+    ),
+    response_example=[_EXAMPLE],
+)
+async def monitor_list(req: Request, ctx: Context) -> Page:
+    """This tenant's monitors in id order, filtered by state, kind, tag or name (substring)."""
+    stmt = select(Monitor).where(col(Monitor.tenant_id) == ctx.tenant_id).order_by(col(Monitor.id))
+    data = req.data
+    if "state" in data:
+        stmt = stmt.where(col(Monitor.state) == data["state"])
+    if "kind" in data:
+        stmt = stmt.where(col(Monitor.kind) == data["kind"])
+    if "name" in data:
+        stmt = stmt.where(func.lower(col(Monitor.name)).contains(data["name"].lower(), autoescape=True))
+    if "tag" in data:
+        # Tags are a JSON array of strings; match the quoted element in its text form.
+        needle = '"' + data["tag"].replace("\\", "\\\\").replace('"', '\\"') + '"'
+        stmt = stmt.where(cast(col(Monitor.tags), String).contains(needle, autoescape=True))
+    async with ctx.services.db.session() as s:
+        rows, meta = await paginate(s, stmt, data)
+    shown = show_token(ctx)
+    return Page([monitor_to_wire(m, show_push_token=shown) for m in rows], meta)
+
+
+@router.package(
+    PkgID.MONITOR_UPDATE,
+    schema=obj(
+        {"id": _ID, "version": {"type": "integer", "minimum": 1}, **MONITOR_FIELDS_SCHEMA}, ["id", "version"]
+    ),
+    audit=True,
+    response_example=_EXAMPLE,
+)
+async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
+    """Change a monitor's definition. ``version`` must be the one you read; a stale one is CONFLICT."""
+    data = dict(req.data)
+    monitor_id, version = data.pop("id"), data.pop("version")
+    ctx.audit_target = str(monitor_id)
+    try:
+        async with ctx.tx() as s:
+            monitor = await load(s, ctx, monitor_id)
+            if monitor.version != version:
+                raise Conflict(
+                    f"monitor {monitor_id} was changed since you read it (version {monitor.version}, "
+                    f"you sent {version}); reload it and apply your change again"
+                )
+            current = {key: getattr(monitor, key) for key in DEFAULTS} | {
+                "name": monitor.name,
+                "kind": monitor.kind,
+            }
+            values = _normalise({**current, **data})
+            validate_definition(values, min_interval=ctx.settings.monitor_min_interval)
+            await _check_members(s, ctx, values, monitor_id)
+            now = utcnow()
+            changes: dict[str, Any] = {k: v for k, v in values.items() if current.get(k) != v}
+            previous_state = monitor.state
+            if "enabled" in changes:
+                changes["state"] = State.PENDING.value if values["enabled"] else State.PAUSED.value
+                changes.update(fail_streak=0, ok_streak=0, state_changed_at=now)
+            if values["kind"] == "push" and not monitor.push_token:
+                changes["push_token"] = new_push_token()
+            if any(k in changes for k in _CHECK_FIELDS) or changes.get("enabled") is True:
+                probe = Monitor(**{**current, **values, "tenant_id": monitor.tenant_id})
+                changes["next_check_at"] = first_due(probe, ctx)
+            changes.update(version=version + 1, state_seq=monitor.state_seq + 1, updated_at=now)
+            # Compare-and-set on the version: two concurrent updates cannot both win.
+            res = await s.execute(
+                update(Monitor)
+                .where(col(Monitor.id) == monitor_id, col(Monitor.version) == version)
+                .values(**changes)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(res, "rowcount", 0) != 1:
+                raise Conflict(f"monitor {monitor_id} was changed concurrently; reload it and retry")
+            await s.refresh(monitor)
+            _changed_event(ctx, "updated", monitor)
+            _status_event(ctx, monitor, previous_state)
+    except IntegrityError:
+        raise Conflict(
+            f"a monitor named {data.get('name')!r} already exists in this tenant; pick another name"
+        ) from None
+    _wake_collector(ctx)
+    return monitor_to_wire(monitor, show_push_token=show_token(ctx))
+
+
+@router.package(PkgID.MONITOR_DELETE, schema=obj({"id": _ID}, ["id"]), audit=True, response_example={"id": 1})
+async def monitor_delete(req: Request, ctx: Context) -> dict[str, Any]:
+    """Delete a monitor with its history, rollups and incidents."""
+    ctx.audit_target = str(req.data["id"])
+    async with ctx.tx() as s:
+        monitor = await load(s, ctx, req.data["id"])
+        await s.delete(monitor)
+        _changed_event(ctx, "deleted", monitor)
+    return {"id": req.data["id"]}
+
+
+async def _set_enabled(req: Request, ctx: Context, enabled: bool) -> dict[str, Any]:
+    ctx.audit_target = str(req.data["id"])
+    async with ctx.tx() as s:
+        monitor = await load(s, ctx, req.data["id"])
+        previous = monitor.state
+        if monitor.enabled != enabled:
+            now = utcnow()
+            monitor.enabled = enabled
+            monitor.state = State.PENDING.value if enabled else State.PAUSED.value
+            monitor.state_changed_at = now
+            monitor.fail_streak = monitor.ok_streak = 0
+            monitor.state_seq += 1  # an in-flight check must not overwrite the pause
+            monitor.version += 1
+            monitor.updated_at = now
+            monitor.lease_owner = monitor.lease_expires_at = None
+            if enabled:
+                monitor.next_check_at = first_due(monitor, ctx)
+            await s.flush()
+            _changed_event(ctx, "updated", monitor)
+            _status_event(ctx, monitor, previous)
+    if enabled:
+        _wake_collector(ctx)
+    return monitor_to_wire(monitor, show_push_token=show_token(ctx))
+
+
+@router.package(PkgID.MONITOR_PAUSE, schema=obj({"id": _ID}, ["id"]), audit=True, response_example=_EXAMPLE)
+async def monitor_pause(req: Request, ctx: Context) -> dict[str, Any]:
+    """Stop checking a monitor; its state becomes ``paused`` (idempotent)."""
+    return await _set_enabled(req, ctx, False)
+
+
+@router.package(PkgID.MONITOR_RESUME, schema=obj({"id": _ID}, ["id"]), audit=True, response_example=_EXAMPLE)
+async def monitor_resume(req: Request, ctx: Context) -> dict[str, Any]:
+    """Check a paused monitor again; it starts from ``pending`` (idempotent)."""
+    return await _set_enabled(req, ctx, True)
+
+
+def _outcome_wire(outcome: CheckOutcome) -> dict[str, Any]:
+    return {
+        "ok": outcome.ok,
+        "latency_ms": outcome.latency_ms,
+        "status_code": outcome.status_code,
+        "error": outcome.error,
+        "cert_expires_at": iso(outcome.cert_expires_at),
+    }
+
+
+async def _probe(values: dict[str, Any] | Monitor, ctx: Context) -> CheckOutcome:
+    get = (lambda k: getattr(values, k)) if isinstance(values, Monitor) else values.get
+    # Leave the handler deadline room to record the result.
+    budget = max(0.5, ctx.settings.ws_handler_timeout - 2.0)
+    timeout = min(float(get("timeout") or budget), budget)
+    if get("kind") == "http":
+        return await run_http_check(dataclasses.replace(http_spec(values), timeout=timeout))
+    return await run_tcp_check(str(get("host")), int(get("port") or 0), timeout)
+
+
+@router.package(
+    PkgID.MONITOR_CHECK_NOW,
+    schema={
+        "oneOf": [
+            obj({"id": _ID}, ["id"]),
+            obj({"monitor": obj(dict(MONITOR_FIELDS_SCHEMA), ["kind"])}, ["monitor"]),
+        ]
+    },
+    audit=True,
+    response_example={
+        "result": {"ok": True, "latency_ms": 12.5, "status_code": 200, "error": None},
+        "state": "up",
+    },
+)
+async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
+    """Run one check now. With ``id`` the result is recorded (state, incidents, events) like a
+    scheduled one; with ``monitor`` (an unsaved definition) it is only returned — "test before save"."""
+    if "monitor" in req.data:
+        values = _normalise({**DEFAULTS, "name": "unsaved", **req.data["monitor"]})
+        validate_definition(values, min_interval=ctx.settings.monitor_min_interval)
+        if values["kind"] not in ("http", "tcp"):
+            raise InvalidData(
+                f"only http and tcp definitions can be tested before saving, not {values['kind']}",
+                errors=[{"path": "monitor.kind", "msg": "not testable"}],
+            )
+        return {"result": _outcome_wire(await _probe(values, ctx)), "recorded": False}
+    monitor_id = req.data["id"]
+    ctx.audit_target = str(monitor_id)
+    async with ctx.services.db.session() as s:
+        monitor = await load(s, ctx, monitor_id)
+    if monitor.kind == "push":
+        raise InvalidData(
+            "push monitors are checked by their pushes; send HEARTBEAT_PUSH (201) with the push token",
+            errors=[{"path": "id", "msg": "push monitor"}],
+        )
+    outcome = await _probe(monitor, ctx) if monitor.kind in ("http", "tcp") else None
+    rec: recorder.Recording | None = None
+    for _attempt in range(3):
+        try:
+            async with ctx.tx() as s:
+                monitor = await load(s, ctx, monitor_id)
+                s.expunge(monitor)
+                members = None
+                if monitor.kind == "group":
+                    members = await recorder.group_member_states(s, monitor)
+                    outcome = group_outcome(monitor, members)
+                assert outcome is not None
+                now = utcnow()
+                windows = await recorder.active_windows(s, {monitor.tenant_id}, now)
+                rec = await recorder.record(
+                    s,
+                    monitor,
+                    outcome,
+                    now=now,
+                    in_maintenance=recorder.covered(monitor, windows),
+                    members=members,
+                )
+                if rec is None:
+                    raise _LostRace
+                for _tenant, topic, pkg_id, data in rec.events:
+                    ctx.publish(topic, pkg_id, data)
+            break
+        except _LostRace:
+            continue  # another writer recorded first; re-read the state and apply ours on top
+    if rec is None or outcome is None:
+        raise Conflict(f"monitor {monitor_id} is being checked right now; try again in a moment")
+    return {
+        "result": {
+            **result_to_wire(rec.result),
+            "cert_expires_at": _outcome_wire(outcome)["cert_expires_at"],
+        },
+        "state": rec.monitor.state,
+        "recorded": True,
+    }
+
+
+class _LostRace(Exception):
+    """The compare-and-set lost; raised inside ``ctx.tx`` so the attempt rolls back."""
+
+
+def _wake_collector(ctx: Context) -> None:
+    collector = ctx.services.extras.get("collector")
+    if collector is not None:
+        collector.wake()
