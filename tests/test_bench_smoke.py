@@ -1,0 +1,132 @@
+"""The bench cannot rot: a tiny real run, plus the bookkeeping that judges every run.
+
+The smoke run is ``python -m app.bench --scenario rpc,fanout --smoke``: it
+starts the echo reference and a real Watchpost server on a scratch PostgreSQL
+database and Redis, drives 2 connections for a second and fans 3 events out to
+2 subscribers, and must write a results file in which nothing was lost,
+duplicated or answered with an error. The full bench (``make bench``) stays out
+of the test suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from app.bench.fanout import _Tracker
+from app.bench.report import evaluate, integrity_problems
+from app.bench.stats import percentile, summarize_ns
+from tests import services
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench_databases() -> set[str]:
+    async def names() -> set[str]:
+        conn = await asyncpg.connect(services.PG_ADMIN_URL)
+        try:
+            rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'watchpost_bench_%'")
+        finally:
+            await conn.close()
+        return {row["datname"] for row in rows}
+
+    return asyncio.run(names())
+
+
+def test_smoke_run_writes_results_with_nothing_lost(tmp_path: Path) -> None:
+    databases_before = _bench_databases()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TEST_POSTGRES_URL": services.PG_ADMIN_URL,
+        "TEST_REDIS_URL": services.redis_test_url(),
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.bench",
+            "--scenario",
+            "rpc,fanout",
+            "--smoke",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (json_path,) = tmp_path.glob("*.json")
+    assert json_path.with_suffix(".md").exists()
+    results = json.loads(json_path.read_text())
+    assert results["errors"] == []
+    assert results["machine"]["nproc"] >= 1 and results["machine"]["python"]
+
+    rpc = results["scenarios"]["rpc"]
+    rows = rpc["echo"] + rpc["watchpost"]
+    assert {r["operation"] for r in rpc["watchpost"]} == {"ping", "monitor_get"}
+    for row in rows:
+        assert row["throughput_rps"] > 0, row
+        assert row["sent"] == row["received"] > 0, row
+        assert (row["lost"], row["duplicated_or_unexpected"], row["errors"]) == (0, 0, 0), row
+        assert row["latency"]["p50_ms"] <= row["latency"]["p99_ms"] <= row["latency"]["max_ms"]
+    assert all("vs_echo" in row for row in rpc["watchpost"])
+
+    fanout = results["scenarios"]["fanout"]
+    for row in fanout["echo"] + fanout["watchpost"]:
+        assert row["expected"] == row["subscribers"] * row["rounds"] > 0
+        assert row["delivered"] == row["expected"], row
+        assert row["duplicated"] == 0 and row["timed_out_rounds"] == 0, row
+
+    (verdict,) = [t for t in results["targets"] if t["target"].startswith("nothing lost")]
+    assert verdict["met"] is True
+    assert _bench_databases() <= databases_before, "the bench left its scratch database behind"
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 0.50) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile(values, 1.0) == 100
+    assert percentile([], 0.5) == 0
+    summary = summarize_ns([1_000_000, 2_000_000, 30_000_000])
+    assert summary["p50_ms"] == 2.0 and summary["max_ms"] == 30.0
+    assert sum(summary["histogram"].values()) == 3
+
+
+def test_fanout_tracker_counts_duplicates_and_strays() -> None:
+    tracker = _Tracker(subscribers=2, event_pkg_id=902, topic="monitors")
+    tracker.current = None
+    event = b'{"pkg_id":902,"req_id":null,"status_code":0,"topic":"monitors","seq":7,"data":{}}'
+    tracker.on_frame(0, event)  # no round in progress: stray
+    assert tracker.stray == 1
+    tracker.on_frame(0, event)  # same seq again on the same subscriber: duplicate
+    assert tracker.duplicated == 1
+    tracker.on_frame(1, b'{"pkg_id":900,"req_id":null,"status_code":0,"topic":"monitors","seq":8,"data":{}}')
+    assert tracker.stray == 2
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ({"lost": 3, "duplicated_or_unexpected": 0, "errors": 0}, "lost=3"),
+        ({"lost": 0, "duplicated_or_unexpected": 2, "errors": 0}, "duplicated_or_unexpected=2"),
+        ({"lost": 0, "duplicated_or_unexpected": 0, "errors": 1}, "errors=1"),
+    ],
+)
+def test_any_loss_or_error_fails_the_integrity_target(row: dict[str, int], expected: str) -> None:
+    scenarios = {
+        "rpc": {"echo": [], "watchpost": [{"operation": "ping", "connections": 2, "in_flight": 2, **row}]}
+    }
+    problems = list(integrity_problems(scenarios))
+    assert len(problems) == 1 and expected in problems[0]
+    (verdict,) = evaluate(scenarios)
+    assert verdict["met"] is False
