@@ -110,7 +110,7 @@ def validate_definition(values: dict[str, Any], *, min_interval: int) -> None:
         bad("interval", f"interval must be between {min_interval} and {MAX_INTERVAL} seconds")
     if timeout <= 0:
         bad("timeout", "timeout must be a positive number of seconds")
-    elif timeout >= interval:
+    elif timeout >= interval and kind in ("http", "tcp"):  # push and group monitors make no request
         bad("timeout", f"timeout ({timeout:g} s) must be shorter than interval ({interval} s)")
     if kind == "http":
         url = values.get("url")
