@@ -4,8 +4,11 @@ every refusal leaves the copy byte-identical."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -39,6 +42,10 @@ def _copy_repository(dest: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)
     (dest / _STAMP).touch()
+    # A warm mypy cache saves ~10 s; a cache miss only costs time, so copy failures are ignored.
+    if (ROOT / ".mypy_cache").is_dir():
+        with contextlib.suppress(OSError, shutil.Error):
+            shutil.copytree(ROOT / ".mypy_cache", dest / ".mypy_cache", dirs_exist_ok=True)
     return dest
 
 
@@ -58,7 +65,7 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-def _run(root: Path, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run(root: Path, *cmd: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         list(cmd),
         cwd=root,
@@ -83,11 +90,19 @@ def _make(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process runs see a non-terminal stdin even under `pytest -s` in a terminal (no prompts)."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+
+
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield _copy_repository(tmp_path_factory.mktemp("repo"))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # two real servers start in the copy; a loaded machine needs headroom
 def test_generated_package_imports_checks_and_passes_its_own_test(repo_copy: Path) -> None:
     before = _tree_hashes(repo_copy)
     made = _make(
@@ -291,3 +306,28 @@ def test_interactive_prompts_fill_missing_arguments_with_defaults(pristine: Path
         "app/handlers/groups.py",
         "tests/test_groups_group_list.py",
     }
+
+
+def test_terminal_session_prompts_for_missing_arguments(pristine: Path, tmp_path: Path) -> None:
+    """A real pseudo-terminal on stdin: the scaffold asks, offers the next free id, and writes."""
+    root = tmp_path / "tree"
+    shutil.copytree(pristine, root)
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.devtools.scaffold", "--role", "viewer", "--root", str(root)],
+            cwd=ROOT,
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.write(controller, b"group_list\ngroups\n\n")  # name, module, pkg_id (accept the default)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert proc.returncode == 0, err
+    assert "pkg_id [600]: " in out
+    assert "GROUP_LIST = 600" in (root / "app" / "protocol.py").read_text()
+    assert (root / "app" / "handlers" / "groups.py").exists()

@@ -233,7 +233,9 @@ def plan(root: Path, *, name: str, module: str, role: str, pkg_id: int | None) -
     existing_module: str | None = None
     if not problems:
         module_path = root / module_rel
-        if module_path.exists():
+        if module_path.with_suffix("").is_dir():
+            problems.append(f"app/handlers/{module}/ is a package; choose another module=")
+        elif module_path.exists():
             existing_module = module_path.read_text()
             if MODULE_MARKER not in existing_module:
                 problems.append(
@@ -354,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f for f in ("name", "role", "module") if not getattr(args, f)]
     if missing:
         if sys.stdin.isatty():
-            _complete_interactively(args, input)
+            try:
+                _complete_interactively(args, input)
+            except (EOFError, KeyboardInterrupt):
+                print("\nnew-ws-handlers cancelled, nothing changed", file=sys.stderr)
+                return 130
         else:
             print(
                 f"new-ws-handlers: missing {', '.join(missing)}; pass them as "
