@@ -99,6 +99,7 @@ class WatchpostClient:
     With ``reconnect=True`` a dropped socket is reopened in the background with
     full-jitter exponential backoff between ``backoff_min`` and ``backoff_max``
     seconds; calls made meanwhile wait for it (within their timeout).
+    ``open_timeout`` bounds each handshake plus its credential check.
     """
 
     def __init__(
@@ -112,8 +113,11 @@ class WatchpostClient:
         reconnect: bool = True,
         backoff_min: float = 0.5,
         backoff_max: float = 20.0,
+        open_timeout: float = 10.0,
     ) -> None:
         self.url = url
+        #: Budget for the handshake and the credential-checking PING of each (re)connect.
+        self.open_timeout = open_timeout
         self.tenant = tenant
         self.request_timeout = request_timeout
         self.reconnect = reconnect
@@ -192,7 +196,7 @@ class WatchpostClient:
         self,
         pkg_id: int,
         data: dict[str, Any] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - a per-call deadline is this API's contract
+        timeout: float | None = None,
     ) -> Any:
         """Send one request and return the answer's ``data``.
 
@@ -207,7 +211,7 @@ class WatchpostClient:
         self,
         pkg_id: int,
         data: dict[str, Any] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - a per-call deadline is this API's contract
+        timeout: float | None = None,
     ) -> Response:
         """Like :meth:`call` but returns data and ``meta`` (use it for paginated lists)."""
         frame = await self._request(int(pkg_id), data, timeout)
@@ -244,42 +248,53 @@ class WatchpostClient:
         link: _Link | None = None,
         hook: _ResponseHook | None = None,
     ) -> dict[str, Any]:
+        """Send one frame and wait for its answer. With ``link`` the caller pins one socket
+        (connect checks, resubscribes); otherwise the current socket is used and, if it turns
+        out to be closed before the frame left, the frame waits for the reconnect instead."""
         timeout = self.request_timeout if wait is None else wait
         deadline = time.monotonic() + timeout
-        if link is None:
-            link = await self._wait_up(timeout)
-        req_id = str(uuid.uuid4())
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        link.pending[req_id] = _Pending(future, hook)
-        body: dict[str, Any] = {"pkg_id": pkg_id, "req_id": req_id}
+        body: dict[str, Any] = {"pkg_id": pkg_id, "req_id": ""}
         if data is not None:
             body["data"] = data
-        try:
+        while True:
+            current = link or await self._wait_up(max(0.0, deadline - time.monotonic()))
+            req_id = body["req_id"] = str(uuid.uuid4())
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            current.pending[req_id] = _Pending(future, hook)
             try:
-                await link.ws.send(orjson.dumps(body).decode())
-            except ConnectionClosed as exc:
-                raise self._lost(
-                    exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else ""
-                ) from None
-            try:
-                return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"no answer to pkg_id {pkg_id} within {timeout:g} s; the request may still take effect",
-                    pkg_id=pkg_id,
-                    req_id=req_id,
-                ) from None
-        finally:
-            # Whatever happened, a late answer must find nothing to resolve.
-            link.pending.pop(req_id, None)
+                try:
+                    await current.ws.send(orjson.dumps(body).decode())
+                except ConnectionClosed as exc:
+                    if link is None:
+                        # Never sent, so sending again cannot duplicate an effect.
+                        self._mark_down(current)
+                        continue
+                    rcvd = exc.rcvd
+                    raise self._lost(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from None
+                try:
+                    return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise RequestTimeout(
+                        f"no answer to pkg_id {pkg_id} within {timeout:g} s; it may still take effect",
+                        pkg_id=pkg_id,
+                        req_id=req_id,
+                    ) from None
+            finally:
+                # Whatever happened, a late answer must find nothing to resolve.
+                current.pending.pop(req_id, None)
+
+    def _mark_down(self, link: _Link) -> None:
+        """``link`` is closed but the supervisor has not noticed yet: stop handing it out."""
+        if self._link is link and self._fatal is None:
+            self._up.clear()
 
     async def _wait_up(self, wait: float) -> _Link:
         if self._fatal is not None:
             raise self._fatal
         if self._closing or self._supervisor is None:
-            raise ConnectionLost(
-                "the client is not connected; use `async with WatchpostClient(...)` or connect()"
-            )
+            raise ConnectionLost("the client is not connected; use `async with WatchpostClient(...)` first")
+        if self._link is not None and self._link.ws.close_code is not None:
+            self._mark_down(self._link)
         if not self._up.is_set():
             try:
                 await asyncio.wait_for(self._up.wait(), wait)
@@ -287,6 +302,8 @@ class WatchpostClient:
                 raise ConnectionLost(f"the server could not be reached again within {wait:g} s") from None
             if self._fatal is not None:
                 raise self._fatal
+            if self._closing:
+                raise ConnectionLost("the client was closed")
         assert self._link is not None
         return self._link
 
@@ -374,7 +391,7 @@ class WatchpostClient:
                 additional_headers=headers,
                 subprotocols=[Subprotocol(SUBPROTOCOL)],
                 compression=None,
-                open_timeout=self.request_timeout,
+                open_timeout=self.open_timeout,
                 close_timeout=5,
                 max_size=_MAX_FRAME,
                 proxy=None,
@@ -390,7 +407,7 @@ class WatchpostClient:
         link = _Link(ws, self._gen)
         link.reader = asyncio.create_task(self._read(link), name="watchpost-client-reader")
         try:
-            answer = await self._request(PkgID.PING, None, None, link=link)
+            answer = await self._request(PkgID.PING, None, self.open_timeout, link=link)
             if answer.get("status_code") != 0:
                 raise error_from_response(answer)
         except BaseException:

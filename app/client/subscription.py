@@ -139,6 +139,9 @@ class Subscription:
         self._ready: deque[Event | Resync] = deque()
         #: topic -> newest seq dropped because the queue was full.
         self._overflow: dict[str, int] = {}
+        #: Current seq from answers to fresh SUBSCRIBEs not consumed yet: the ``since`` to use if
+        #: the connection drops before the consumer gets to them (else those events would be lost).
+        self._floor: dict[str, int] = {}
         #: Highest seq handed out per topic on the current connection generation.
         self._gen_max: dict[str, tuple[int, int]] = {}
         #: True once the server confirmed a SUBSCRIBE; ``_settled`` fires on that or on stop.
@@ -178,7 +181,7 @@ class Subscription:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def wait_active(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+    async def wait_active(self, timeout: float | None = None) -> None:
         """Wait until the server has confirmed the subscription (first SUBSCRIBE answer).
 
         Call this before triggering events you expect to see. Raises the
@@ -253,6 +256,8 @@ class Subscription:
         # Queued-but-unconsumed events count as unseen: the replay re-sends them and the
         # consumer drops whichever copy comes second.
         since = {t: s for t, s in self.last_seq.items() if s is not None}
+        for topic, floor in self._floor.items():
+            since.setdefault(topic, floor)
         data: dict[str, Any] = {"topics": list(self.topics)}
         if since:
             data["since"] = since
@@ -270,9 +275,11 @@ class Subscription:
                 return
             self._fail(exc)
             return
-        self._queue.put_nowait(
-            _Ack(gen, parse_subscribe_answer(frame.get("data"), self.topics), frozenset(since), since)
-        )
+        topics = parse_subscribe_answer(frame.get("data"), self.topics)
+        for topic, (current, _) in topics.items():
+            if topic not in since:
+                self._floor[topic] = current
+        self._queue.put_nowait(_Ack(gen, topics, frozenset(since), since))
         self._active = True
         self._settled.set()
 
