@@ -331,3 +331,45 @@ def test_terminal_session_prompts_for_missing_arguments(pristine: Path, tmp_path
     assert "pkg_id [600]: " in out
     assert "GROUP_LIST = 600" in (root / "app" / "protocol.py").read_text()
     assert (root / "app" / "handlers" / "groups.py").exists()
+
+
+def test_appending_to_a_scaffolded_module_never_breaks_it(
+    pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "tree"
+    shutil.copytree(pristine, root)
+    assert (
+        scaffold.main(
+            [
+                "--name",
+                "device_list",
+                "--pkg-id",
+                "150",
+                "--role",
+                "viewer",
+                "--module",
+                "devices",
+                "--root",
+                str(root),
+            ]
+        )
+        == 0
+    )
+    module = root / "app" / "handlers" / "devices.py"
+    original = module.read_text()
+    module.write_text(original + "\n\ndef device_get() -> None:\n    pass\n")
+    err = _refuse(root, ["--name", "device_get", "--role", "viewer", "--module", "devices"], capsys)
+    assert "already defines ['device_get']" in err
+    module.write_text(original.replace("from typing import Any\n", ""))
+    err = _refuse(root, ["--name", "device_put", "--role", "viewer", "--module", "devices"], capsys)
+    assert "no longer defines or imports ['Any']" in err
+    module.write_text(original)
+    assert (
+        scaffold.main(
+            ["--name", "device_put", "--role", "viewer", "--module", "devices", "--root", str(root)]
+        )
+        == 0
+    )
+    appended = module.read_text()
+    assert appended.startswith(original) and "PkgID.DEVICE_PUT" in appended
+    assert "DEVICE_PUT = 151" in (root / "app" / "protocol.py").read_text()

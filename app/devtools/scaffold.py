@@ -51,6 +51,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = "handlers_templates"
 #: First line of a module's docstring tail that marks it as scaffold-created (appendable).
 MODULE_MARKER = "Created by `make new-ws-handlers`"
+#: Names an appended handler (handler.py.j2) uses from its module's header (module.py.j2).
+_APPEND_NEEDS = frozenset({"Any", "Context", "PkgID", "Request", "router"})
 MIN_ID, MAX_ID = 1, 899
 #: Longer names would push generated lines past the 110-column limit.
 MAX_NAME = 30
@@ -194,6 +196,8 @@ def _defined_names(source: str) -> set[str]:
         elif isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             out.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            out.update((a.asname or a.name).split(".")[0] for a in node.names)
     return out
 
 
@@ -243,9 +247,16 @@ def plan(root: Path, *, name: str, module: str, role: str, pkg_id: int | None) -
                     "appended to: choose another module= or add the handler there by hand"
                 )
             else:
-                clashes = _defined_names(existing_module) & {name, f"_{const}_SCHEMA"}
+                defined = _defined_names(existing_module)
+                clashes = defined & {name, f"_{const}_SCHEMA"}
                 if clashes:
                     problems.append(f"{module_rel} already defines {sorted(clashes)}; choose another name=")
+                lost = sorted(_APPEND_NEEDS - defined)
+                if lost:
+                    problems.append(
+                        f"{module_rel} no longer defines or imports {lost}, which an appended handler uses; "
+                        "restore them or add the handler by hand"
+                    )
         if (root / test_rel).exists():
             problems.append(f"{test_rel} exists and would be overwritten; choose another name= or module=")
     if problems:
