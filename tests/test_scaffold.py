@@ -163,6 +163,13 @@ def test_generated_package_imports_checks_and_passes_its_own_test(repo_copy: Pat
         checked = _run(repo_copy, *cmd)
         assert checked.returncode == 0, f"{cmd}:\n{checked.stdout}{checked.stderr}"
 
+    docs = _make(repo_copy, "ws-docs")
+    assert docs.returncode == 0, docs.stderr
+    reference = (repo_copy / "docs" / "packages.md").read_text()
+    section = reference.split("\n### 150 DEVICE_LIST\n", 1)[1].split("\n### ", 1)[0]
+    assert "- role: `editor` or higher" in section and "`app.handlers.devices:device_list`" in section
+    assert '"data": {"package": "DEVICE_LIST", "echo": "hello"}' in section
+
     table = _make(repo_copy, "ws-handlers")
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if line.lstrip().startswith("150 "))
