@@ -55,10 +55,21 @@ def _json(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
-def _block(value: Any) -> str:
-    """One line when it reads well, else indented."""
+def _block(value: Any, level: int = 0, width: int = 100) -> str:
+    """JSON that stays on one line where it fits in ``width`` and opens up only where it does not."""
     one_line = _json(value)
-    return one_line if len(one_line) <= 100 else _json(value, indent=2)
+    pad = "  " * level
+    if len(pad) + len(one_line) <= width or not isinstance(value, dict | list) or not value:
+        return one_line
+    inner = "  " * (level + 1)
+    if isinstance(value, dict):
+        items = [
+            f"{inner}{_json(str(k))}: {_block(v, level + 1, width - len(_json(str(k))) - 2)}"
+            for k, v in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    items = [f"{inner}{_block(v, level + 1, width)}" for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + pad + "]"
 
 
 def example_from_schema(schema: dict[str, Any] | None, name: str = "") -> Any:
