@@ -115,7 +115,7 @@ def example_from_schema(schema: dict[str, Any] | None, name: str = "") -> Any:
 
 
 def _valid(schema: dict[str, Any] | None, value: Any) -> bool:
-    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+    from jsonschema import Draft202012Validator
 
     return not schema or Draft202012Validator(schema).is_valid(value)
 

@@ -265,7 +265,7 @@ def plan(root: Path, *, name: str, module: str, role: str, pkg_id: int | None) -
 
     env = _environment(root)
     schema = json.loads(env.get_template("schema.json.j2").render())
-    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+    from jsonschema import Draft202012Validator
 
     Draft202012Validator.check_schema(schema)
     values = {
