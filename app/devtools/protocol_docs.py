@@ -203,6 +203,9 @@ def render(report: Report) -> str:
         "(DESIGN.md §2). The role is the least role that may call the package (actions.json); "
         "higher roles may too.",
         "",
+        "Add a package with `make new-ws-handlers`, list the registry with `make ws-handlers`, "
+        "and regenerate this file with `make ws-docs`.",
+        "",
         "## Packages",
         "",
         "| id | name | role | summary |",
