@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("watchpost.ws")
 
 _ids = itertools.count(1)
+#: Makes connection ids unique across instances: the Redis limiter registers them in one
+#: per-user set, where two instances' "c1" would otherwise count as one connection.
+_INSTANCE = secrets.token_hex(3)
 
 
 class Connection:
@@ -55,7 +59,7 @@ class Connection:
         self.ws = ws
         self.identity = identity
         self.settings = settings
-        self.conn_id = f"c{next(_ids)}"
+        self.conn_id = f"c{next(_ids)}.{_INSTANCE}"
         client = ws.client
         self.client_addr = client.host if client else None
         self.max_messages = settings.ws_send_queue_max

@@ -88,7 +88,11 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     services.hub.add(conn)
     conn.start()
     log.info(
-        "connected %s user=%s tenant=%s kind=%s", conn.conn_id, identity.username, identity.tenant_slug, identity.kind
+        "connected %s user=%s tenant=%s kind=%s",
+        conn.conn_id,
+        identity.username,
+        identity.tenant_slug,
+        identity.kind,
     )
     try:
         await _read_loop(conn, services)
@@ -165,11 +169,12 @@ async def _handle(conn: Connection, services: Services, req: Request) -> None:
         async with asyncio.timeout(services.settings.ws_handler_timeout):
             response = await services.router.dispatch(req, ctx)
     except TimeoutError:
+        limit = services.settings.ws_handler_timeout
         response = encode_response(
             req.pkg_id,
             req.req_id,
             RSPCode.TIMEOUT,
-            {"msg": f"the request took longer than {services.settings.ws_handler_timeout:g} s and was stopped"},
+            {"msg": f"the request took longer than {limit:g} s and was stopped; retry or narrow it"},
         )
     except Exception:
         log.exception("dispatch failed (req_id=%s)", req.req_id)

@@ -49,7 +49,11 @@ class Hub:
             ident = conn.identity
             if (
                 (kind == "revoke_token" and ident.kind == "api" and ident.token_id == data.get("token_id"))
-                or (kind == "revoke_session" and ident.kind == "local" and ident.session_id == str(data.get("session_id")))
+                or (
+                    kind == "revoke_session"
+                    and ident.kind == "local"
+                    and ident.session_id == str(data.get("session_id"))
+                )
                 or (
                     kind == "revoke_membership"
                     and ident.user_id == data.get("user_id")
