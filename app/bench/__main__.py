@@ -18,12 +18,11 @@ import os
 import shlex
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 from app.bench.report import evaluate, machine_info, write_results
-from app.bench.scenarios import PLANS, SCENARIOS
+from app.bench.scenarios import NAMES, PLANS, run_selected
 from app.bench.servers import ROOT, CpuPlan
 from app.bench.targets import Environment
 
@@ -35,7 +34,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenario",
         default="all",
-        help=f"comma-separated scenarios out of {', '.join(SCENARIOS)}, or 'all' (default)",
+        help=f"comma-separated scenarios out of {', '.join(NAMES)}, or 'all' (default)",
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small sizes and short windows (about a minute)")
@@ -66,10 +65,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load generator to CPUs")
     args = parser.parse_args(argv)
-    names = list(SCENARIOS) if args.scenario == "all" else [s.strip() for s in args.scenario.split(",") if s]
-    unknown = [n for n in names if n not in SCENARIOS]
+    names = list(NAMES) if args.scenario == "all" else [s.strip() for s in args.scenario.split(",") if s]
+    unknown = [n for n in names if n not in NAMES]
     if unknown or not names:
-        parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)} or all")
+        parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(NAMES)} or all")
     args.names = names
     return args
 
@@ -104,13 +103,7 @@ async def _run(args: argparse.Namespace, cpus: CpuPlan) -> dict[str, Any]:
         "errors": [],
     }
     clock = time.monotonic()
-    for name in args.names:
-        _say(f"== {name}")
-        try:
-            results["scenarios"][name] = await SCENARIOS[name](env, plan, _say)
-        except Exception as exc:  # noqa: BLE001 - record the failure and go on with the next scenario
-            traceback.print_exc()
-            results["errors"].append(f"{name}: {exc!r}")
+    results["scenarios"], results["errors"] = await run_selected(args.names, env, plan, _say)
     results["elapsed_s"] = round(time.monotonic() - clock, 1)
     results["targets"] = evaluate(results["scenarios"])
     return results

@@ -3,8 +3,9 @@
 Every bench figure is also given as a ratio to this app measured the same way
 on the same machine, so results stay comparable across machines. It does the
 least a WebSocket server can: ``/echo`` returns each text frame as is, and
-``/fanout`` sends each text frame it receives to every connected socket (the
-reference for broadcast). No parsing, no auth, no routing.
+``/fanout`` sends each text frame it receives to every subscribed socket (the
+reference for broadcast; a frame starting with ``{"pkg_id":4,`` subscribes its
+sender and is echoed as the reply). No parsing, no auth, no routing.
 
 Run it with ``python -m app.bench.echo --port 8100``.
 """
@@ -29,15 +30,23 @@ async def _echo(websocket: WebSocket) -> None:
         pass
 
 
+#: How a SUBSCRIBE envelope (pkg_id 4) encoded by orjson begins.
+SUBSCRIBE_PREFIX = '{"pkg_id":4,'
+
+
 def _make_fanout() -> WebSocketRoute:
     members: set[WebSocket] = set()
 
     async def fanout(websocket: WebSocket) -> None:
         await websocket.accept()
-        members.add(websocket)
         try:
             while True:
                 text = await websocket.receive_text()
+                if text.startswith(SUBSCRIBE_PREFIX):
+                    # The one control message: join the broadcast and echo it as the reply.
+                    members.add(websocket)
+                    await websocket.send_text(text)
+                    continue
                 for member in list(members):
                     if member is not websocket:
                         await member.send_text(text)

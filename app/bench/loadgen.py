@@ -63,6 +63,19 @@ async def close_all(connections: Sequence[BenchConnection]) -> None:
     await asyncio.gather(*(ws.close() for ws in connections), return_exceptions=True)
 
 
+async def request_all(
+    connections: Sequence[BenchConnection], pkg_id: int, data: dict[str, Any], concurrency: int = 100
+) -> list[dict[str, Any]]:
+    """One setup request on every connection (``concurrency`` at a time); the replies in order."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(ws: BenchConnection) -> dict[str, Any]:
+        async with gate:
+            return await ws.request(pkg_id, data)
+
+    return await asyncio.gather(*(one(ws) for ws in connections))
+
+
 def _req_id_source() -> Callable[[], str]:
     # UUID-shaped ids without calling uuid4 per request: a random prefix plus a counter.
     prefix = str(uuid.uuid4())[:24]

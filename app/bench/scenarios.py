@@ -9,7 +9,7 @@ quick for ``--quick``, smoke for the test suite).
 from __future__ import annotations
 
 import asyncio
-import gc
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -120,18 +120,14 @@ async def rpc(env: Environment, plan: Plan, say: Progress) -> dict[str, Any]:
     return {"echo": reference, "watchpost": rows, "watchpost_settings": watchpost.settings()}
 
 
-async def _fanout_row(
-    target: Target, subscribers: int, rounds: int, split: int, say: Progress
+async def _fanout_on(
+    target: Target, subscribers: list[BenchConnection], rounds: int, instances: int, say: Progress
 ) -> dict[str, Any]:
-    """One fanout measurement; ``split`` > 1 spreads subscribers over that many instances."""
-    groups = await asyncio.gather(
-        *(target.open(subscribers // split + (i < subscribers % split), "fanout", i) for i in range(split))
-    )
-    connections: list[BenchConnection] = [ws for group in groups for ws in group]
+    """Publish ``rounds`` events to already subscribed connections; the publisher uses instance 0."""
     publish, extra = await target.publisher(0)
     try:
         outcome = await run_fanout(
-            connections,
+            subscribers,
             publish,
             rounds=rounds,
             event_pkg_id=target.event_pkg_id,
@@ -139,56 +135,28 @@ async def _fanout_row(
             server_cpu=target.cpu_seconds,
         )
     finally:
-        await close_all([*connections, *extra])
+        await close_all(extra)
     row = outcome.to_dict()
     say(
-        f"  {target.name:9} {subscribers:5} subscribers on {split} instance(s): "
+        f"  {target.name:9} {len(subscribers):5} subscribers on {instances} instance(s): "
         f"{row['delivered']}/{row['expected']} delivered, last delivery p50 "
         f"{row['time_to_last_delivery']['p50_ms']:.1f} ms p99 {row['time_to_last_delivery']['p99_ms']:.1f} ms"
     )
     return row
 
 
-async def fanout(env: Environment, plan: Plan, say: Progress) -> dict[str, Any]:
-    """One event at a time to N subscribers: time to last delivery, delivered/expected."""
-    results: dict[str, list[dict[str, Any]]] = {}
-    for target in (EchoTarget(env), WatchpostTarget(env)):
-        say(f"fanout: {target.name}")
-
-        async def rows(t: Target = target) -> list[dict[str, Any]]:
-            return [await _fanout_row(t, n, plan.fanout_rounds, 1, say) for n in plan.fanout_subscribers]
-
-        results[target.name] = await _with_target(target, 1, rows)
-    for row, echo in zip(results["watchpost"], results["echo"], strict=True):
-        row["vs_echo"] = {
-            "last_delivery_p50": ratio(
-                row["time_to_last_delivery"]["p50_ms"], echo["time_to_last_delivery"]["p50_ms"]
-            ),
-            "last_delivery_p99": ratio(
-                row["time_to_last_delivery"]["p99_ms"], echo["time_to_last_delivery"]["p99_ms"]
-            ),
-            "server_cpu_per_delivery": ratio(
-                row["server_cpu_us_per_delivery"], echo["server_cpu_us_per_delivery"]
-            ),
-        }
-    return results
-
-
-async def _idle_row(target: Target, count: int, say: Progress) -> dict[str, Any]:
+async def _idle_row(target: Target, count: int, pool: list[BenchConnection], say: Progress) -> dict[str, Any]:
+    """Open ``count`` idle connections into ``pool`` and measure the server's memory growth."""
     # Warm the server first (imports, caches, first-connection allocations), so
     # the baseline already holds what every connection shares.
-    warm = await target.open(min(count, 20), "idle")
+    warm = await target.open(min(count, 20), "listen")
     await close_all(warm)
     await asyncio.sleep(1.0)
-    gc.collect()
     before = target.rss_bytes()
-    connections = await target.open(count, "idle")
-    try:
-        await asyncio.sleep(2.0)
-        after = target.rss_bytes()
-        still_open = sum(ws.is_open for ws in connections)
-    finally:
-        await close_all(connections)
+    pool.extend(await target.open(count, "listen"))
+    await asyncio.sleep(2.0)
+    after = target.rss_bytes()
+    still_open = sum(ws.is_open for ws in pool[:count])
     per_connection = (after - before) / count
     row = {
         "connections": count,
@@ -205,21 +173,70 @@ async def _idle_row(target: Target, count: int, say: Progress) -> dict[str, Any]
     return row
 
 
-async def idle(env: Environment, plan: Plan, say: Progress) -> dict[str, Any]:
-    """Server resident memory per idle (authenticated, unsubscribed) connection."""
-    results: dict[str, Any] = {}
+async def _listeners(
+    target: Target, plan: Plan, say: Progress, *, idle: bool, fanout: bool
+) -> dict[str, Any]:
+    """Idle memory, then fanout, on one server and one growing set of connections.
+
+    The idle connections are reused as subscribers (the first N subscribe for
+    the N-subscriber fanout), so a full run opens 5,000 connections once
+    instead of three times.
+    """
+    pool: list[BenchConnection] = []
+    out: dict[str, Any] = {}
+    try:
+        if idle:
+            out["idle"] = await _idle_row(target, plan.idle_connections, pool, say)
+        if fanout:
+            rows, subscribed = [], 0
+            for count in sorted(plan.fanout_subscribers):
+                if len(pool) < count:
+                    pool.extend(await target.open(count - len(pool), "listen"))
+                if count > subscribed:
+                    await target.subscribe(pool[subscribed:count])
+                    subscribed = count
+                rows.append(await _fanout_on(target, pool[:count], plan.fanout_rounds, 1, say))
+            out["fanout"] = rows
+    finally:
+        await close_all(pool)
+    return out
+
+
+async def listeners(
+    env: Environment, plan: Plan, say: Progress, *, idle: bool, fanout: bool
+) -> dict[str, Any]:
+    """The idle and fanout scenarios for the echo and Watchpost (either or both)."""
+    per_target: dict[str, dict[str, Any]] = {}
     for target in (EchoTarget(env), WatchpostTarget(env)):
-        say(f"idle: {target.name}")
+        say(f"{'idle + fanout' if idle and fanout else 'idle' if idle else 'fanout'}: {target.name}")
 
-        async def measure(t: Target = target) -> dict[str, Any]:
-            return await _idle_row(t, plan.idle_connections, say)
+        async def body(t: Target = target) -> dict[str, Any]:
+            return await _listeners(t, plan, say, idle=idle, fanout=fanout)
 
-        results[target.name] = await _with_target(target, 1, measure)
-    results["watchpost"]["vs_echo"] = {
-        "memory_per_connection": ratio(
-            results["watchpost"]["bytes_per_connection"], results["echo"]["bytes_per_connection"]
-        )
-    }
+        per_target[target.name] = await _with_target(target, 1, body)
+    results: dict[str, Any] = {}
+    if idle:
+        echo, ours = per_target["echo"]["idle"], per_target["watchpost"]["idle"]
+        ours["vs_echo"] = {
+            "memory_per_connection": ratio(ours["bytes_per_connection"], echo["bytes_per_connection"])
+        }
+        results["idle"] = {"echo": echo, "watchpost": ours}
+    if fanout:
+        for row, echo_row in zip(
+            per_target["watchpost"]["fanout"], per_target["echo"]["fanout"], strict=True
+        ):
+            last, echo_last = row["time_to_last_delivery"], echo_row["time_to_last_delivery"]
+            row["vs_echo"] = {
+                "last_delivery_p50": ratio(last["p50_ms"], echo_last["p50_ms"]),
+                "last_delivery_p99": ratio(last["p99_ms"], echo_last["p99_ms"]),
+                "server_cpu_per_delivery": ratio(
+                    row["server_cpu_us_per_delivery"], echo_row["server_cpu_us_per_delivery"]
+                ),
+            }
+        results["fanout"] = {
+            "echo": per_target["echo"]["fanout"],
+            "watchpost": per_target["watchpost"]["fanout"],
+        }
     return results
 
 
@@ -258,7 +275,16 @@ async def scale(env: Environment, plan: Plan, say: Progress) -> dict[str, Any]:
     watchpost = WatchpostTarget(env)
 
     async def body() -> dict[str, Any]:
-        fan = await _fanout_row(watchpost, plan.scale_subscribers, plan.fanout_rounds, 2, say)
+        count = plan.scale_subscribers
+        groups = await asyncio.gather(
+            *(watchpost.open(count // 2 + (i < count % 2), "listen", i) for i in (0, 1))
+        )
+        subscribers = [ws for group in groups for ws in group]
+        try:
+            await watchpost.subscribe(subscribers)
+            fan = await _fanout_on(watchpost, subscribers, plan.fanout_rounds, 2, say)
+        finally:
+            await close_all(subscribers)
         one = await _rpc_spread(watchpost, plan, 1, say)
         two = await _rpc_spread(watchpost, plan, 2, say)
         return {"cross_instance_fanout": fan, "rpc": [one, two]}
@@ -280,9 +306,34 @@ async def scale(env: Environment, plan: Plan, say: Progress) -> dict[str, Any]:
     return result
 
 
-SCENARIOS: dict[str, Callable[[Environment, Plan, Progress], Awaitable[dict[str, Any]]]] = {
-    "rpc": rpc,
-    "fanout": fanout,
-    "idle": idle,
-    "scale": scale,
-}
+#: Scenario names in run order; "fanout" and "idle" share one run (``listeners``).
+NAMES = ("rpc", "fanout", "idle", "scale")
+
+
+async def run_selected(
+    names: list[str], env: Environment, plan: Plan, say: Progress
+) -> tuple[dict[str, Any], list[str]]:
+    """Run the named scenarios; returns (results by scenario, failures as sentences)."""
+    results: dict[str, Any] = {}
+    errors: list[str] = []
+    steps: list[str] = []
+    for name in NAMES:
+        if name in names:
+            step = "listeners" if name in ("fanout", "idle") else name
+            if step not in steps:
+                steps.append(step)
+    for step in steps:
+        say(f"== {step}")
+        try:
+            if step == "listeners":
+                results.update(
+                    await listeners(env, plan, say, idle="idle" in names, fanout="fanout" in names)
+                )
+            elif step == "rpc":
+                results["rpc"] = await rpc(env, plan, say)
+            else:
+                results["scale"] = await scale(env, plan, say)
+        except Exception as exc:  # noqa: BLE001 - record the failure and go on with the next scenario
+            traceback.print_exc()
+            errors.append(f"{step}: {exc!r}")
+    return results, errors

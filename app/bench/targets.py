@@ -18,11 +18,12 @@ from typing import Literal
 import orjson
 
 from app.bench.fanout import Publish
-from app.bench.loadgen import close_all, open_connections
+from app.bench.loadgen import close_all, open_connections, request_all
 from app.bench.servers import CpuPlan, ServerProcess, free_port, python_module, scrubbed_env
 from app.bench.wsclient import BenchConnection
 
-Purpose = Literal["rpc", "fanout", "idle"]
+#: "rpc": connections for request loops; "listen": connections that may subscribe (fanout, idle).
+Purpose = Literal["rpc", "listen"]
 
 _launch_counter = itertools.count(1)
 
@@ -65,7 +66,11 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     async def open(self, count: int, purpose: Purpose, instance: int = 0) -> list[BenchConnection]:
-        """``count`` connections to server ``instance``, ready for ``purpose`` (fanout: subscribed)."""
+        """``count`` open, usable (for Watchpost: authenticated) connections to server ``instance``."""
+
+    @abc.abstractmethod
+    async def subscribe(self, connections: Sequence[BenchConnection]) -> None:
+        """Subscribe ``listen`` connections to the fanout topic; returns once every one is subscribed."""
 
     @abc.abstractmethod
     async def publisher(self, instance: int = 0) -> tuple[Publish, Sequence[BenchConnection]]:
@@ -113,8 +118,13 @@ class EchoTarget(Target):
         return split_frame({"pkg_id": 1, "status_code": 0, "data": {}})
 
     async def open(self, count: int, purpose: Purpose, instance: int = 0) -> list[BenchConnection]:
-        path = "/fanout" if purpose == "fanout" else "/echo"
+        path = "/fanout" if purpose == "listen" else "/echo"
         return await open_connections(f"ws://127.0.0.1:{self.ports[instance]}{path}", count)
+
+    async def subscribe(self, connections: Sequence[BenchConnection]) -> None:
+        for reply in await request_all(connections, 4, {"topics": [self.event_topic]}):
+            if reply.get("pkg_id") != 4:
+                raise RuntimeError(f"echo did not confirm the subscription: {reply}")
 
     async def publisher(self, instance: int = 0) -> tuple[Publish, Sequence[BenchConnection]]:
         (ws,) = await open_connections(f"ws://127.0.0.1:{self.ports[instance]}/fanout", 1)

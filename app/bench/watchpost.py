@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from app.bench.fanout import Publish
-from app.bench.loadgen import close_all, open_connections
+from app.bench.loadgen import close_all, open_connections, request_all
 from app.bench.servers import (
     ROOT,
     ScratchDatabase,
@@ -160,19 +160,18 @@ class WatchpostTarget(Target):
     async def open(self, count: int, purpose: Purpose, instance: int = 0) -> list[BenchConnection]:
         connections = await self._connect(count, instance)
         try:
-            # Authentication failures close right after the handshake: a PING (or
-            # the SUBSCRIBE) proves each connection is really usable.
-            if purpose == "fanout":
-                pkg_id, data = PkgID.SUBSCRIBE, {"topics": [self.event_topic]}
-            else:
-                pkg_id, data = PkgID.PING, {}
-            replies = await _gather_limited([ws.request(pkg_id, data) for ws in connections], 100)
-            for reply in replies:
-                _expect_ok(reply, pkg_id.name)
+            # Authentication failures close right after the handshake: a PING
+            # proves each connection is really usable.
+            for reply in await request_all(connections, PkgID.PING, {}):
+                _expect_ok(reply, "PING")
         except BaseException:
             await close_all(connections)
             raise
         return connections
+
+    async def subscribe(self, connections: Sequence[BenchConnection]) -> None:
+        for reply in await request_all(connections, PkgID.SUBSCRIBE, {"topics": [self.event_topic]}):
+            _expect_ok(reply, "SUBSCRIBE")
 
     async def publisher(self, instance: int = 0) -> tuple[Publish, Sequence[BenchConnection]]:
         (ws,) = await self._connect(1, instance)
@@ -199,13 +198,3 @@ class WatchpostTarget(Target):
 def _expect_ok(reply: dict[str, Any], what: str) -> None:
     if reply.get("status_code") != 0:
         raise RuntimeError(f"{what} failed during bench setup: {reply}")
-
-
-async def _gather_limited(coros: list[Any], limit: int) -> list[Any]:
-    gate = asyncio.Semaphore(limit)
-
-    async def one(coro: Any) -> Any:
-        async with gate:
-            return await coro
-
-    return await asyncio.gather(*(one(c) for c in coros))
