@@ -15,7 +15,7 @@
 ``python -m app.client --help`` is a small CLI on top of it.
 """
 
-from app.client.client import Response, TokenProvider, WatchpostClient, full_jitter
+from app.client.client import Response, TokenProvider, WatchpostClient
 from app.client.errors import (
     AuthenticationFailed,
     Conflict,
@@ -34,6 +34,7 @@ from app.client.errors import (
     error_from_response,
 )
 from app.client.subscription import Event, Resync, Subscription
+from app.client.transport import full_jitter
 
 __all__ = [
     "AuthenticationFailed",

@@ -14,18 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.typing import Subprotocol
+from websockets.exceptions import ConnectionClosed
 
 from app.client.errors import (
     AUTH_CLOSE_CODES,
@@ -37,15 +33,22 @@ from app.client.errors import (
     error_from_response,
 )
 from app.client.subscription import Event, Subscription
-from app.protocol import SUBPROTOCOL, CloseCode, PkgID
+from app.client.transport import (
+    Answer,
+    Link,
+    Notice,
+    Pending,
+    ResponseHook,
+    full_jitter,
+    lost_error,
+    open_socket,
+    parse_frame,
+)
+from app.protocol import CloseCode, PkgID
 
 log = logging.getLogger("app.client")
 
 TokenProvider = Callable[[], Awaitable[str]]
-_ResponseHook = Callable[[dict[str, Any]], None]
-
-#: Answers can be large (a page of monitors with history); the server limits what it accepts, not us.
-_MAX_FRAME = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,35 +59,6 @@ class Response:
     req_id: str
     data: Any
     meta: dict[str, Any] | None = None
-
-
-@dataclass(slots=True)
-class _Pending:
-    future: asyncio.Future[dict[str, Any]]
-    #: Runs synchronously in the reader, in frame order (subscriptions need that).
-    hook: _ResponseHook | None = None
-
-
-@dataclass(slots=True)
-class _Link:
-    """One open socket and what belongs to it."""
-
-    ws: ClientConnection
-    gen: int
-    reader: asyncio.Task[None] | None = None
-    pending: dict[str, _Pending] = field(default_factory=dict)
-    opened_at: float = field(default_factory=time.monotonic)
-
-
-def full_jitter(attempt: int, low: float, high: float) -> float:
-    """Delay before reconnect ``attempt`` (0-based): uniform in [0, min(high, low * 2**attempt)]."""
-    return random.uniform(0, min(high, low * (2 ** min(attempt, 30))))
-
-
-def _with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
-    return urlunsplit(parts._replace(query=query))
 
 
 class WatchpostClient:
@@ -125,7 +99,7 @@ class WatchpostClient:
         self.backoff_max = backoff_max
         self._token = token
         self._token_provider = token_provider
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._gen = 0
         #: Set while a verified socket is open; calls wait on it during reconnects.
         self._up = asyncio.Event()
@@ -185,7 +159,7 @@ class WatchpostClient:
             await asyncio.gather(*self._background, return_exceptions=True)
         link, self._link = self._link, None
         if link is not None:
-            self._fail_pending(link, ConnectionLost("the client was closed before the answer arrived"))
+            link.fail_pending(ConnectionLost("the client was closed before the answer arrived"))
             await link.ws.close()
             if link.reader is not None:
                 await link.reader
@@ -245,8 +219,8 @@ class WatchpostClient:
         data: dict[str, Any] | None,
         wait: float | None,
         *,
-        link: _Link | None = None,
-        hook: _ResponseHook | None = None,
+        link: Link | None = None,
+        hook: ResponseHook | None = None,
     ) -> dict[str, Any]:
         """Send one frame and wait for its answer. With ``link`` the caller pins one socket
         (connect checks, resubscribes); otherwise the current socket is used and, if it turns
@@ -260,7 +234,7 @@ class WatchpostClient:
             current = link or await self._wait_up(max(0.0, deadline - time.monotonic()))
             req_id = body["req_id"] = str(uuid.uuid4())
             future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-            current.pending[req_id] = _Pending(future, hook)
+            current.pending[req_id] = Pending(future, hook)
             try:
                 try:
                     await current.ws.send(orjson.dumps(body).decode())
@@ -270,7 +244,7 @@ class WatchpostClient:
                         self._mark_down(current)
                         continue
                     rcvd = exc.rcvd
-                    raise self._lost(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from None
+                    raise lost_error(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from None
                 try:
                     return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
@@ -283,12 +257,12 @@ class WatchpostClient:
                 # Whatever happened, a late answer must find nothing to resolve.
                 current.pending.pop(req_id, None)
 
-    def _mark_down(self, link: _Link) -> None:
+    def _mark_down(self, link: Link) -> None:
         """``link`` is closed but the supervisor has not noticed yet: stop handing it out."""
         if self._link is link and self._fatal is None:
             self._up.clear()
 
-    async def _wait_up(self, wait: float) -> _Link:
+    async def _wait_up(self, wait: float) -> Link:
         if self._fatal is not None:
             raise self._fatal
         if self._closing or self._supervisor is None:
@@ -331,7 +305,7 @@ class WatchpostClient:
             self._spawn(self._send_subscribe(sub, self._link))
         return sub
 
-    async def _send_subscribe(self, sub: Subscription, link: _Link) -> None:
+    async def _send_subscribe(self, sub: Subscription, link: Link) -> None:
         data, since = sub._subscribe_request()
         try:
             await self._request(
@@ -381,30 +355,11 @@ class WatchpostClient:
             raise AuthenticationFailed("token_provider returned no token")
         return token
 
-    async def _open(self) -> _Link:
+    async def _open(self) -> Link:
         """Connect, start the reader and verify the credentials with a PING; raise on failure."""
-        url = _with_query(self.url, tenant=self.tenant) if self.tenant else self.url
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
-        try:
-            ws = await connect(
-                url,
-                additional_headers=headers,
-                subprotocols=[Subprotocol(SUBPROTOCOL)],
-                compression=None,
-                open_timeout=self.open_timeout,
-                close_timeout=5,
-                max_size=_MAX_FRAME,
-                proxy=None,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise AuthenticationFailed(f"the server refused the handshake with HTTP {status}") from exc
-            raise ConnectionLost(f"the server refused the WebSocket handshake with HTTP {status}") from exc
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise ConnectionLost(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from exc
+        ws = await open_socket(self.url, self._token, self.tenant, self.open_timeout)
         self._gen += 1
-        link = _Link(ws, self._gen)
+        link = Link(ws, self._gen)
         link.reader = asyncio.create_task(self._read(link), name="watchpost-client-reader")
         try:
             answer = await self._request(PkgID.PING, None, self.open_timeout, link=link)
@@ -422,48 +377,37 @@ class WatchpostClient:
             self._spawn(self._send_subscribe(sub, link))
         return link
 
-    async def _read(self, link: _Link) -> None:
+    async def _read(self, link: Link) -> None:
         """Route every frame of one socket until it closes, then fail its pending calls."""
         try:
-            async for frame in link.ws:
-                self._on_frame(link, frame)
+            async for raw in link.ws:
+                self._route(link, parse_frame(raw))
         except ConnectionClosed:
             pass
         finally:
-            self._fail_pending(link, self._lost(link.ws.close_code, link.ws.close_reason or ""))
+            link.fail_pending(link.lost())
 
-    def _on_frame(self, link: _Link, raw: str | bytes) -> None:
-        try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            log.warning("ignoring a frame that is not JSON: %.80r", raw)
-            return
-        if not isinstance(msg, dict):
-            return
-        req_id = msg.get("req_id")
-        if req_id is not None:
-            pending = link.pending.pop(req_id, None) if isinstance(req_id, str) else None
+    def _route(self, link: Link, item: Answer | Event | Notice | None) -> None:
+        if isinstance(item, Answer):
+            pending = link.pending.pop(item.req_id, None)
             if pending is None:
-                log.debug("dropping an answer nobody waits for (timed out?): req_id=%s", req_id)
+                log.debug("dropping an answer nobody waits for (timed out?): req_id=%s", item.req_id)
                 return
             if pending.hook is not None:
-                pending.hook(msg)
+                pending.hook(item.frame)
             if not pending.future.done():
-                pending.future.set_result(msg)
-            return
-        pkg_id = msg.get("pkg_id")
-        if pkg_id == PkgID.EVENT_AUTH_EXPIRING:
-            self._spawn(self._refresh_in_band(msg.get("data")))
-            return
-        topic, seq = msg.get("topic"), msg.get("seq")
-        if isinstance(topic, str) and isinstance(seq, int) and isinstance(pkg_id, int):
-            event = Event(topic, seq, pkg_id, msg.get("data"))
+                pending.future.set_result(item.frame)
+        elif isinstance(item, Event):
             for sub in self._subs:
-                if topic in sub.topics:
-                    sub._deliver(event, link.gen)
-            return
-        if msg.get("status_code") not in (None, 0):
-            log.warning("the server rejected a frame it could not attribute: %s", error_from_response(msg))
+                if item.topic in sub.topics:
+                    sub._deliver(item, link.gen)
+        elif item is not None:
+            if item.pkg_id == PkgID.EVENT_AUTH_EXPIRING:
+                self._spawn(self._refresh_in_band(item.frame.get("data")))
+            elif item.frame.get("status_code") not in (None, 0):
+                log.warning(
+                    "the server rejected a frame it could not attribute: %s", error_from_response(item.frame)
+                )
 
     async def _refresh_in_band(self, info: Any) -> None:
         if self._token_provider is None:
@@ -477,20 +421,7 @@ class WatchpostClient:
         else:
             log.info("token refreshed in-band")
 
-    def _fail_pending(self, link: _Link, exc: WatchpostError) -> None:
-        pending, link.pending = link.pending, {}
-        for entry in pending.values():
-            if not entry.future.done():
-                entry.future.set_exception(exc)
-                entry.future.exception()  # mark retrieved: a cancelled caller must not log a warning
-
-    def _lost(self, code: int | None, reason: str) -> ConnectionLost:
-        text = describe_close(code, reason)
-        if code in AUTH_CLOSE_CODES:
-            return AuthenticationFailed(text, close_code=code, close_reason=reason)
-        return ConnectionLost(text, close_code=code, close_reason=reason)
-
-    async def _supervise(self, link: _Link) -> None:
+    async def _supervise(self, link: Link) -> None:
         """Watch the socket; on a drop, reconnect or stop for good (then wake everybody up)."""
         while True:
             assert link.reader is not None
@@ -501,7 +432,7 @@ class WatchpostClient:
                 return
             code = link.ws.close_code
             log.info("connection lost: %s", describe_close(code, link.ws.close_reason or ""))
-            lost = self._lost(code, link.ws.close_reason or "")
+            lost = lost_error(code, link.ws.close_reason or "")
             if code == CloseCode.NOT_A_MEMBER or (code in AUTH_CLOSE_CODES and self._token_provider is None):
                 self._stop_for_good(lost)
                 return
@@ -516,7 +447,7 @@ class WatchpostClient:
                 self._stop_for_good(exc)
                 return
 
-    async def _reconnect(self, first_attempt: int) -> _Link:
+    async def _reconnect(self, first_attempt: int) -> Link:
         attempt = first_attempt
         auth_failures = 0
         while True:
