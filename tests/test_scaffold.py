@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from app.devtools import scaffold
+from app.devtools import pkg_ids, scaffold
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -288,8 +288,7 @@ def test_refusal_lists_every_problem_at_once(pristine: Path, capsys: pytest.Capt
 def test_default_pkg_id_is_the_next_free_id_of_the_range(
     pristine: Path, name: str, module: str, expected: int
 ) -> None:
-    repo = scaffold._Repo.read(pristine)
-    assert scaffold.default_pkg_id(repo, name, module)[0] == expected
+    assert pkg_ids.default_pkg_id(pkg_ids.Tree.read(pristine), name, module)[0] == expected
 
 
 def test_interactive_prompts_fill_missing_arguments_with_defaults(pristine: Path) -> None:
@@ -303,7 +302,7 @@ def test_interactive_prompts_fill_missing_arguments_with_defaults(pristine: Path
     args = scaffold._parse_args(["--root", str(pristine)])
     scaffold._complete_interactively(args, ask)
     assert (args.name, args.module, args.role, args.pkg_id) == ("group_list", "groups", "viewer", "600")
-    assert prompts[-1] == "pkg_id [600]: "
+    assert prompts[-1] == "pkg_id (the 600-699 range of 'groups' (DESIGN.md §2)) [600]: "
     planned = scaffold.plan(
         pristine, name=args.name, module=args.module, role=args.role, pkg_id=int(args.pkg_id)
     )
@@ -335,7 +334,7 @@ def test_terminal_session_prompts_for_missing_arguments(pristine: Path, tmp_path
         os.close(terminal)
         os.close(controller)
     assert proc.returncode == 0, err
-    assert "pkg_id [600]: " in out
+    assert "[600]: " in out
     assert "GROUP_LIST = 600" in (root / "app" / "protocol.py").read_text()
     assert (root / "app" / "handlers" / "groups.py").exists()
 

@@ -16,17 +16,8 @@ Everything is validated and rendered in memory first; any problem refuses the
 whole request with every reason at once and no file changed. The files are then
 written through temporary files renamed into place.
 
-Default ``pkg_id`` (when none is given) — the next free id, searched upward
-from a start point within one hundred-block of DESIGN.md §2, first match wins:
-
-1. the module exists: after the highest id its handlers register;
-2. the name's first word names an existing family (``token_rotate`` → after
-   the highest ``TOKEN_*`` id);
-3. the module or the name's first word is a DESIGN.md §2 range keyword
-   (``groups`` → 600-699, see :data:`RANGE_KEYWORDS`): from the block start;
-4. otherwise pass ``pkg_id`` explicitly.
-
-If the rest of the block above the start is taken, the lowest free id of the block is used.
+Default ``pkg_id``: the next free id of the module's DESIGN.md §2 range; the
+rule is in :mod:`app.devtools.pkg_ids`.
 """
 
 from __future__ import annotations
@@ -45,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from app.devtools import insertions
+from app.devtools.pkg_ids import MAX_ID, MIN_ID, Tree, default_pkg_id
 from app.devtools.pyliteral import pyliteral
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,23 +45,9 @@ TEMPLATES = "handlers_templates"
 MODULE_MARKER = "Created by `make new-ws-handlers`"
 #: Names an appended handler (handler.py.j2) uses from its module's header (module.py.j2).
 _APPEND_NEEDS = frozenset({"Any", "Context", "PkgID", "Request", "router"})
-MIN_ID, MAX_ID = 1, 899
 #: Longer names would push generated lines past the 110-column limit.
 MAX_NAME = 30
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
-
-#: DESIGN.md §2 package-id ranges by the words that name them.
-RANGE_KEYWORDS: dict[int, tuple[str, ...]] = {
-    0: ("session", "system"),
-    100: ("monitor", "monitors"),
-    200: ("check", "checks", "heartbeat", "heartbeats", "stats", "statistics", "status"),
-    300: ("incident", "incidents"),
-    400: ("alert", "alerts", "channel", "channels", "delivery", "deliveries", "alerting"),
-    500: ("maintenance", "maintenances"),
-    600: ("group", "groups"),
-    700: ("tenant", "tenants", "member", "members", "user", "users", "token", "tokens"),
-    800: ("audit",),
-}
 
 
 class ScaffoldError(Exception):
@@ -88,79 +66,6 @@ class Plan:
     const: str
     writes: dict[str, str]
     created: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Repo:
-    """What validation needs to know about the tree, read once."""
-
-    root: Path
-    protocol: str
-    actions: str
-    members: dict[str, int]
-    ws: dict[int, str]
-    roles: list[str]
-
-    @classmethod
-    def read(cls, root: Path) -> _Repo:
-        protocol = (root / "app" / "protocol.py").read_text()
-        actions = (root / "actions.json").read_text()
-        raw = json.loads(actions)
-        return cls(
-            root=root,
-            protocol=protocol,
-            actions=actions,
-            members=insertions.pkgid_members(protocol),
-            ws={int(k): v for k, v in raw.get("ws", {}).items()},
-            roles=list(raw.get("roles", [])),
-        )
-
-    def taken(self) -> set[int]:
-        return set(self.members.values()) | set(self.ws)
-
-    def module_path(self, module: str) -> Path:
-        return self.root / "app" / "handlers" / f"{module}.py"
-
-
-def _module_ids(repo: _Repo, module: str) -> list[int]:
-    """Package ids a handler module registers, read from its ``PkgID.X`` references."""
-    path = repo.module_path(module)
-    if not path.exists():
-        return []
-    names = set(re.findall(r"\bPkgID\.([A-Z][A-Z0-9_]*)\b", path.read_text()))
-    return sorted(repo.members[n] for n in names if n in repo.members and repo.members[n] <= MAX_ID)
-
-
-def _range_start(repo: _Repo, name: str, module: str) -> tuple[int, int, str] | None:
-    """(hundred-block, first id to try, why) for a new package (see the module docstring)."""
-    ids = _module_ids(repo, module)
-    if ids:
-        return ids[-1] // 100 * 100, ids[-1] + 1, f"after module {module!r}'s highest id {ids[-1]}"
-    prefix = name.split("_")[0].upper() + "_"
-    family = sorted(v for n, v in repo.members.items() if n.startswith(prefix) and v <= MAX_ID)
-    if family:
-        return family[-1] // 100 * 100, family[-1] + 1, f"after the highest {prefix}* id {family[-1]}"
-    for block, words in RANGE_KEYWORDS.items():
-        for word in (module, name.split("_")[0]):
-            if word in words:
-                return block, block, f"the {block}-{block + 99} range of {word!r} (DESIGN.md §2)"
-    return None
-
-
-def default_pkg_id(repo: _Repo, name: str, module: str) -> tuple[int | None, str]:
-    """The next free id for a new package and why it was chosen, or None and why there is none."""
-    found = _range_start(repo, name, module)
-    if found is None:
-        return None, (
-            f"cannot tell which DESIGN.md §2 range module {module!r} / name {name!r} belongs to; "
-            f"pass pkg_id=<{MIN_ID}-{MAX_ID}>"
-        )
-    block, first, why = found
-    taken = repo.taken()
-    for candidate in [*range(first, block + 100), *range(block, first)]:
-        if MIN_ID <= candidate <= MAX_ID and candidate not in taken:
-            return candidate, why
-    return None, f"every id of {block}-{block + 99} is taken; pass pkg_id explicitly"
 
 
 def _check_identifier(label: str, value: str) -> str | None:
@@ -207,17 +112,17 @@ def plan(root: Path, *, name: str, module: str, role: str, pkg_id: int | None) -
     Raises :class:`ScaffoldError` listing every problem; the caller fixes the
     arguments and calls again. On success pass the plan to :func:`apply`.
     """
-    repo = _Repo.read(root)
+    tree = Tree.read(root)
     problems = [p for p in (_check_identifier("name", name), _check_identifier("module", module)) if p]
     const = name.upper()
     if module.startswith("_"):
         problems.append(f"module={module!r}: modules starting with '_' are not discovered by app.handlers")
-    if role not in repo.roles:
-        problems.append(f"role={role!r} is not a role in actions.json; use one of {repo.roles}")
-    if const in repo.members:
-        problems.append(f"name={name!r} is taken: PkgID.{const} = {repo.members[const]} already exists")
+    if role not in tree.roles:
+        problems.append(f"role={role!r} is not a role in actions.json; use one of {tree.roles}")
+    if const in tree.members:
+        problems.append(f"name={name!r} is taken: PkgID.{const} = {tree.members[const]} already exists")
     if pkg_id is None and not problems:
-        pkg_id, why = default_pkg_id(repo, name, module)
+        pkg_id, why = default_pkg_id(tree, name, module)
         if pkg_id is None:
             problems.append(why)
     if pkg_id is not None:
@@ -226,10 +131,10 @@ def plan(root: Path, *, name: str, module: str, role: str, pkg_id: int | None) -
                 f"pkg_id={pkg_id} is outside {MIN_ID}-{MAX_ID} (900-999 are server-to-client events, "
                 "not handlers)"
             )
-        owner = next((n for n, v in repo.members.items() if v == pkg_id), None)
+        owner = next((n for n, v in tree.members.items() if v == pkg_id), None)
         if owner is not None:
             problems.append(f"pkg_id={pkg_id} is taken by PkgID.{owner}")
-        elif pkg_id in repo.ws:
+        elif pkg_id in tree.ws:
             problems.append(f"pkg_id={pkg_id} is taken: actions.json already has a 'ws' entry for it")
 
     module_rel = f"app/handlers/{module}.py"
@@ -277,11 +182,11 @@ def plan(root: Path, *, name: str, module: str, role: str, pkg_id: int | None) -
         "schema": schema,
         "module_rel": module_rel,
         # The role just below the package's, for the generated refusal test (None for the lowest).
-        "lower_role": repo.roles[repo.roles.index(role) - 1] if repo.roles.index(role) > 0 else None,
+        "lower_role": tree.roles[tree.roles.index(role) - 1] if tree.roles.index(role) > 0 else None,
     }
     writes: dict[str, str] = {
-        "app/protocol.py": insertions.insert_pkgid_member(repo.protocol, const, pkg_id),
-        "actions.json": insertions.insert_ws_role(repo.actions, pkg_id, role),
+        "app/protocol.py": insertions.insert_pkgid_member(tree.protocol, const, pkg_id),
+        "actions.json": insertions.insert_ws_role(tree.actions, pkg_id, role),
         test_rel: _finish(env.get_template("test.py.j2").render(values)),
     }
     created = [test_rel]
@@ -349,16 +254,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _complete_interactively(args: argparse.Namespace, ask: Callable[[str], str]) -> None:
-    repo = _Repo.read(args.root)
+    tree = Tree.read(args.root)
     if not args.name:
         args.name = _prompt("name (e.g. device_list)", None, ask)
     if not args.module:
         args.module = _prompt("module (app/handlers/<module>.py)", None, ask)
     if not args.role:
-        args.role = _prompt(f"role ({', '.join(repo.roles)})", repo.roles[0] if repo.roles else None, ask)
+        args.role = _prompt(f"role ({', '.join(tree.roles)})", tree.roles[0] if tree.roles else None, ask)
     if not args.pkg_id:
-        guess, _why = default_pkg_id(repo, args.name, args.module)
-        args.pkg_id = _prompt("pkg_id", str(guess) if guess is not None else None, ask)
+        guess, why = default_pkg_id(tree, args.name, args.module)
+        label = f"pkg_id ({why})" if guess is not None else "pkg_id (1-899)"
+        args.pkg_id = _prompt(label, str(guess) if guess is not None else None, ask)
 
 
 def main(argv: list[str] | None = None) -> int:
