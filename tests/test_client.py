@@ -451,6 +451,29 @@ async def test_subscription_survives_restarts_without_loss_or_duplicates(
             assert isinstance(after, Event) and after.seq == last + 1 and after.data == {"n": 99}
 
 
+@ON_SQLITE
+async def test_domain_events_reach_a_subscription_while_calls_run(server: ServerProcess) -> None:
+    _, token = await _owner(server)  # a tenant of its own: nobody else publishes there
+    async with WatchpostClient(server.ws_url, token) as client, client.subscribe(["monitors"]) as events:
+        created = await client.call(PkgID.MONITOR_CREATE, {"name": unique("beat"), "kind": "push"})
+        paused = await client.call(PkgID.MONITOR_PAUSE, {"id": created["id"]})
+        await client.call(PkgID.MONITOR_DELETE, {"id": created["id"]})
+        items = []
+        while len(items) < 3 or items[-1].data.get("action") != "deleted":
+            item = await _next(events)
+            assert isinstance(item, Event), item
+            items.append(item)
+    changed = [e.data for e in items if e.pkg_id == PkgID.EVENT_MONITOR_CHANGED]
+    assert changed[0]["action"] == "created"
+    assert {k: changed[0]["monitor"][k] for k in ("id", "name", "kind")} == {
+        k: created[k] for k in ("id", "name", "kind")
+    }
+    assert changed[-1] == {"action": "deleted", "monitor": {"id": created["id"]}}
+    assert paused["state"] == "paused"
+    seqs = [e.seq for e in items]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # one topic, no gaps
+
+
 async def test_subscribing_to_a_forbidden_topic_raises(redis_server: ServerProcess) -> None:
     token = await _login(redis_server)
     async with WatchpostClient(redis_server.ws_url, token) as client:
