@@ -31,7 +31,7 @@ function el(tag, attrs = {}, ...children) {
     else if (k === "dataset") Object.assign(node.dataset, v);
     else node.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c);
+  for (const c of children.flat(Infinity)) if (c !== null && c !== undefined && c !== false) node.append(c);
   return node;
 }
 
@@ -230,6 +230,8 @@ function mergeMonitor(base, src) {
   if (latency !== undefined) m.latency = latency;
   const uptime = src.uptime_24h ?? src.uptime ?? src.uptime24h;
   if (uptime !== undefined) m.uptime = uptime;
+  const error = src.error ?? src.last_error;
+  if (error !== undefined) m.error = error;
   const checked = src.last_check_at ?? src.checked_at ?? src.last_checked_at ?? src.ts;
   if (checked !== undefined) m.checkedAt = checked;
   return m;
@@ -301,11 +303,13 @@ function computeOrder() {
 }
 
 function rowSig(m) {
-  return `${m.state}|${m.name}|${m.latency}|${m.uptime}|${m.kind}|${m.url ?? ""}${m.host ?? ""}:${m.port ?? ""}`;
+  return `${m.state}|${m.name}|${m.latency}|${m.uptime}|${m.kind}|${m.error ?? ""}|${m.url ?? ""}${m.host ?? ""}:${m.port ?? ""}`;
 }
 
 function buildRow(m) {
-  const target = m.kind === "tcp" ? `${m.host ?? ""}:${m.port ?? ""}` : m.kind === "http" ? m.url ?? "" : "";
+  // A down monitor shows why instead of where.
+  const where = m.kind === "tcp" && m.host ? `${m.host}:${m.port ?? ""}` : m.kind === "http" ? m.url ?? "" : "";
+  const target = m.state === "down" && m.error ? m.error : where;
   return el(
     "div",
     {
@@ -503,6 +507,8 @@ async function loadSummary() {
     model.monitors = next;
     for (const ev of reload.events) applyMonitorEvent(ev, false);
     model.loaded = true;
+    // Exposed for tests and support: tells a reload apart from a replay after a reconnect.
+    $("#monitor-viewport").dataset.summaryLoads = String(++summaryLoads);
     invalidate("order", "counts");
   } finally {
     if (model.monitorReload === reload) model.monitorReload = null;
@@ -516,7 +522,8 @@ async function loadIncidents() {
     const items = [];
     let page = 1;
     for (let guard = 0; guard < 50; guard++) {
-      const res = await client.request(Pkg.INCIDENT_LIST, { status: "open", page, per_page: 100 });
+      // "unresolved" = open and acknowledged-but-not-resolved: both belong on the board.
+      const res = await client.request(Pkg.INCIDENT_LIST, { state: "unresolved", page, per_page: 200 });
       items.push(...listFrom(res.data));
       if (!res.meta || !res.meta.pages || page >= res.meta.pages) break;
       page += 1;
@@ -544,6 +551,7 @@ async function loadIdentity() {
   invalidate("role", "tenants");
 }
 
+let summaryLoads = 0;
 let reloadAllRunning = null;
 /** Loads identity, summary and incidents; called after login, tenant switch, 4009 or lost history. */
 function reloadAll() {
@@ -681,13 +689,9 @@ async function loadDetailHistory(detail) {
 
 async function loadDetailStats(detail) {
   try {
+    const d = await client.call(Pkg.STATS_UPTIME, { monitor_id: detail.id, windows: ["24h", "7d", "30d"] });
     const stats = {};
-    await Promise.all(
-      ["24h", "7d", "30d"].map(async (window) => {
-        const d = await client.call(Pkg.STATS_UPTIME, { monitor_id: detail.id, window });
-        stats[window] = d?.uptime ?? d?.ratio ?? d?.[window] ?? null;
-      }),
-    );
+    for (const [name, w] of Object.entries(d?.windows ?? {})) stats[name] = w?.uptime ?? null;
     if (model.detail === detail) detail.stats = stats;
   } catch {
     // Statistics are a nicety in this view; the history still shows.
@@ -786,6 +790,9 @@ function paintDetail() {
     ["Tags", Array.isArray(m.tags) && m.tags.length ? m.tags.join(", ") : null],
     ["Push token", m.kind === "push" ? m.push_token : null],
     ["Last latency", fmtLatency(live?.latency)],
+    ["Last error", m.last_error],
+    ["Last status", m.last_status_code ? `HTTP ${m.last_status_code}` : null],
+    ["Certificate expires", m.cert_expires_at ? fmtTime(m.cert_expires_at) : null],
     ["Uptime 24h", fmtUptime(detail.stats?.["24h"] ?? live?.uptime)],
     ["Uptime 7d", detail.stats ? fmtUptime(detail.stats["7d"]) : null],
     ["Uptime 30d", detail.stats ? fmtUptime(detail.stats["30d"]) : null],
@@ -825,6 +832,7 @@ function paintDetail() {
   );
 
   box.replaceChildren(
+    ...[
     detail.error ? el("p", { class: "error", text: detail.error }) : null,
     actions,
     el("dl", { class: "fields" }, fields.map(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })])),
@@ -832,6 +840,7 @@ function paintDetail() {
     latencyChart(detail.history),
     el("h3", { text: "Recent checks" }),
     detail.history.length ? table : el("p", { class: "muted", text: "No check results yet." }),
+    ].filter(Boolean),
   );
 }
 

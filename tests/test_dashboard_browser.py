@@ -1,0 +1,364 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright against real
+servers with their collectors on and real loopback targets: PostgreSQL + Redis (two
+instances) and the embedded SQLite profile.
+
+Chromium comes from the distribution (``make browser`` / ``tools/install-browser.sh``);
+Playwright never downloads one. Screenshots land in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from app.protocol import PkgID
+from tests import services
+from tests.fixtures import PASSWORD, acreate_user, unique
+from tests.server import ROOT, ServerProcess, ok, sqlite_url, ws_connect
+from tests.targets import HttpTarget
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = ROOT / "test-artifacts"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Generous: two cores shared with other suites; every wait polls a condition.
+WAIT_MS = 25_000
+COLLECTING = {
+    "COLLECTOR_ENABLED": "true",
+    "MONITOR_MIN_INTERVAL": "1",
+    "COLLECTOR_TICK": "0.2",
+    "COLLECTOR_JITTER": "0.2",
+    "WS_MESSAGE_RATE_LIMIT": "100000",
+}
+
+
+def chromium_path() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if not path:
+        pytest.fail(
+            "chromium is not installed: run `make browser` (tools/install-browser.sh installs Debian's "
+            "chromium package), or set CHROMIUM=/path/to/chromium"
+        )
+    return path
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=chromium_path(), args=LAUNCH_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[ServerProcess]:
+    """One server for the tests that need no server of their own: PostgreSQL, Redis broker,
+    collector on, and access tokens that live 5 s, so that EVENT_AUTH_EXPIRING (904) and the
+    in-band refresh happen every few seconds under every test that uses it."""
+    srv = ServerProcess(
+        services.create_pg_database(),
+        env={
+            **COLLECTING,
+            "REDIS_URL": services.redis_test_url(),
+            "REDIS_PREFIX": f"wptest:{uuid.uuid4().hex[:10]}:",
+            "ACCESS_TOKEN_TTL": "5",
+            "AUTH_EXPIRING_NOTICE": "3",
+        },
+    ).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def target() -> Iterator[HttpTarget]:
+    with HttpTarget() as t:
+        yield t
+
+
+async def start(srv: ServerProcess) -> ServerProcess:
+    return await asyncio.to_thread(srv.start)
+
+
+async def stop(srv: ServerProcess) -> None:
+    await asyncio.to_thread(srv.stop)
+
+
+async def open_page(
+    browser: Browser, srv: ServerProcess, *, fake_clock: bool = False
+) -> tuple[Page, list[str]]:
+    """A fresh page on the dashboard; returns it with a list collecting uncaught page errors.
+    ``fake_clock`` installs Playwright's controllable clock (it keeps running at real speed)."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    if fake_clock:
+        await page.clock.install()
+    await page.goto(srv.http_url + "/")
+    return page, errors
+
+
+async def log_in(page: Page, username: str, password: str) -> None:
+    await page.get_by_test_id("login-username").fill(username)
+    await page.get_by_test_id("login-password").fill(password)
+    await page.get_by_test_id("login-submit").click()
+    await expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+
+
+def row(page: Page, monitor_id: int) -> Any:
+    return page.locator(f'[data-testid="monitor-row"][data-monitor-id="{monitor_id}"]')
+
+
+def incident(page: Page, monitor_id: int) -> Any:
+    return page.locator(f'[data-testid="incident-row"][data-monitor-id="{monitor_id}"]')
+
+
+async def wait_reconnected(page: Page) -> None:
+    """Wait until the dashboard has reconnected by itself. Rather than sit out a backoff delay
+    of up to 20 s, jump the page's fake clock past it: the client's own timer fires at once."""
+    conn = page.get_by_test_id("conn-state")
+    for _ in range(60):
+        if await conn.get_attribute("data-state") == "open":
+            return
+        await page.clock.fast_forward(21_000)
+        await asyncio.sleep(0.5)
+    raise AssertionError("the dashboard did not reconnect")
+
+
+async def summary_loads(page: Page) -> int:
+    value = await page.get_by_test_id("monitor-list").get_attribute("data-summary-loads")
+    return int(value or 0)
+
+
+async def mark_document(page: Page) -> None:
+    """Tag the live document; the tag survives only if the page is never reloaded."""
+    await page.evaluate("window.__sameDocument = 'yes'")
+
+
+async def same_document(page: Page) -> bool:
+    return bool(await page.evaluate("window.__sameDocument === 'yes'"))
+
+
+async def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    await page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def http_monitor(name: str, url: str) -> dict[str, Any]:
+    return {"name": name, "kind": "http", "url": url, "interval": 1, "timeout": 0.8}
+
+
+# ---------------------------------------------------------------------------------------------
+# The JS client module's own logic, run in the browser against a scripted socket.
+
+CLIENT_SCENARIOS = (Path(__file__).parent / "dashboard_client_scenarios.js").read_text()
+
+
+async def test_js_client_logic_in_the_browser(browser: Browser, shared: ServerProcess) -> None:
+    page, errors = await open_page(browser, shared)
+    out = await page.evaluate(CLIENT_SCENARIOS)
+    assert out["url"].startswith(f"ws://127.0.0.1:{shared.port}/web") and out["url"].endswith("?tenant=acme")
+    assert out["protocols"] == ["watchpost.v1", "bearer.tok1"]
+    assert out["echo"] == {"echo": {"page": 2}}
+    assert out["timeout"] == {"kind": "timeout", "status": None}
+    assert out["conflict"] == {"kind": "conflict", "status": 5, "msg": "stale version", "errors": 1}
+    assert out["live"] == [6, 7], "live events are delivered once each, duplicates dropped"
+    assert out["since"] == {"monitors": 7}, "resubscribe carries the last seq seen"
+    assert out["afterReplay"] == [6, 7, 8, 9], "exactly the missed events are replayed, in order"
+    assert out["resets"] == ["not recovered"]
+    assert out["positions"] == {"monitors": 10}
+    assert out["gapResets"] == ["not recovered", "gap"]
+    assert out["authRefresh"] == ["tok2"]
+    assert out["afterAuthClose"] == {"state": "open", "protocols": ["watchpost.v1", "bearer.tok3"]}
+    assert out["finalState"] == "unauthenticated"
+    assert out["callWhenUnauthenticated"] == "closed"
+    assert "reconnecting:1001" in out["states"] and out["states"][-1] == "unauthenticated:4010"
+    assert out["backoffMax"] == [499, 999, 1999, 3999, 7999, 15999, 19999, 19999]
+    assert out["backoffMin"] == 0
+    assert errors == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The dashboard end to end.
+
+
+async def test_dashboard_live_down_incident_ack_and_restart(browser: Browser, target: HttpTarget) -> None:
+    """Its own server in the embedded profile (SQLite, in-process broker), whose event history
+    dies with the process: after the restart the dashboard learns it cannot replay
+    (recovered: false) and reloads its summary."""
+    srv = await start(ServerProcess(sqlite_url(), env=COLLECTING))
+    try:
+        token = await asyncio.to_thread(srv.login)
+        async with ws_connect(srv, token) as ws:
+            api = await ok(ws, PkgID.MONITOR_CREATE, http_monitor("checkout-api", target.url("/health")))
+            site = await ok(ws, PkgID.MONITOR_CREATE, http_monitor("marketing-site", target.url("/")))
+
+        page, errors = await open_page(browser, srv, fake_clock=True)
+        await log_in(page, "admin", "admin-test-password")
+        await expect(row(page, api["id"])).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+        await expect(row(page, site["id"])).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+        await expect(row(page, api["id"]).get_by_test_id("monitor-name")).to_have_text("checkout-api")
+        await expect(page.get_by_test_id("monitor-new")).to_be_visible()  # admin owns the tenant
+        await mark_document(page)
+
+        # The target fails: the row turns down and an incident appears, live.
+        target.respond("/health", status=500, body="boom")
+        await expect(row(page, api["id"])).to_have_attribute("data-state", "down", timeout=WAIT_MS)
+        await expect(incident(page, api["id"])).to_be_visible(timeout=WAIT_MS)
+        await expect(row(page, site["id"])).to_have_attribute("data-state", "up")
+
+        # Acknowledge from the dashboard; the server records who did it.
+        await incident(page, api["id"]).get_by_test_id("incident-ack").click()
+        await expect(incident(page, api["id"])).to_have_attribute("data-acked", "true", timeout=WAIT_MS)
+        incident_id = int(await incident(page, api["id"]).get_attribute("data-incident-id") or 0)
+        async with ws_connect(srv, token) as ws:
+            got = await ok(ws, PkgID.INCIDENT_GET, {"id": incident_id})
+        assert got["acked_by"] and "admin" in got["acked_by"] and got["acked_at"]
+        await screenshot(page, "dashboard-down-acked.png")
+
+        # The detail view shows the failing results and the latency chart.
+        await row(page, api["id"]).click()
+        await expect(page.get_by_test_id("monitor-detail")).to_be_visible()
+        await expect(page.get_by_test_id("detail-state")).to_have_attribute("data-state", "down")
+        await expect(page.get_by_test_id("latency-chart")).to_be_visible()
+        await expect(page.locator('[data-testid="history-row"].fail').first).to_be_visible(timeout=WAIT_MS)
+        await screenshot(page, "dashboard-detail.png")
+        await page.get_by_test_id("detail-close").click()
+        assert await same_document(page), "the page was reloaded; updates must arrive live"
+
+        # Restart the server while the target recovers: the dashboard shows it is disconnected,
+        # reconnects by itself and catches up (down -> up, incident resolved) without a reload.
+        loads_before = await summary_loads(page)
+        await stop(srv)
+        await expect(page.get_by_test_id("conn-state")).not_to_have_attribute(
+            "data-state", "open", timeout=WAIT_MS
+        )
+        await expect(page.get_by_test_id("offline-banner")).to_be_visible()
+        target.respond("/health", status=200)
+        await start(srv)
+        await wait_reconnected(page)
+        await expect(row(page, api["id"])).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+        await expect(incident(page, api["id"])).to_have_count(0, timeout=WAIT_MS)
+        await expect(page.get_by_test_id("offline-banner")).to_be_hidden()
+        assert await summary_loads(page) > loads_before, "history was lost, so the summary must be reloaded"
+        assert await same_document(page)
+        await screenshot(page, "dashboard-after-restart.png")
+        assert errors == []
+    finally:
+        await stop(srv)
+
+
+async def test_dashboard_replays_events_missed_while_its_server_was_down(
+    browser: Browser, target: HttpTarget, shared: ServerProcess
+) -> None:
+    """Two instances share PostgreSQL and Redis. The dashboard's instance goes away; the other
+    keeps checking; when the first comes back the dashboard resubscribes with ``since`` and
+    replays what it missed from the Redis history instead of reloading the summary."""
+    other = ServerProcess(shared.database_url, env=shared.extra_env)
+    other._migrated = True  # the shared server migrated this database already
+    await start(other)
+    try:
+        token = await asyncio.to_thread(other.login)
+        async with ws_connect(other, token) as ws:
+            api = await ok(ws, PkgID.MONITOR_CREATE, http_monitor(unique("payments"), target.url("/health")))
+
+        page, errors = await open_page(browser, shared, fake_clock=True)
+        await log_in(page, "admin", "admin-test-password")
+        await expect(row(page, api["id"])).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+        await mark_document(page)
+        loads_before = await summary_loads(page)
+
+        await stop(shared)
+        await expect(page.get_by_test_id("conn-state")).not_to_have_attribute(
+            "data-state", "open", timeout=WAIT_MS
+        )
+        target.respond("/health", status=503)
+        token = await asyncio.to_thread(other.login)
+        async with ws_connect(other, token) as ws:
+            for _ in range(200):
+                if (await ok(ws, PkgID.MONITOR_GET, {"id": api["id"]}))["state"] == "down":
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the other instance never recorded the monitor as down")
+        # Still the stale state: nothing reached the dashboard while it was disconnected.
+        await expect(row(page, api["id"])).to_have_attribute("data-state", "up")
+
+        await start(shared)
+        await wait_reconnected(page)
+        await expect(row(page, api["id"])).to_have_attribute("data-state", "down", timeout=WAIT_MS)
+        await expect(incident(page, api["id"])).to_be_visible(timeout=WAIT_MS)
+        assert await summary_loads(page) == loads_before, "caught up by replay, not by reloading the summary"
+        assert await same_document(page)
+        assert errors == []
+    finally:
+        await stop(other)
+        if shared.proc is None or shared.proc.poll() is not None:
+            await start(shared)  # other tests share it
+
+
+async def test_viewer_without_editor_controls_switches_tenant_and_refreshes_token(
+    browser: Browser, target: HttpTarget, shared: ServerProcess
+) -> None:
+    """Access tokens live 5 s on the shared server: the server sends 904 a few seconds in and
+    the dashboard refreshes in band, keeping its one connection. A viewer sees no editing
+    controls; the tenant switcher reconnects to the other tenant, where the user is an editor."""
+    lab = unique("lab")
+    user = await acreate_user(shared.database_url, {"default": "viewer", lab: "editor"})
+    admin = await asyncio.to_thread(shared.login)
+    async with ws_connect(shared, admin) as ws:
+        seen = await ok(ws, PkgID.MONITOR_CREATE, http_monitor(unique("default-api"), target.url("/a")))
+    user_token = await asyncio.to_thread(shared.login, user, PASSWORD)
+    async with ws_connect(shared, user_token, tenant=lab) as ws:
+        lab_monitor = await ok(ws, PkgID.MONITOR_CREATE, http_monitor("lab-api", target.url("/b")))
+
+    page, errors = await open_page(browser, shared)
+    await log_in(page, user, PASSWORD)
+    await expect(row(page, seen["id"])).to_be_visible(timeout=WAIT_MS)
+    await expect(page.get_by_test_id("whoami")).to_contain_text("viewer")
+    await expect(page.get_by_test_id("monitor-new")).to_be_hidden()
+    await mark_document(page)
+
+    # Outlive the first access token on one connection: each 904 is answered by a refresh.
+    read_token = "JSON.parse(sessionStorage.getItem('watchpost.auth')).access_token"
+    first = await page.evaluate(read_token)
+    await page.evaluate(
+        """() => {
+          window.__connStates = [];
+          const el = document.querySelector('[data-testid="conn-state"]');
+          new MutationObserver(() => window.__connStates.push(el.dataset.state))
+            .observe(el, { attributes: true, attributeFilter: ["data-state"] });
+        }"""
+    )
+    await asyncio.sleep(7)
+    assert await page.evaluate("window.__connStates") == [], "the connection dropped instead of refreshing"
+    assert await page.evaluate(read_token) != first
+    await expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "open")
+
+    # Switch tenant: the other tenant's monitors, and editing controls for the editor role.
+    switcher = page.get_by_test_id("tenant-select")
+    await expect(switcher).to_be_visible()
+    await switcher.select_option(lab)
+    await expect(row(page, lab_monitor["id"])).to_be_visible(timeout=WAIT_MS)
+    await expect(row(page, seen["id"])).to_have_count(0)
+    await expect(page.get_by_test_id("monitor-new")).to_be_visible(timeout=WAIT_MS)
+    assert await same_document(page)
+    assert errors == []
