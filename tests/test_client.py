@@ -407,7 +407,10 @@ async def test_subscription_survives_restarts_without_loss_or_duplicates(
     token = await _login(srv)
     async with (
         _publisher(srv, redis_url) as broker,
-        WatchpostClient(srv.ws_url, token, backoff_min=0.1, backoff_max=1.0) as client,
+        # The provider fails while the server is down (its login endpoint too): not fatal.
+        WatchpostClient(
+            srv.ws_url, token, token_provider=lambda: _login(srv), backoff_min=0.1, backoff_max=1.0
+        ) as client,
     ):
         tenant_id = (await client.whoami())["tenant_id"]
         base = await _publish(broker, tenant_id, 0)  # seqs continue across tests sharing the topic

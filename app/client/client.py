@@ -448,6 +448,8 @@ class WatchpostClient:
                 return
 
     async def _reconnect(self, first_attempt: int) -> Link:
+        """Reopen the socket with backoff. Raises only when the credentials are hopeless:
+        4003, or an auth close without a token_provider, or twice in a row with fresh tokens."""
         attempt = first_attempt
         auth_failures = 0
         while True:
@@ -455,12 +457,17 @@ class WatchpostClient:
             log.info("reconnecting in %.2f s (attempt %d)", delay, attempt + 1)
             await asyncio.sleep(delay)
             attempt += 1
+            fresh = False
             if self._token_provider is not None:
-                self._token = await self._fresh_token()
+                try:
+                    self._token, fresh = await self._fresh_token(), True
+                except AuthenticationFailed as exc:
+                    # Often the same outage (the login endpoint is down too): try the token we have.
+                    log.warning("%s; trying the current token", exc)
             try:
                 return await self._open()
             except AuthenticationFailed as exc:
-                auth_failures += 1
+                auth_failures += 1 if fresh else 0
                 if (
                     exc.close_code == CloseCode.NOT_A_MEMBER
                     or self._token_provider is None
