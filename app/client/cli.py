@@ -104,7 +104,10 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m app.client", description="Talk to a Watchpost server over its WebSocket API."
+        prog="python -m app.client",
+        description="Talk to a Watchpost server over its WebSocket API.",
+        epilog="exit codes: 0 success; 1 the server answered an error; 2 bad arguments or JSON; "
+        "3 cannot connect, authentication refused, connection lost or no answer in time",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
