@@ -2,84 +2,97 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+
 import pytest
 
 from app.broker.memory import MemoryBroker
 from app.errors import Conflict
 from app.events import scoped
 from app.protocol import PkgID, RSPCode
-from tests.fixtures import acreate_user, unique
-from tests.realtime_support import next_event, no_event, publisher, redis_server, servers
-from tests.server import call, migrate, ok, sqlite_url, ws_connect
+from tests import services
+from tests.fixtures import PASSWORD, acreate_user, unique
+from tests.realtime_support import call_collect, next_event, no_event, publisher, redis_server, servers
+from tests.server import ServerProcess, call, migrate, ok, sqlite_url, ws_connect
 
 
-async def test_topic_rules_limits_and_unsubscribe(pg_url: str, redis_url: str, redis_prefix: str) -> None:
-    srv = redis_server(pg_url, redis_url, redis_prefix, WS_MAX_TOPICS="3")
+@pytest.fixture(scope="module")
+def shared(redis_url: str) -> Iterator[tuple[ServerProcess, str]]:
+    """One Redis-backed server for the module (WS_MAX_TOPICS=3), and its key prefix."""
+    prefix = f"wptest:{uuid.uuid4().hex[:10]}:"
+    srv = redis_server(services.create_pg_database(), redis_url, prefix, WS_MAX_TOPICS="3")
     with servers(srv):
-        tenant = unique("t")
-        viewer = await acreate_user(pg_url, {tenant: "viewer"})
-        token = srv.login(viewer, "user-test-password")
-        async with publisher(redis_url, redis_prefix) as pub, ws_connect(srv, token, tenant=tenant) as ws:
-            tenant_id = (await ok(ws, PkgID.WHOAMI))["tenant_id"]
+        yield srv, prefix
 
-            # Unknown topic: the whole request fails and nothing is subscribed, not even valid names.
-            resp = await call(ws, PkgID.SUBSCRIBE, {"topics": ["monitors", "no-such-topic"]})
-            assert resp["status_code"] == RSPCode.INVALID_DATA and "no-such-topic" in resp["data"]["msg"]
-            await pub.publish(tenant_id, "monitors", {"n": 1})
-            await no_event(ws, "monitors", 0.5)
 
-            # A topic above the connection's role.
-            resp = await call(ws, PkgID.SUBSCRIBE, {"topics": ["deliveries"]})
-            assert resp["status_code"] == RSPCode.PERMISSION_DENIED and "editor" in resp["data"]["msg"]
+async def test_topic_rules_limits_and_unsubscribe(shared: tuple[ServerProcess, str], redis_url: str) -> None:
+    srv, redis_prefix = shared
+    pg_url = srv.database_url
+    tenant = unique("t")
+    viewer = await acreate_user(pg_url, {tenant: "viewer"})
+    token = srv.login(viewer, "user-test-password")
+    async with publisher(redis_url, redis_prefix) as pub, ws_connect(srv, token, tenant=tenant) as ws:
+        tenant_id = (await ok(ws, PkgID.WHOAMI))["tenant_id"]
 
-            # Topic limit: three fit, re-subscribing one of them does not count, a fourth is refused.
-            await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitors", "monitor.1", "incidents"]})
-            await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitor.1"]})
-            resp = await call(ws, PkgID.SUBSCRIBE, {"topics": ["monitor.2"]})
-            assert resp["status_code"] == RSPCode.INVALID_DATA and "WS_MAX_TOPICS" in resp["data"]["msg"]
-            await pub.publish(tenant_id, "monitor.2", {"n": 2})
-            seq = await pub.publish(tenant_id, "monitor.1", {"n": 3})
-            event = await next_event(ws, "monitor.1")  # monitor.2's event never arrives before it
-            assert event["seq"] == seq
+        # Unknown topic: the whole request fails and nothing is subscribed, not even valid names.
+        resp = await call(ws, PkgID.SUBSCRIBE, {"topics": ["monitors", "no-such-topic"]})
+        assert resp["status_code"] == RSPCode.INVALID_DATA and "no-such-topic" in resp["data"]["msg"]
+        await pub.publish(tenant_id, "monitors", {"n": 1})
+        await no_event(ws, "monitors", 0.5)
 
-            # Unsubscribe stops delivery and frees a slot.
-            assert (await ok(ws, PkgID.UNSUBSCRIBE, {"topics": ["monitor.1", "monitor.9"]})) == {
-                "unsubscribed": ["monitor.1"]
-            }
-            await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitor.2"]})
-            await pub.publish(tenant_id, "monitor.1", {"n": 4})
-            seq = await pub.publish(tenant_id, "monitor.2", {"n": 5})
-            event = await next_event(ws, "monitor.2")
-            assert event["seq"] == seq and event["data"] == {"n": 5}
-            await no_event(ws, "monitor.1", 0.5)
+        # A topic above the connection's role.
+        resp = await call(ws, PkgID.SUBSCRIBE, {"topics": ["deliveries"]})
+        assert resp["status_code"] == RSPCode.PERMISSION_DENIED and "editor" in resp["data"]["msg"]
+
+        # Topic limit: three fit, re-subscribing one of them does not count, a fourth is refused.
+        await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitors", "monitor.1", "incidents"]})
+        await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitor.1"]})
+        resp = await call(ws, PkgID.SUBSCRIBE, {"topics": ["monitor.2"]})
+        assert resp["status_code"] == RSPCode.INVALID_DATA and "WS_MAX_TOPICS" in resp["data"]["msg"]
+        await pub.publish(tenant_id, "monitor.2", {"n": 2})
+        seq = await pub.publish(tenant_id, "monitor.1", {"n": 3})
+        event = await next_event(ws, "monitor.1")  # monitor.2's event never arrives before it
+        assert event["seq"] == seq
+
+        # Unsubscribe stops delivery and frees a slot.
+        assert (await ok(ws, PkgID.UNSUBSCRIBE, {"topics": ["monitor.1", "monitor.9"]})) == {
+            "unsubscribed": ["monitor.1"]
+        }
+        await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitor.2"]})
+        await pub.publish(tenant_id, "monitor.1", {"n": 4})
+        seq = await pub.publish(tenant_id, "monitor.2", {"n": 5})
+        event = await next_event(ws, "monitor.2")
+        assert event["seq"] == seq and event["data"] == {"n": 5}
+        await no_event(ws, "monitor.1", 0.5)
 
 
 async def test_a_tenant_never_sees_another_tenants_events(
-    pg_url: str, redis_url: str, redis_prefix: str
+    shared: tuple[ServerProcess, str], redis_url: str
 ) -> None:
-    srv = redis_server(pg_url, redis_url, redis_prefix)
-    with servers(srv):
-        tenant_a, tenant_b = unique("a"), unique("b")
-        user_a = await acreate_user(pg_url, {tenant_a: "owner"})
-        user_b = await acreate_user(pg_url, {tenant_b: "owner"})
-        async with (
-            publisher(redis_url, redis_prefix) as pub,
-            ws_connect(srv, srv.login(user_a, "user-test-password"), tenant=tenant_a) as ws_a,
-            ws_connect(srv, srv.login(user_b, "user-test-password"), tenant=tenant_b) as ws_b,
-        ):
-            id_a = (await ok(ws_a, PkgID.WHOAMI))["tenant_id"]
-            id_b = (await ok(ws_b, PkgID.WHOAMI))["tenant_id"]
-            assert id_a != id_b
-            for ws in (ws_a, ws_b):
-                await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitors"]})
-            await pub.publish(id_a, "monitors", {"secret": "a"})
-            mine = await pub.publish(id_b, "monitors", {"secret": "b"})
-            assert (await next_event(ws_a, "monitors"))["data"] == {"secret": "a"}
-            event = await next_event(ws_b, "monitors")  # the first one B sees is its own
-            assert event["data"] == {"secret": "b"} and event["seq"] == mine == 1
-            # History is per tenant too: B cannot replay A's topic by asking for seq 0.
-            resp = await call(ws_b, PkgID.SUBSCRIBE, {"topics": ["monitors"], "since": {"monitors": 0}})
-            assert resp["data"]["topics"]["monitors"]["seq"] == 1
+    srv, redis_prefix = shared
+    pg_url = srv.database_url
+    tenant_a, tenant_b = unique("a"), unique("b")
+    user_a = await acreate_user(pg_url, {tenant_a: "owner"})
+    user_b = await acreate_user(pg_url, {tenant_b: "owner"})
+    async with (
+        publisher(redis_url, redis_prefix) as pub,
+        ws_connect(srv, srv.login(user_a, "user-test-password"), tenant=tenant_a) as ws_a,
+        ws_connect(srv, srv.login(user_b, "user-test-password"), tenant=tenant_b) as ws_b,
+    ):
+        id_a = (await ok(ws_a, PkgID.WHOAMI))["tenant_id"]
+        id_b = (await ok(ws_b, PkgID.WHOAMI))["tenant_id"]
+        assert id_a != id_b
+        for ws in (ws_a, ws_b):
+            await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitors"]})
+        await pub.publish(id_a, "monitors", {"secret": "a"})
+        mine = await pub.publish(id_b, "monitors", {"secret": "b"})
+        assert (await next_event(ws_a, "monitors"))["data"] == {"secret": "a"}
+        event = await next_event(ws_b, "monitors")  # the first one B sees is its own
+        assert event["data"] == {"secret": "b"} and event["seq"] == mine == 1
+        # History is per tenant too: B cannot replay A's topic by asking for seq 0.
+        resp = await call(ws_b, PkgID.SUBSCRIBE, {"topics": ["monitors"], "since": {"monitors": 0}})
+        assert resp["data"]["topics"]["monitors"]["seq"] == 1
 
 
 async def test_events_are_published_only_after_the_transaction_commits() -> None:
@@ -115,3 +128,36 @@ async def test_events_are_published_only_after_the_transaction_commits() -> None
     finally:
         await services.broker.close()
         await services.db.close()
+
+
+async def test_in_process_broker_events_recovery_and_no_event_on_failure(server: ServerProcess) -> None:
+    """The embedded default (in-process broker): created, stale update, recovery with ``since``."""
+    tenant = unique("t")
+    editor = await acreate_user(server.database_url, {tenant: "editor"})
+    token = server.login(editor, PASSWORD)
+    monitor = {
+        "name": unique("m"),
+        "kind": "http",
+        "url": "https://example.invalid/",
+        "interval": 30,
+        "timeout": 2,
+    }
+    async with ws_connect(server, token) as ws:
+        await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitors"]})
+        resp, before = await call_collect(ws, PkgID.MONITOR_CREATE, monitor)
+        assert resp["status_code"] == RSPCode.OK
+        created = resp["data"]
+        event = before[0] if before else await next_event(ws, "monitors")
+        assert (event["seq"], event["data"]["action"]) == (1, "created")
+        stale = await call(ws, PkgID.MONITOR_UPDATE, {"id": created["id"], "version": 9, "interval": 60})
+        assert stale["status_code"] == RSPCode.CONFLICT
+    async with ws_connect(server, token) as other:
+        for i in (1, 2):
+            await ok(other, PkgID.MONITOR_UPDATE, {"id": created["id"], "version": i, "interval": 60 + i})
+    async with ws_connect(server, token) as ws:
+        resp, replay = await call_collect(
+            ws, PkgID.SUBSCRIBE, {"topics": ["monitors"], "since": {"monitors": 1}}
+        )
+        # Exactly the two committed updates: the failed one left no event behind.
+        assert resp["data"]["topics"]["monitors"] == {"seq": 3, "recovered": True, "replayed": 2}
+        assert [(e["seq"], e["data"]["monitor"]["version"]) for e in replay] == [(2, 2), (3, 3)]
