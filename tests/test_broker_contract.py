@@ -276,3 +276,16 @@ async def test_unreachable_redis_raises_broker_unavailable(redis_prefix: str) ->
     finally:
         await broker.close()
         await broker.close()  # idempotent
+
+
+async def test_close_right_after_unsubscribing_is_prompt(make_broker: BrokerFactory) -> None:
+    """Shutdown must not hang on a pub/sub update that swallowed the cancellation."""
+    broker = await make_broker()
+    rec = Recorder()
+    broker.add_listener("t1:closing", rec)
+    await broker.wait_subscribed("t1:closing")
+    broker.remove_listener("t1:closing", rec)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(broker.close(), 8)
+    assert loop.time() - started < 3

@@ -188,11 +188,18 @@ class RedisBroker(Broker):
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._sync_needed.set()  # wake the sync loop so it sees _closed
+        # redis-py can swallow a CancelledError inside a pub/sub call, so cancel again
+        # until each task has really ended (bounded), and never swallow our own cancel.
+        pending = set(self._tasks)
+        for _ in range(10):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _done, pending = await asyncio.wait(pending, timeout=0.5)
+        if pending:
+            log.warning("Redis broker: %d background task(s) did not stop; abandoning them", len(pending))
         self._tasks = []
         for waiters in self._waiters.values():
             for fut in waiters:
@@ -299,9 +306,11 @@ class RedisBroker(Broker):
 
     async def _run_sync(self) -> None:
         """Make Redis' view of our subscriptions match the topics with local listeners."""
-        while True:
+        while not self._closed:
             await self._sync_needed.wait()
             self._sync_needed.clear()
+            if self._closed:
+                return
             ps = self._pubsub
             if ps is None:
                 continue  # the reader sets _sync_needed again once it is connected
@@ -331,7 +340,7 @@ class RedisBroker(Broker):
     async def _run_pubsub(self) -> None:
         """Own the pub/sub connection: connect, read, dispatch; reconnect with backoff."""
         delay = 0.1
-        while True:
+        while not self._closed:
             ps: Any = self._ps_client.pubsub()
             try:
                 await ps.connect()
