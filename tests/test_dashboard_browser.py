@@ -362,3 +362,84 @@ async def test_viewer_without_editor_controls_switches_tenant_and_refreshes_toke
     await expect(page.get_by_test_id("monitor-new")).to_be_visible(timeout=WAIT_MS)
     assert await same_document(page)
     assert errors == []
+
+
+async def _add_many_monitors(database_url: str, slug: str, count: int) -> list[int]:
+    """Insert ``count`` monitors into tenant ``slug`` straight into the database (set-up only),
+    scheduled far in the future so the collector leaves them alone."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from app.models.monitor import Monitor
+    from app.models.tenant import Tenant
+    from app.storage.db import Database
+
+    states = ["up"] * 17 + ["down", "paused", "pending"]
+    db = Database(database_url)
+    try:
+        async with db.session() as s:
+            tenant_id = (await s.execute(select(Tenant.id).where(Tenant.slug == slug))).scalar_one()
+            # One model for the defaults, then plain dicts: building 5,000 model objects takes seconds.
+            template = Monitor(
+                tenant_id=tenant_id,
+                name="template",
+                kind="tcp",
+                port=22,
+                interval=3600,
+                timeout=5,
+                next_check_at=datetime(2100, 1, 1, tzinfo=UTC),
+            ).model_dump(exclude={"id"})
+            rows = [
+                {
+                    **template,
+                    "name": f"node-{i:05d}",
+                    "host": f"10.0.{i // 250}.{i % 250 + 1}",
+                    "state": states[i % len(states)],
+                    "last_latency_ms": float(i % 97),
+                }
+                for i in range(count)
+            ]
+            await s.execute(insert(Monitor), rows)
+            await s.commit()
+            found = await s.execute(
+                select(Monitor.id).where(Monitor.tenant_id == tenant_id).order_by(Monitor.id)
+            )
+            return [int(i) for i in found.scalars().all()]
+    finally:
+        await db.close()
+
+
+async def test_five_thousand_monitors_stay_responsive(browser: Browser, shared: ServerProcess) -> None:
+    """5,000 monitors: one summary, a virtualised list (a few dozen rows in the DOM), scrolling
+    to the end, filtering, and a live change to one of them reaching its row."""
+    big = unique("big")
+    user = await acreate_user(shared.database_url, {big: "editor"})
+    ids = await _add_many_monitors(shared.database_url, big, 5000)
+
+    page, errors = await open_page(browser, shared)
+    started = asyncio.get_running_loop().time()
+    await log_in(page, user, PASSWORD)
+    await expect(page.get_by_test_id("monitor-count")).to_have_text("5000 monitors", timeout=WAIT_MS)
+    loaded_in = asyncio.get_running_loop().time() - started
+    assert loaded_in < 20, f"5,000 monitors took {loaded_in:.1f} s to show"
+    await expect(page.get_by_test_id("count-down")).to_contain_text("250")
+    rendered = await page.get_by_test_id("monitor-row").count()
+    assert 10 <= rendered <= 80, f"{rendered} rows in the DOM; the list must be virtualised"
+    await screenshot(page, "dashboard-5000-monitors.png")
+
+    # Sort by name and scroll to the very end: the last monitor is rendered, the first is not.
+    await page.get_by_test_id("monitor-sort").select_option("name")
+    viewport = page.get_by_test_id("monitor-list")
+    await viewport.evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    await expect(row(page, ids[-1])).to_be_visible(timeout=WAIT_MS)
+    await expect(row(page, ids[0])).to_have_count(0)
+
+    # Filter down to one monitor, then pause it over another connection: the row follows live.
+    await page.get_by_test_id("monitor-filter").fill("node-04321")
+    await expect(page.get_by_test_id("monitor-count")).to_have_text("1 of 5000 monitors", timeout=WAIT_MS)
+    token = await asyncio.to_thread(shared.login, user, PASSWORD)
+    async with ws_connect(shared, token, tenant=big) as ws:
+        await ok(ws, PkgID.MONITOR_PAUSE, {"id": ids[4321]})
+    await expect(row(page, ids[4321])).to_have_attribute("data-state", "paused", timeout=WAIT_MS)
+    assert errors == []

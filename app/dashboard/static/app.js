@@ -65,6 +65,19 @@ function fmtTime(v) {
   return d ? d.toLocaleString() : "–";
 }
 
+/** Time of day for today's timestamps, date and time otherwise. */
+function fmtClock(v) {
+  const d = toDate(v);
+  if (!d) return "–";
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+}
+
+/** "user:alice" / "token:7" / {username} -> something a person reads. */
+function actorName(who) {
+  if (who && typeof who === "object") return who.username ?? who.name ?? "someone";
+  return String(who).replace(/^user:/, "");
+}
+
 function fmtAgo(v) {
   const d = toDate(v);
   if (!d) return "–";
@@ -439,7 +452,7 @@ function paintIncidents() {
             text: name,
             onclick: () => openDetail(mid),
           }),
-          el("span", { class: "muted", text: ` down since ${fmtTime(opened)} (${fmtAgo(opened)})` }),
+          el("span", { class: "muted", title: fmtTime(opened), text: ` down ${fmtAgo(opened).replace(" ago", "")} · since ${fmtClock(opened)}` }),
           i.cause || i.message || i.reason
             ? el("div", { class: "incident-cause", text: i.cause ?? i.message ?? i.reason })
             : null,
@@ -448,7 +461,7 @@ function paintIncidents() {
           ? el("span", {
               class: "ack-note",
               "data-testid": "incident-acked",
-              text: `acknowledged${who ? ` by ${typeof who === "object" ? who.username ?? who.name : who}` : ""}`,
+              text: `acknowledged${who ? ` by ${actorName(who)}` : ""}`,
             })
           : el("button", {
               type: "button",
@@ -721,7 +734,7 @@ function resultLatency(r) {
 function latencyChart(history) {
   const W = 640;
   const H = 160;
-  const PAD = { l: 44, r: 8, t: 10, b: 22 };
+  const PAD = { l: 58, r: 10, t: 12, b: 22 };
   const pts = history
     .map((r) => ({ t: toDate(r.ts ?? r.checked_at ?? r.at)?.getTime(), v: resultLatency(r), ok: resultOk(r) }))
     .filter((p) => p.t)
