@@ -72,6 +72,9 @@ def _make_server_class() -> Any:
             try:
                 await services.hub.drain(services.settings.ws_drain_timeout)
             finally:
+                # Drained: what is still open is a peer that cannot take its close frame
+                # (uvicorn would wait on its full buffers for the whole graceful timeout).
+                self.config.timeout_graceful_shutdown = 2
                 self.should_exit = True
 
     return DrainingServer

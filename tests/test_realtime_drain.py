@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import websockets
+from websockets.asyncio.client import connect
 
 from app.protocol import CloseCode, PkgID, RSPCode
-from tests.realtime_support import ready, redis_server, servers, wait_until
+from tests.realtime_support import publisher, ready, redis_server, servers, wait_until
 from tests.server import call, expect_close, new_req_id, ok, wait_for_response, ws_connect
 
 IN_FLIGHT = 6
@@ -84,3 +87,47 @@ async def _wait_async(probe: Callable[[], Awaitable[int]], expected: int, timeou
             if await probe() >= expected:
                 return
             await asyncio.sleep(0.05)
+
+
+async def test_drain_meets_its_deadline_when_a_client_stopped_reading(
+    pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """A socket whose buffers are full cannot take a close frame; shutdown must not wait on it."""
+    srv = redis_server(
+        pg_url,
+        redis_url,
+        redis_prefix,
+        WS_DRAIN_TIMEOUT="3",
+        WS_PING_INTERVAL="300",  # keepalive would eventually drop the client; the drain must not rely on it
+        WS_SEND_QUEUE_BYTES=str(64 * 1024 * 1024),
+        WS_SEND_QUEUE_MAX="100000",
+    )
+    with servers(srv):
+        assert srv.proc is not None
+        token = srv.login()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", srv.port))
+        stuck = await connect(
+            srv.ws_url,
+            sock=sock,
+            additional_headers={"Authorization": f"Bearer {token}"},
+            subprotocols=["watchpost.v1"],  # type: ignore[list-item]
+            max_queue=1,
+        )
+        try:
+            tenant_id = (await ok(stuck, PkgID.WHOAMI))["tenant_id"]
+            await ok(stuck, PkgID.SUBSCRIBE, {"topics": ["monitors"]})
+            async with publisher(redis_url, redis_prefix) as pub:
+                # ~8 MiB: more than loopback's kernel buffers hold, far less than the send queue.
+                for _ in range(256):
+                    await pub.publish(tenant_id, "monitors", {"blob": "x" * 32000})
+            await asyncio.sleep(1.0)
+            assert "send queue overflow" not in srv.log_text()
+            started = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(srv.proc.wait, 30)
+            assert code == 0
+            assert time.monotonic() - started < 3 + 6, "shutdown overran WS_DRAIN_TIMEOUT"
+        finally:
+            stuck.transport.abort()
