@@ -25,6 +25,7 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.alerting import outbox, senders
 from app.alerting.backoff import RetryPolicy
@@ -234,3 +235,21 @@ class DeliveryWorker:
                 outcome.next_attempt_at,
                 result.error,
             )
+
+
+async def start_delivery_workers(services: Any) -> None:
+    """Lifespan hook: start this instance's worker unless DELIVERY_WORKERS_ENABLED=false."""
+    settings = services.settings
+    if not getattr(settings, "delivery_workers_enabled", True):
+        log.info("delivery workers disabled on this instance (DELIVERY_WORKERS_ENABLED=false)")
+        return
+    worker = DeliveryWorker(services.db, DeliveryOptions.from_settings(settings))
+    await worker.start()
+    services.extras["delivery_worker"] = worker
+
+
+async def stop_delivery_workers(services: Any) -> None:
+    """Lifespan hook: finish in-flight sends and hand back leases; call before the database closes."""
+    worker = services.extras.pop("delivery_worker", None)
+    if worker is not None:
+        await worker.stop()
