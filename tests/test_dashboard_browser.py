@@ -315,12 +315,13 @@ async def test_dashboard_replays_events_missed_while_its_server_was_down(
             await start(shared)  # other tests share it
 
 
-async def test_viewer_without_editor_controls_switches_tenant_and_refreshes_token(
+async def test_viewer_controls_tenant_switch_editing_and_token_refresh(
     browser: Browser, target: HttpTarget, shared: ServerProcess
 ) -> None:
     """Access tokens live 5 s on the shared server: the server sends 904 a few seconds in and
     the dashboard refreshes in band, keeping its one connection. A viewer sees no editing
-    controls; the tenant switcher reconnects to the other tenant, where the user is an editor."""
+    controls; the tenant switcher reconnects to the other tenant, where the user is an editor
+    and creates, edits, pauses, resumes and deletes a monitor through the dashboard."""
     lab = unique("lab")
     user = await acreate_user(shared.database_url, {"default": "viewer", lab: "editor"})
     admin = await asyncio.to_thread(shared.login)
@@ -360,6 +361,34 @@ async def test_viewer_without_editor_controls_switches_tenant_and_refreshes_toke
     await expect(row(page, lab_monitor["id"])).to_be_visible(timeout=WAIT_MS)
     await expect(row(page, seen["id"])).to_have_count(0)
     await expect(page.get_by_test_id("monitor-new")).to_be_visible(timeout=WAIT_MS)
+
+    # As an editor: create a monitor with the form, pause and resume it, then delete it.
+    await page.get_by_test_id("monitor-new").click()
+    form = page.get_by_test_id("monitor-form")
+    await form.get_by_test_id("form-name").fill("lab-web")
+    await form.get_by_test_id("form-url").fill(target.url("/web"))
+    await form.get_by_test_id("form-interval").fill("1")
+    await form.get_by_test_id("form-timeout").fill("0.8")
+    await form.get_by_test_id("form-save").click()
+    await expect(form).to_be_hidden(timeout=WAIT_MS)
+    created = page.locator('[data-testid="monitor-row"]', has_text="lab-web")  # also matches the new name
+    await expect(created).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+    await created.click()
+    await page.get_by_test_id("monitor-edit").click()
+    await expect(form.get_by_test_id("form-name")).to_have_value("lab-web")
+    await form.get_by_test_id("form-name").fill("lab-website")
+    await form.get_by_test_id("form-save").click()
+    await expect(form).to_be_hidden(timeout=WAIT_MS)
+    await expect(page.get_by_test_id("detail-title")).to_have_text("lab-website", timeout=WAIT_MS)
+    await expect(created.get_by_test_id("monitor-name")).to_have_text("lab-website", timeout=WAIT_MS)
+    await page.get_by_test_id("monitor-pause").click()
+    await expect(created).to_have_attribute("data-state", "paused", timeout=WAIT_MS)
+    await page.get_by_test_id("monitor-resume").click()
+    await expect(created).not_to_have_attribute("data-state", "paused", timeout=WAIT_MS)
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_test_id("monitor-delete").click()
+    await expect(created).to_have_count(0, timeout=WAIT_MS)
+    await expect(page.get_by_test_id("monitor-detail")).to_be_hidden()
     assert await same_document(page)
     assert errors == []
 

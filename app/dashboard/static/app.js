@@ -566,17 +566,26 @@ async function loadIdentity() {
 
 let summaryLoads = 0;
 let reloadAllRunning = null;
+let reloadAllAgain = false; // asked again while running (e.g. a tenant switch): run once more after
 /** Loads identity, summary and incidents; called after login, tenant switch, 4009 or lost history. */
 function reloadAll() {
-  if (!reloadAllRunning) {
-    reloadAllRunning = Promise.all([loadIdentity(), loadSummary(), loadIncidents()])
-      .catch((err) => {
-        if (!(err instanceof WatchpostError && err.kind === "disconnected")) {
-          toast(`Loading failed: ${errorText(err)}`, "error");
-        }
-      })
-      .finally(() => (reloadAllRunning = null));
+  if (reloadAllRunning) {
+    reloadAllAgain = true;
+    return reloadAllRunning;
   }
+  reloadAllRunning = Promise.all([loadIdentity(), loadSummary(), loadIncidents()])
+    .catch((err) => {
+      if (!(err instanceof WatchpostError && err.kind === "disconnected")) {
+        toast(`Loading failed: ${errorText(err)}`, "error");
+      }
+    })
+    .finally(() => {
+      reloadAllRunning = null;
+      if (reloadAllAgain) {
+        reloadAllAgain = false;
+        reloadAll();
+      }
+    });
   return reloadAllRunning;
 }
 
