@@ -122,11 +122,21 @@ async def test_latency_percentiles(db: Database) -> None:
     assert result["exact"] is True
 
 
-async def test_summary_matches_uptime(db: Database) -> None:
+async def test_summary_reads_the_refreshed_uptime_cache(db: Database) -> None:
     m = await seed(db)
+    other = await add_monitor(db, m.tenant_id, name="silent", created_at=t(9, 0), rolled_until=MARK)
     async with db.session() as s:
-        rows = await stats.summary(s, m.tenant_id, NOW)
-    assert [(r["id"], r["uptime_24h"]) for r in rows] == [(m.id, round(16 / 21, 6))]
+        assert await stats.uptime_24h_all(s, m.tenant_id, NOW) == {m.id: round(16 / 21, 6), other.id: None}
+        before = await stats.summary(s, m.tenant_id)
+    assert [(r["id"], r["uptime_24h"], r["uptime_24h_at"]) for r in before] == [
+        (m.id, None, None),
+        (other.id, None, None),
+    ]
+    assert await retention.refresh_uptime_cache(db, now=NOW) == 2
+    async with db.session() as s:
+        rows = await stats.summary(s, m.tenant_id)
+    assert [(r["id"], r["uptime_24h"]) for r in rows] == [(m.id, round(16 / 21, 6)), (other.id, None)]
+    assert rows[0]["uptime_24h_at"] == "2026-01-10T12:30:00.000Z"
 
 
 async def test_rollup_and_retention_keep_long_window_uptime(db: Database) -> None:

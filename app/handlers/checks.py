@@ -210,10 +210,13 @@ async def stats_latency(req: Request, ctx: Context) -> dict[str, Any]:
     },
 )
 async def status_summary(req: Request, ctx: Context) -> dict[str, Any]:
-    """Every monitor's state, last latency and 24h uptime in one answer (one query), for dashboards."""
+    """Every monitor's state, last latency and 24h uptime in one answer (one query), for dashboards.
+
+    State and latency are live; ``uptime_24h`` is the cache refreshed every
+    ROLLUP_INTERVAL (as of ``uptime_24h_at``); STATS_UPTIME is exact."""
     now = utcnow()
     async with ctx.services.db.session() as s:
-        monitors = await stats.summary(s, ctx.tenant_id, now)
+        monitors = await stats.summary(s, ctx.tenant_id)
     counts = {state.value: 0 for state in State}
     for m in monitors:
         counts[m["state"]] = counts.get(m["state"], 0) + 1

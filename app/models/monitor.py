@@ -72,6 +72,10 @@ class Monitor(SQLModel, table=True):
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, max_length=300)
     cert_expires_at: datetime | None = None
+    #: 24h uptime as of ``uptime_24h_at``, refreshed by the housekeeping pass so that
+    #: STATUS_SUMMARY reads one row per monitor and nothing else (STATS_UPTIME is exact).
+    uptime_24h: float | None = None
+    uptime_24h_at: datetime | None = None
     # --- collector bookkeeping
     next_check_at: datetime = Field(default_factory=utcnow)
     lease_owner: str | None = Field(default=None, max_length=64)

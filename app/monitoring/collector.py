@@ -145,14 +145,23 @@ class Collector:
 
     # -- claiming ----------------------------------------------------------------------------
     async def _run_loop(self) -> None:
+        failures = 0
         while True:
             free = self.concurrency - len(self._tasks)
             claimed: list[Monitor] = []
             if free > 0:
                 try:
                     claimed = await self.claim(free)
+                    failures = 0
                 except Exception:
-                    log.exception("collector %s: claiming due monitors failed; retrying", self.owner)
+                    # The database is down or refusing: back off (up to 30 s) instead of
+                    # logging a traceback every tick; checks resume once it answers.
+                    failures += 1
+                    log.exception(
+                        "collector %s: claiming due monitors failed (%d in a row)", self.owner, failures
+                    )
+                    await asyncio.sleep(min(30.0, self.tick * 2**failures))
+                    continue
             for monitor in claimed:
                 task = asyncio.create_task(self._check(monitor), name=f"check-{monitor.id}")
                 self._tasks.add(task)

@@ -28,7 +28,7 @@ from sqlmodel import col
 from app.models.base import utcnow
 from app.models.check import CheckResult, DailyRollup, HourlyRollup
 from app.models.monitor import Monitor
-from app.monitoring.stats import DAY, floor_day, floor_hour, percentile
+from app.monitoring.stats import DAY, floor_day, floor_hour, percentile, uptime_24h_all
 
 if TYPE_CHECKING:
     from app.storage.db import Database
@@ -211,18 +211,43 @@ async def prune(db: Database, *, retention: timedelta, now: datetime | None = No
         await asyncio.sleep(0)
 
 
+async def refresh_uptime_cache(db: Database, *, now: datetime | None = None, batch: int = 1000) -> int:
+    """Recompute every monitor's cached 24h uptime (tenant by tenant); returns monitors updated."""
+    now = now or utcnow()
+    async with db.session() as s:
+        tenants = [
+            int(t) for t in (await s.execute(select(col(Monitor.tenant_id)).distinct())).scalars().all()
+        ]
+    updated = 0
+    for tenant_id in tenants:
+        async with db.session() as s:
+            values = await uptime_24h_all(s, tenant_id, now)
+        items = [{"id": mid, "uptime_24h": value, "uptime_24h_at": now} for mid, value in values.items()]
+        for i in range(0, len(items), batch):
+            async with db.session() as s:
+                # Bulk UPDATE by primary key; touches only the cache columns, never state_seq.
+                await s.execute(update(Monitor), items[i : i + batch])
+                await s.commit()
+            await asyncio.sleep(0)
+        updated += len(items)
+    return updated
+
+
 async def count_raw(db: Database) -> int:
     async with db.session() as s:
         return int((await s.execute(select(func.count()).select_from(CheckResult))).scalar_one())
 
 
 async def housekeeping_loop(db: Database, *, every: float, retention: timedelta) -> None:
-    """Roll up and prune every ``every`` seconds until cancelled (one per app instance;
-    concurrent instances are safe, the watermark compare-and-set splits the work)."""
+    """Roll up, prune and refresh the 24h uptime cache every ``every`` seconds until cancelled.
+
+    Runs on every instance; concurrent passes are safe (the watermark compare-and-set
+    splits the rollup work; pruning and the cache refresh are idempotent)."""
     while True:
         try:
             rolled = await roll_up(db)
             pruned = await prune(db, retention=retention)
+            await refresh_uptime_cache(db)
             if rolled or pruned:
                 log.info("rolled up %d hourly rows, pruned %d raw results", rolled, pruned)
         except asyncio.CancelledError:

@@ -219,11 +219,14 @@ async def latency(
     }
 
 
-async def summary(session: AsyncSession, tenant_id: int, now: datetime) -> list[dict[str, Any]]:
-    """Every monitor of the tenant with state, last latency and 24h uptime — one query.
+async def uptime_24h_all(session: AsyncSession, tenant_id: int, now: datetime) -> dict[int, float | None]:
+    """Exact 24h uptime of every monitor of a tenant in one aggregate query.
 
-    Raw rows are read from the tenant's lowest watermark on (an index range on
-    ``ts``), and each monitor's own watermark splits raw from hourly rollups.
+    Costly at scale (it reads up to an hour of raw rows per monitor plus 24 hourly
+    rows), so the housekeeping pass runs it and caches the answer on the monitor
+    rows; :func:`summary` reads the cache. Raw rows are read from the tenant's
+    lowest watermark on (an index range on ``ts``), and each monitor's own
+    watermark splits raw rows from hourly rollups.
     """
     start = now - WINDOWS["24h"]
     m = Monitor.__table__.alias("m")  # type: ignore[attr-defined]
@@ -266,13 +269,6 @@ async def summary(session: AsyncSession, tenant_id: int, now: datetime) -> list[
     stmt = (
         select(
             m.c.id,
-            m.c.name,
-            m.c.kind,
-            m.c.state,
-            m.c.enabled,
-            m.c.last_latency_ms,
-            m.c.last_checked_at,
-            m.c.state_changed_at,
             (func.coalesce(rolled.c.up, 0) + func.coalesce(raw.c.up, 0)).label("up"),
             (func.coalesce(rolled.c.n, 0) + func.coalesce(raw.c.n, 0)).label("n"),
         )
@@ -280,21 +276,46 @@ async def summary(session: AsyncSession, tenant_id: int, now: datetime) -> list[
             m.outerjoin(rolled, rolled.c.monitor_id == m.c.id).outerjoin(raw, raw.c.monitor_id == m.c.id)
         )
         .where(m.c.tenant_id == tenant_id)
-        .order_by(m.c.id)
     )
-    out = []
+    out: dict[int, float | None] = {}
     for row in (await session.execute(stmt)).all():
         n = int(row.n or 0)
-        out.append(
-            {
-                "id": row.id,
-                "name": row.name,
-                "kind": row.kind,
-                "state": row.state,
-                "last_latency_ms": row.last_latency_ms,
-                "last_checked_at": iso(row.last_checked_at),
-                "state_changed_at": iso(row.state_changed_at),
-                "uptime_24h": round(int(row.up or 0) / n, 6) if n else None,
-            }
-        )
+        out[int(row.id)] = round(int(row.up or 0) / n, 6) if n else None
     return out
+
+
+async def summary(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]:
+    """Every monitor of the tenant with state, last latency and cached 24h uptime.
+
+    One index range scan over ``monitors`` (``ix_monitors_tenant_id``), nothing
+    else, so it stays fast at tens of thousands of monitors.
+    """
+    stmt = (
+        select(
+            col(Monitor.id),
+            col(Monitor.name),
+            col(Monitor.kind),
+            col(Monitor.state),
+            col(Monitor.last_latency_ms),
+            col(Monitor.last_checked_at),
+            col(Monitor.state_changed_at),
+            col(Monitor.uptime_24h),
+            col(Monitor.uptime_24h_at),
+        )
+        .where(col(Monitor.tenant_id) == tenant_id)
+        .order_by(col(Monitor.id))
+    )
+    return [
+        {
+            "id": row[0],
+            "name": row[1],
+            "kind": row[2],
+            "state": row[3],
+            "last_latency_ms": row[4],
+            "last_checked_at": iso(row[5]),
+            "state_changed_at": iso(row[6]),
+            "uptime_24h": row[7],
+            "uptime_24h_at": iso(row[8]),
+        }
+        for row in (await session.execute(stmt)).all()
+    ]

@@ -78,6 +78,8 @@ def upgrade() -> None:
     sa.Column('last_status_code', sa.Integer(), nullable=True),
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
     sa.Column('cert_expires_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('uptime_24h', sa.Float(), nullable=True),
+    sa.Column('uptime_24h_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('next_check_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('lease_owner', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('lease_expires_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
