@@ -81,7 +81,7 @@ def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
                 _check(
                     "PING 50x8 vs echo throughput",
                     ">= 0.35",
-                    vs,
+                    {"throughput": vs["throughput"], "capacity": vs["server_capacity"]},
                     (vs["throughput"] or 0) >= 0.35 and (vs["server_capacity"] or 0) >= 0.35,
                     "both the measured ratio and the server-capacity ratio (CPU per request) must reach it",
                 )
@@ -89,7 +89,7 @@ def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
         ping1 = _find(rows, operation="ping", connections=50, in_flight=1)
         if ping1:
             p99 = ping1["latency"]["p99_ms"]
-            checks.append(_check("PING 50x1 p99 latency", "<= 15 ms", p99, p99 <= 15))
+            checks.append(_check("PING 50x1 p99 latency", "<= 15 ms", f"{p99} ms", p99 <= 15))
         get = _find(rows, operation="monitor_get", connections=50, in_flight=8)
         if get and "vs_echo" in get:
             vs = get["vs_echo"]
@@ -97,7 +97,7 @@ def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
                 _check(
                     "MONITOR_GET 50x8 vs echo throughput",
                     ">= 0.15",
-                    vs,
+                    {"throughput": vs["throughput"], "capacity": vs["server_capacity"]},
                     (vs["throughput"] or 0) >= 0.15 and (vs["server_capacity"] or 0) >= 0.15,
                 )
             )
@@ -117,8 +117,16 @@ def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
             )
     idle = scenarios.get("idle")
     if idle and idle["watchpost"]["connections"] >= 5000:
-        kib = idle["watchpost"]["bytes_per_connection"] / 1000
-        checks.append(_check("idle memory per connection at 5000", "<= 40 KB", f"{kib:.1f} KB", kib <= 40))
+        per = idle["watchpost"]["bytes_per_connection"]
+        checks.append(
+            _check(
+                "idle memory per connection at 5000",
+                "<= 40 KB",
+                f"{per / 1000:.1f} KB ({per / 1024:.1f} KiB)",
+                per <= 40_000,
+                "KB read as 1000 bytes, the stricter reading",
+            )
+        )
     problems = list(integrity_problems(scenarios))
     checks.append(_check("nothing lost or duplicated; no errors", "none", problems or "none", not problems))
     return checks
@@ -142,9 +150,14 @@ def integrity_problems(scenarios: dict[str, Any]) -> Iterator[str]:
                     stack.extend((f"{where}[{i}]", v) for i, v in enumerate(node))
 
     for where, row in rows():
+        label = where
+        if "operation" in row:
+            label = f"{where} ({row['operation']} {row['connections']}x{row['in_flight']})"
         for key in ("lost", "duplicated", "duplicated_or_unexpected", "errors", "timed_out_rounds"):
             if row.get(key):
-                yield f"{where}: {key}={row[key]} {row.get('error_samples') or ''}".rstrip()
+                samples = row.get("error_samples") or []
+                first = f": first {samples[0][:160]}" if samples and key == "errors" else ""
+                yield f"{label}: {key}={row[key]}{first}"
         if "still_open" in row and row["still_open"] != row["connections"]:
             yield f"{where}: only {row['still_open']} of {row['connections']} idle connections stayed open"
 
@@ -186,6 +199,7 @@ def markdown(results: dict[str, Any]) -> str:
             measured = ", ".join(f"{k} {v}" for k, v in measured.items())
         elif isinstance(measured, list):
             measured = "; ".join(measured[:5])
+        measured = str(measured).replace("|", "/")
         lines.append(f"| {check['target']} | {check['wanted']} | {measured} | {met} |")
     scenarios = results["scenarios"]
     if "rpc" in scenarios:
