@@ -138,12 +138,12 @@ async def test_refresh_with_garbage_token_is_invalid_credentials(provider: Keycl
 async def test_logout_ends_the_session(idp: OIDCServer, provider: KeycloakProvider) -> None:
     tokens = await provider.login("alice", "alice-pw")
     sid = provider.verify(tokens.access_token).session_id
-    await provider.logout(tokens.refresh_token)
+    assert await provider.logout(tokens.refresh_token) == sid
     assert sid is not None and not idp.session_active(sid)
     with pytest.raises(InvalidCredentials):
         await provider.refresh(tokens.refresh_token)
-    # Logging out an ended session again is not an error.
-    await provider.logout(tokens.refresh_token)
+    # Logging out an ended session again is not an error, and names no session.
+    assert await provider.logout(tokens.refresh_token) is None
 
 
 # ---------------------------------------------------------------- verification

@@ -20,19 +20,18 @@ Roles and tenants:
   Keycloak immediately.
 - Tenant roles come from group paths ``/tenants/<slug>/<role>`` in the
   ``groups`` claim (Keycloak's "Group Membership" mapper with "Full group path"
-  on). They only *seed* our memberships table: on login/connect the user (keyed by
-  the token's ``sub``) gets a membership for each such group that does not exist
-  yet. After that the memberships table is the source of truth — roles changed
-  with MEMBER_UPDATE/MEMBER_REMOVE stay as set, and removing the group in Keycloak
-  does not remove the membership.
+  on). They only *seed* our memberships table: when a subject (``sub``) first
+  connects, its user row is created with a membership for each such group of an
+  existing tenant (``app.auth.keycloak_identity``). After that the memberships
+  table is the source of truth — MEMBER_ADD/UPDATE/REMOVE decide, and later group
+  changes in Keycloak do not touch it.
 
 Revocation: tokens are verified locally, so a Keycloak-side logout cannot stop a
-token by itself. New connections need a token that has not expired, and callers
-bound live connections by re-checking with ``introspect_active`` periodically
-(default every 60 s, ``KEYCLOAK_INTROSPECTION_INTERVAL``) and by the token's own
-expiry (Keycloak's access token lifespan, 5 minutes by default, after which an
-in-band refresh with a revoked session fails). A live connection therefore
-outlasts a Keycloak logout by at most the introspection interval.
+token by itself. Callers bound live connections by re-checking with
+``introspect_active`` periodically (default every 60 s,
+``KEYCLOAK_INTROSPECT_INTERVAL``) and by the token's own expiry (Keycloak's access
+token lifespan, 5 minutes by default, after which an in-band refresh with a dead
+session fails); see ``app.auth.keycloak_sessions`` for the exact bounds.
 """
 
 from __future__ import annotations
@@ -83,6 +82,16 @@ class TokenSet:
     expires_in: int
     refresh_expires_in: int
     token_type: str = "Bearer"
+
+    def as_json(self) -> dict[str, Any]:
+        """The body of our /login and /refresh answers (same shape in both modes)."""
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "expires_in": self.expires_in,
+            "refresh_expires_in": self.refresh_expires_in,
+            "token_type": self.token_type,
+        }
 
     @classmethod
     def from_response(cls, data: dict[str, Any]) -> TokenSet:
@@ -271,13 +280,21 @@ class KeycloakProvider:
         data = await self._call("the token refresh", self._openid.a_refresh_token(refresh_token))
         return TokenSet.from_response(data)
 
-    async def logout(self, refresh_token: str) -> None:
-        """End the Keycloak session. A refresh token Keycloak no longer accepts means
-        the session is already over, so that is not an error."""
+    async def logout(self, refresh_token: str) -> str | None:
+        """End the Keycloak session; returns its ``sid`` so the caller can close live
+        connections of that session. A refresh token Keycloak no longer accepts means
+        the session is already over: not an error, returns None."""
         try:
             await self._call("the logout", self._openid.a_logout(refresh_token))
         except InvalidCredentials:
             log.info("Keycloak logout with an already inactive refresh token")
+            return None
+        # Keycloak accepted the token, so its (unverifiable here, HMAC-signed) claims are genuine.
+        try:
+            sid = jwt.decode(refresh_token, options={"verify_signature": False}).get("sid")
+        except jwt.PyJWTError:
+            return None
+        return sid if isinstance(sid, str) else None
 
     async def introspect_active(self, token: str) -> bool:
         """Ask Keycloak whether ``token``'s session is still alive (for live connections).
