@@ -23,7 +23,11 @@
       this.sent.push(msg);
       const answer = (data, status = 0) =>
         setTimeout(() => this.recv({ pkg_id: msg.pkg_id, req_id: msg.req_id, status_code: status, data }), 1);
-      if (msg.pkg_id === 4) {
+      if (msg.pkg_id === 4 && msg.data.topics.includes("deliveries")) {
+        answer({ msg: "topic 'deliveries' needs role 'editor'" }, 3);
+      } else if (msg.pkg_id === 4 && msg.data.topics.includes("maintenance") && FakeSocket.silent) {
+        FakeSocket.silent = false; // no answer this once: the subscription times out
+      } else if (msg.pkg_id === 4) {
         const topics = {};
         for (const t of msg.data.topics) {
           const since = msg.data.since?.[t];
@@ -114,6 +118,33 @@
   out.finalState = client.state;
   try { await client.call(1, {}); } catch (e) { out.callWhenUnauthenticated = e.kind; }
   out.states = states;
+
+  // A refused subscription: reported to its handler, the connection stays up.
+  FakeSocket.refuseWith = 0;
+  const second = new m.WatchpostClient({
+    WebSocket: FakeSocket, heartbeatMs: 0, backoffBaseMs: 10, backoffMaxMs: 40, requestTimeoutMs: 150,
+    getToken: () => "tokB",
+  });
+  await second.connect();
+  const socketsBefore = sockets.length;
+  const refused = [];
+  second.subscribe(["deliveries"], { onEvent: () => {}, onReset: (t, i) => refused.push(i.reason) });
+  await sleep(30);
+  out.refused = { resets: [...refused], state: second.state, sameSocket: sockets.length === socketsBefore };
+
+  // A subscription that gets no answer: the socket is dropped and the next one subscribes again.
+  FakeSocket.silent = true;
+  second.subscribe(["maintenance"], () => {});
+  await sleep(400);
+  out.silent = {
+    state: second.state,
+    newSocket: sockets.length > socketsBefore,
+    resubscribed: last().sent.some((x) => x.pkg_id === 4 && x.data.topics.includes("maintenance")),
+  };
+  // After the reconnect the refused topic did not take the good one down with it.
+  await sleep(30);
+  out.afterReconnect = { positions: second.positions(), refusedAgain: refused.length };
+  second.close();
 
   // Full jitter: uniform in [0, min(cap, base * 2^attempt)].
   out.backoffMax = [0, 1, 2, 3, 4, 5, 6, 10].map((a) => m.backoffDelay(a, 500, 20000, () => 0.999999));

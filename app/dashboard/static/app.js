@@ -9,6 +9,8 @@ const ROW_HEIGHT = 44; // px; must match .monitor-row height in style.css (the l
 const OVERSCAN = 8; // rows rendered above and below the viewport so fast scrolls do not flash
 const MIN_PAINT_INTERVAL_MS = 250; // data-driven repaints are coalesced to at most ~4 per second
 const SUMMARY_REFRESH_MS = 60000; // latency and uptime between state changes come from a periodic summary
+const SUMMARY_SETTLE_MS = 3000; // quiet summary refresh this long after the last state change…
+const SUMMARY_SETTLE_MIN_MS = 15000; // …but no more often than this
 const HISTORY_LIMIT = 100; // results shown in the detail view
 const AUTH_KEY = "watchpost.auth";
 const TENANT_KEY = "watchpost.tenant";
@@ -498,7 +500,11 @@ function applyIncident(inc) {
 
 // ---- loading ------------------------------------------------------------------------------------
 
-async function loadSummary() {
+/**
+ * Loads STATUS_SUMMARY and replaces the monitor table. `reason` "reload" (start-up, lost
+ * history) is counted in data-summary-loads; "refresh" (periodic, after state changes) is not.
+ */
+async function loadSummary(reason = "reload") {
   const reload = { events: [] };
   model.monitorReload = reload;
   try {
@@ -520,8 +526,10 @@ async function loadSummary() {
     model.monitors = next;
     for (const ev of reload.events) applyMonitorEvent(ev, false);
     model.loaded = true;
-    // Exposed for tests and support: tells a reload apart from a replay after a reconnect.
-    $("#monitor-viewport").dataset.summaryLoads = String(++summaryLoads);
+    if (reason === "reload") {
+      // Exposed for tests and support: tells a reload apart from a replay after a reconnect.
+      $("#monitor-viewport").dataset.summaryLoads = String(++summaryLoads);
+    }
     invalidate("order", "counts");
   } finally {
     if (model.monitorReload === reload) model.monitorReload = null;
@@ -589,11 +597,27 @@ function reloadAll() {
   return reloadAllRunning;
 }
 
+let refreshTimer = null;
+let lastRefresh = 0;
+/**
+ * Uptime and latency of every monitor move with each check, but the list only hears about
+ * state changes; after a burst of those, refresh the summary quietly (debounced, at most
+ * every SUMMARY_SETTLE_MIN_MS) so the numbers next to a changed row are current.
+ */
+function refreshSummarySoon() {
+  clearTimeout(refreshTimer);
+  const wait = Math.max(SUMMARY_SETTLE_MS, lastRefresh + SUMMARY_SETTLE_MIN_MS - Date.now());
+  refreshTimer = setTimeout(() => {
+    lastRefresh = Date.now();
+    if (client && client.state === State.OPEN && !model.monitorReload) loadSummary("refresh").catch(() => {});
+  }, wait);
+}
+
 let summaryReloadTimer = null;
 /** Debounced summary reload for events that refer to monitors we do not know yet. */
 function reloadSummarySoon() {
   clearTimeout(summaryReloadTimer);
-  summaryReloadTimer = setTimeout(() => loadSummary().catch(() => {}), 500);
+  summaryReloadTimer = setTimeout(() => loadSummary("refresh").catch(() => {}), 500);
 }
 
 // ---- live events -----------------------------------------------------------------------------------
@@ -613,6 +637,7 @@ function applyMonitorEvent(ev, record = true) {
     model.monitors.set(id, next);
     invalidate(m.state !== next.state ? "order" : "rows", "counts");
     if (model.detail && model.detail.id === id) invalidate("detail");
+    if (record) refreshSummarySoon();
   } else if (ev.pkgId === Pkg.EVENT_MONITOR_CHANGED) {
     const action = d.action ?? d.change ?? d.type;
     const id = monitorId(d);
@@ -870,7 +895,7 @@ async function monitorAction(pkg, id, doneText) {
   try {
     await client.call(pkg, { id });
     toast(doneText);
-    await loadSummary();
+    await loadSummary("refresh");
     await refreshDetailMonitor();
   } catch (err) {
     toast(errorText(err), "error");
@@ -1001,7 +1026,7 @@ async function submitForm(ev) {
       toast(`Monitor "${created?.name ?? data.name}" created`);
     }
     $("#monitor-dialog").close();
-    await loadSummary();
+    await loadSummary("refresh");
     if (id && model.detail?.id === id) await refreshDetailMonitor();
   } catch (err) {
     if (err instanceof WatchpostError && err.statusCode === RSP.CONFLICT && id) {
@@ -1176,7 +1201,7 @@ function startSession() {
   clearInterval(summaryTimer);
   summaryTimer = setInterval(() => {
     if (c === client && c.state === State.OPEN && document.visibilityState === "visible" && !model.monitorReload) {
-      loadSummary().catch(() => {});
+      loadSummary("refresh").catch(() => {});
     }
   }, SUMMARY_REFRESH_MS);
 }

@@ -297,7 +297,10 @@ export class WatchpostClient {
       }
       t.handlers.add(h);
     }
-    if (fresh.length && this._isOpenSocket()) this._sendSubscribe(fresh).catch(() => {});
+    if (fresh.length && this._isOpenSocket()) {
+      const ws = this.ws;
+      this._sendSubscribe(fresh).catch((err) => this._subscribeFailed(ws, fresh, err));
+    }
     return () => {
       const gone = [];
       for (const topic of topics) {
@@ -405,9 +408,7 @@ export class WatchpostClient {
       try {
         await this._sendSubscribe(topics);
       } catch (err) {
-        if (ws !== this.ws) return; // the socket dropped meanwhile; the close handler reconnects
-        // A refused subscription (e.g. a topic the role cannot read) does not block the rest.
-        console.warn("watchpost: subscribe failed", err);
+        this._subscribeFailed(ws, topics, err);
       }
     }
     if (ws !== this.ws) return;
@@ -596,6 +597,36 @@ export class WatchpostClient {
 
   _reset(topic, t, info) {
     for (const h of t.handlers) if (h.onReset) this._safe(h.onReset, topic, info);
+  }
+
+  /**
+   * A SUBSCRIBE was refused or got no answer. Refused (unknown topic, role too low): those
+   * topics stay registered but are treated as synced, so nothing piles up, and handlers get
+   * onReset with reason "refused". Anything else (timeout, server busy): this socket cannot be
+   * trusted to deliver, so it is dropped and the normal reconnect path tries again.
+   */
+  _subscribeFailed(ws, topics, err) {
+    if (ws !== this.ws) return; // the socket dropped meanwhile; the close handler reconnects
+    if (err && (err.statusCode === RSP.INVALID_DATA || err.statusCode === RSP.PERMISSION_DENIED)) {
+      if (topics.length > 1) {
+        // The server refuses the whole call for one bad topic: find it by asking one at a time.
+        for (const topic of topics) {
+          this._sendSubscribe([topic]).catch((e) => this._subscribeFailed(ws, [topic], e));
+        }
+        return;
+      }
+      console.warn("watchpost: subscription refused:", err.message);
+      for (const topic of topics) {
+        const t = this.topics.get(topic);
+        if (!t) continue;
+        t.synced = true;
+        t.buffer = [];
+        this._reset(topic, t, { reason: "refused", message: err.message });
+      }
+      return;
+    }
+    this._dropSocket(Close.NORMAL, "subscribe failed");
+    this._onClose(1006, `subscribe failed: ${err && err.message}`);
   }
 
   /** SUBSCRIBE (4) for topics, with `since` where we have a position; then drain buffered events. */
