@@ -66,9 +66,11 @@ async def test_event_published_on_one_instance_reaches_subscribers_on_every_inst
                 start = (await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitors"]}))["topics"]["monitors"]
                 assert start == {"seq": 0, "recovered": False, "replayed": 0}
             # Created through B: the subscriber on A sees it (and so does B's own).
-            created = await ok(on_b, PkgID.MONITOR_CREATE, _monitor())
+            resp, early = await call_collect(on_b, PkgID.MONITOR_CREATE, _monitor())
+            created = resp["data"]
             for ws in (on_a, on_b):
-                event = await next_event(ws, "monitors")
+                # The publisher's own subscriber may get the event before the response.
+                event = early[0] if ws is on_b and early else await next_event(ws, "monitors")
                 assert event["pkg_id"] == PkgID.EVENT_MONITOR_CHANGED and event["seq"] == 1
                 assert (
                     event["data"]["action"] == "created" and event["data"]["monitor"]["id"] == created["id"]
@@ -79,9 +81,12 @@ async def test_event_published_on_one_instance_reaches_subscribers_on_every_inst
                 on_a, PkgID.MONITOR_UPDATE, {"id": created["id"], "version": 7, "interval": 60}
             )
             assert stale["status_code"] == RSPCode.CONFLICT
-            await ok(on_a, PkgID.MONITOR_UPDATE, {"id": created["id"], "version": 1, "interval": 60})
+            resp, early = await call_collect(
+                on_a, PkgID.MONITOR_UPDATE, {"id": created["id"], "version": 1, "interval": 60}
+            )
+            assert resp["status_code"] == RSPCode.OK, resp
             for ws in (on_a, on_b):
-                event = await next_event(ws, "monitors")
+                event = early[0] if ws is on_a and early else await next_event(ws, "monitors")
                 assert (event["seq"], event["data"]["action"]) == (2, "updated")
             # One sequence across publishers: A, B and a third instance take turns.
             seen: dict[ClientConnection, list[int]] = {on_a: [], on_b: []}

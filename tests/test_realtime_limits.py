@@ -12,7 +12,7 @@ from websockets.asyncio.client import ClientConnection
 
 from app.protocol import CloseCode, PkgID, RSPCode
 from tests.fixtures import PASSWORD, acreate_user
-from tests.realtime_support import OwnRedis, ready, redis_server, servers, wait_until
+from tests.realtime_support import OwnRedis, next_event, publisher, ready, redis_server, servers, wait_until
 from tests.server import ServerProcess, call, expect_close, new_req_id, ok, ws_connect
 
 
@@ -118,6 +118,22 @@ async def test_redis_dies_mid_test_limits_follow_the_fail_open_setting(pg_url: s
                     assert (await _burst(other, 1))[0]["status_code"] == RSPCode.OK
                 else:
                     assert await expect_close(other) == CloseCode.TOO_MANY_CONNECTIONS
+            if fail_open:
+                # Events need the broker: SUBSCRIBE says so, and works again once Redis is back.
+                resp = await call(ws, PkgID.SUBSCRIBE, {"topics": ["monitors"]}, timeout=15)
+                assert resp["status_code"] == RSPCode.UNAVAILABLE and "retry" in resp["data"]["msg"]
+                redis.start()
+                await wait_until(lambda: ready(srv)[0] == 200, timeout=20)
+                for _ in range(60):
+                    resp = await call(ws, PkgID.SUBSCRIBE, {"topics": ["monitors"]}, timeout=15)
+                    if resp["status_code"] == RSPCode.OK:
+                        break
+                    await asyncio.sleep(0.25)
+                assert resp["status_code"] == RSPCode.OK, resp
+                tenant_id = (await ok(ws, PkgID.WHOAMI))["tenant_id"]
+                async with publisher(redis.url, "wp:") as pub:
+                    seq = await pub.publish(tenant_id, "monitors", {"after": "outage"})
+                assert (await next_event(ws, "monitors"))["seq"] == seq
         _status, metrics = srv.get("/metrics")
         assert 'redis_errors_total{component="limits_' in metrics.decode()
         assert "Redis is unreachable for" in srv.log_text()

@@ -103,7 +103,7 @@ async def unsubscribe(req: Request, ctx: Context) -> dict[str, Any]:
     """Stop receiving topics."""
     if ctx.conn is None:
         raise InvalidData("UNSUBSCRIBE needs a connection")
-    return subscriptions.unsubscribe(ctx.conn, ctx.services.broker, list(req.data["topics"]))
+    return await subscriptions.unsubscribe(ctx.conn, ctx.services.broker, list(req.data["topics"]))
 
 
 @router.package(

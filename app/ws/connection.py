@@ -36,6 +36,7 @@ _INSTANCE = secrets.token_hex(3)
 class Connection:
     __slots__ = (
         "_auth_timers",
+        "_closing",
         "_flushed",
         "_queue",
         "_queued_bytes",
@@ -50,6 +51,7 @@ class Connection:
         "max_bytes",
         "max_messages",
         "settings",
+        "sub_lock",
         "subscriptions",
         "tasks",
         "ws",
@@ -79,7 +81,11 @@ class Connection:
         self.in_flight = asyncio.Semaphore(settings.ws_max_in_flight)
         #: Scoped topic key -> Subscription (see app.ws.subscriptions).
         self.subscriptions: dict[str, Any] = {}
+        #: Serialises SUBSCRIBE/UNSUBSCRIBE of this connection (see app.ws.subscriptions).
+        self.sub_lock = asyncio.Lock()
         self._auth_timers: list[asyncio.TimerHandle] = []
+        #: The close started by :meth:`close_soon`; :meth:`finish` lets it send its frame.
+        self._closing: asyncio.Task[None] | None = None
 
     # ----- sending
     def start(self) -> None:
@@ -145,7 +151,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        self._closing = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def close(self, code: int, reason: str = "") -> None:
         if self.closed:
@@ -167,6 +173,9 @@ class Connection:
         self.closed = True
         self.cancel_auth_timers()
         self._wakeup.set()
+        if self._closing is not None and not self._closing.done():
+            # Returning first would let the server close with 1000 instead of our code.
+            await asyncio.wait({self._closing}, timeout=1.0)
         if self._writer is not None:
             self._writer.cancel()
             try:

@@ -87,6 +87,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept(subprotocol=subprotocol)
     services.hub.add(conn)
     conn.start()
+    if services.hub.draining:  # the drain began during this handshake and did not see it
+        conn.draining = True
+        conn.close_soon(CloseCode.GOING_AWAY, "server shutting down; reconnect")
     log.info(
         "connected %s user=%s tenant=%s kind=%s",
         conn.conn_id,

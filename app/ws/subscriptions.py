@@ -68,54 +68,70 @@ async def subscribe(
     if tenant_id is None:
         raise PermissionDenied("this connection has no tenant; reconnect with ?tenant=<slug>")
     check_topics(conn, policy, names)
-    new = [n for n in names if scoped(tenant_id, n) not in conn.subscriptions]
-    if len(conn.subscriptions) + len(new) > max_topics:
-        raise InvalidData(f"too many topics: at most {max_topics} per connection (WS_MAX_TOPICS)")
     result: dict[str, Any] = {}
-    for name in dict.fromkeys(names):
-        key = scoped(tenant_id, name)
-        old = conn.subscriptions.pop(key, None)
-        if old is not None:
-            broker.remove_listener(key, old)
-        sub = Subscription(conn, key, name)
-        broker.add_listener(key, sub)
-        conn.subscriptions[key] = sub
-        try:
-            await broker.wait_subscribed(key)
-            wanted = since.get(name)
-            hist = await broker.history(key, _CURRENT if wanted is None else wanted)
-        except BrokerUnavailable:
-            broker.remove_listener(key, sub)
-            conn.subscriptions.pop(key, None)
-            raise Unavailable("the event broker is unavailable; retry shortly") from None
-        replayed = 0
-        if wanted is not None and hist.recovered:
-            last = wanted
-            for seq, frame in hist.events:
-                if seq > last and conn.enqueue(frame):
-                    last = seq
-                    replayed += 1
-            sub.go_live(max(last, min(wanted, hist.current_seq)))
-            result[name] = {"seq": hist.current_seq, "recovered": True, "replayed": replayed}
-        else:
-            sub.go_live(hist.current_seq)
-            # No ``since`` (nothing to recover from) or history no longer covers the gap:
-            # the client loads current state and goes on from ``seq``.
-            result[name] = {"seq": hist.current_seq, "recovered": False, "replayed": 0}
+    # One SUBSCRIBE/UNSUBSCRIBE at a time per connection, so two requests never swap
+    # the same topic's listener under each other nor pass the topic limit together.
+    async with conn.sub_lock:
+        new = [n for n in names if scoped(tenant_id, n) not in conn.subscriptions]
+        if len(conn.subscriptions) + len(new) > max_topics:
+            raise InvalidData(
+                f"too many topics: at most {max_topics} per connection (WS_MAX_TOPICS); unsubscribe some"
+            )
+        for name in dict.fromkeys(names):
+            result[name] = await _subscribe_one(conn, broker, tenant_id, name, since.get(name))
     return {"topics": result}
 
 
-def unsubscribe(conn: Connection, broker: Broker, names: list[str]) -> dict[str, Any]:
+async def _subscribe_one(
+    conn: Connection, broker: Broker, tenant_id: int, name: str, wanted: int | None
+) -> dict[str, Any]:
+    key = scoped(tenant_id, name)
+    old: Subscription | None = conn.subscriptions.get(key)
+    if old is not None:
+        old.buffer = []  # paused: the new subscription takes over if it succeeds
+    sub = Subscription(conn, key, name)
+    broker.add_listener(key, sub)
+    conn.subscriptions[key] = sub  # registered before awaiting, so a disconnect drops it
+    try:
+        await broker.wait_subscribed(key)
+        hist = await broker.history(key, _CURRENT if wanted is None else wanted)
+    except BrokerUnavailable:
+        broker.remove_listener(key, sub)
+        if old is not None:
+            conn.subscriptions[key] = old
+            old.go_live(old.last_seq)  # resume without losing what it buffered meanwhile
+        else:
+            conn.subscriptions.pop(key, None)
+        raise Unavailable("the event broker is unavailable; retry the subscription shortly") from None
+    if old is not None:
+        broker.remove_listener(key, old)
+    replayed = 0
+    if wanted is not None and hist.recovered:
+        last = wanted
+        for seq, frame in hist.events:
+            if seq > last and conn.enqueue(frame):
+                last = seq
+                replayed += 1
+        sub.go_live(max(last, min(wanted, hist.current_seq)))
+        return {"seq": hist.current_seq, "recovered": True, "replayed": replayed}
+    # No ``since`` (nothing to recover from) or history no longer covers the gap:
+    # the client loads current state and goes on from ``seq``.
+    sub.go_live(hist.current_seq)
+    return {"seq": hist.current_seq, "recovered": False, "replayed": 0}
+
+
+async def unsubscribe(conn: Connection, broker: Broker, names: list[str]) -> dict[str, Any]:
     tenant_id = conn.identity.tenant_id
     removed = []
-    for name in names:
-        if tenant_id is None:
-            break
-        key = scoped(tenant_id, name)
-        sub = conn.subscriptions.pop(key, None)
-        if sub is not None:
-            broker.remove_listener(key, sub)
-            removed.append(name)
+    async with conn.sub_lock:  # after any SUBSCRIBE still in progress, in request order
+        for name in names:
+            if tenant_id is None:
+                break
+            key = scoped(tenant_id, name)
+            sub = conn.subscriptions.pop(key, None)
+            if sub is not None:
+                broker.remove_listener(key, sub)
+                removed.append(name)
     return {"unsubscribed": removed}
 
 
