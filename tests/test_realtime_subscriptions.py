@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -14,7 +15,16 @@ from app.protocol import PkgID, RSPCode
 from tests import services
 from tests.fixtures import PASSWORD, acreate_user, unique
 from tests.realtime_support import call_collect, next_event, no_event, publisher, redis_server, servers
-from tests.server import ServerProcess, call, migrate, ok, sqlite_url, ws_connect
+from tests.server import (
+    ServerProcess,
+    call,
+    migrate,
+    new_req_id,
+    ok,
+    sqlite_url,
+    wait_for_response,
+    ws_connect,
+)
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +171,30 @@ async def test_in_process_broker_events_recovery_and_no_event_on_failure(server:
         # Exactly the two committed updates: the failed one left no event behind.
         assert resp["data"]["topics"]["monitors"] == {"seq": 3, "recovered": True, "replayed": 2}
         assert [(e["seq"], e["data"]["monitor"]["version"]) for e in replay] == [(2, 2), (3, 3)]
+
+
+async def test_back_to_back_subscribe_requests_apply_in_order(
+    shared: tuple[ServerProcess, str], redis_url: str
+) -> None:
+    """Requests run concurrently on the server; subscriptions still end up as if sent one by one."""
+    srv, redis_prefix = shared
+    async with publisher(redis_url, redis_prefix) as pub, ws_connect(srv, srv.login()) as ws:
+        tenant_id = (await ok(ws, PkgID.WHOAMI))["tenant_id"]
+        frames = [
+            (PkgID.SUBSCRIBE, {"topics": ["monitor.77"]}),
+            (PkgID.SUBSCRIBE, {"topics": ["monitor.77"], "since": {"monitor.77": 0}}),
+            (PkgID.SUBSCRIBE, {"topics": ["monitor.77", "monitor.78"]}),
+            (PkgID.UNSUBSCRIBE, {"topics": ["monitor.78"]}),
+            (PkgID.SUBSCRIBE, {"topics": ["monitor.1", "monitor.2"]}),  # 77, 1 and 2: at WS_MAX_TOPICS=3
+            (PkgID.SUBSCRIBE, {"topics": ["monitor.3"]}),  # one too many
+        ]
+        ids = []
+        for pkg_id, data in frames:
+            ids.append(new_req_id())
+            await ws.send(json.dumps({"pkg_id": pkg_id, "req_id": ids[-1], "data": data}))
+        codes = [(await wait_for_response(ws, rid))["status_code"] for rid in ids]
+        assert codes == [RSPCode.OK] * 5 + [RSPCode.INVALID_DATA]
+        await pub.publish(tenant_id, "monitor.78", {"n": 78})
+        seq = await pub.publish(tenant_id, "monitor.77", {"n": 77})
+        assert (await next_event(ws, "monitor.77"))["seq"] == seq  # 78's event never came first
+        await no_event(ws, "monitor.77", 0.5)  # and 77's came once, not once per SUBSCRIBE
