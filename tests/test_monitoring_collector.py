@@ -68,8 +68,11 @@ async def test_two_collectors_run_each_check_once_per_interval(pg_db: Database, 
         assert hits == len(times), (i, hits, times)
         # Once per interval: 4-6 runs in ~4.5 s, and never two within one interval.
         assert 4 <= hits <= 6, (i, hits)
+        # The schedule keeps a fixed cadence (due + interval), so the first gap may be
+        # short when the first check started late (both collectors starting up); after
+        # that no two checks of one monitor fall within one interval.
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert all(gap > 0.6 for gap in gaps), gaps
+        assert all(gap > 0.6 for gap in gaps[1:]), gaps
 
 
 async def test_expired_leases_are_taken_over(pg_db: Database, target: HttpTarget) -> None:
@@ -197,7 +200,16 @@ async def test_tcp_push_and_group(tmp_path: object) -> None:
                 db, tenant, name="p", kind="push", interval=1, grace=0, now=utcnow() + timedelta(seconds=1)
             )
             group = await add_monitor(
-                db, tenant, name="g", kind="group", members=[t1.id, t2.id], min_up=2, interval=1, timeout=0.5
+                # A long group interval: the group must still follow its members within a few
+                # seconds, because a member's transition makes its groups due at once.
+                db,
+                tenant,
+                name="g",
+                kind="group",
+                members=[t1.id, t2.id],
+                min_up=2,
+                interval=600,
+                timeout=0.5,
             )
             collector = Collector(db, None, tick=0.1, owner="one")
             await collector.start()

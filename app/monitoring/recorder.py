@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -130,7 +130,12 @@ async def record(
     if decision.transition is not None:
         values["state_changed_at"] = now
     if next_check_at is not None:
-        values["next_check_at"] = next_check_at
+        # If someone moved the due time while we checked (a member nudged this group),
+        # keep theirs: it is earlier and reflects newer information.
+        values["next_check_at"] = case(
+            (col(Monitor.next_check_at) == monitor.next_check_at, next_check_at),
+            else_=col(Monitor.next_check_at),
+        )
     conditions = [col(Monitor.id) == monitor.id, col(Monitor.state_seq) == monitor.state_seq]
     if lease_owner is not None:
         conditions.append(col(Monitor.lease_owner) == lease_owner)
@@ -142,7 +147,10 @@ async def record(
     if getattr(res, "rowcount", 0) != 1:
         return None
     for key, value in values.items():
-        setattr(monitor, key, value)
+        if key != "next_check_at":  # an SQL expression, not a value
+            setattr(monitor, key, value)
+    if next_check_at is not None:
+        monitor.next_check_at = next_check_at
 
     result = CheckResult(
         monitor_id=_id(monitor),
@@ -159,11 +167,35 @@ async def record(
     rec = Recording(monitor, result, decision.transition)
     if decision.transition is not None:
         await _incidents(session, rec, outcome, now)
+        await _nudge_groups(session, monitor, now)
         await hooks.on_state_change(
             session, monitor, decision.transition, incident=rec.incident, incident_action=rec.incident_action
         )
     rec.events = _events(rec)
     return rec
+
+
+async def _nudge_groups(session: AsyncSession, member: Monitor, now: datetime) -> None:
+    """Make the groups containing ``member`` due now, so a member's transition reaches
+    its groups within one collector tick instead of one group interval.
+
+    A group being evaluated right now keeps this earlier due time (see :func:`record`),
+    so it is evaluated once more with the member's new state."""
+    groups = await session.execute(
+        select(col(Monitor.id), col(Monitor.members)).where(
+            col(Monitor.tenant_id) == member.tenant_id,
+            col(Monitor.kind) == "group",
+            col(Monitor.enabled).is_(True),
+        )
+    )
+    ids = [gid for gid, members in groups.all() if member.id in (members or [])]
+    if ids:
+        await session.execute(
+            update(Monitor)
+            .where(col(Monitor.id).in_(ids))
+            .values(next_check_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def _incidents(session: AsyncSession, rec: Recording, outcome: CheckOutcome, now: datetime) -> None:
