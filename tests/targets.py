@@ -57,10 +57,15 @@ class _LoopThread:
     def stop(self) -> None:
         async def _cancel_rest() -> None:
             current = asyncio.current_task()
-            tasks = [t for t in asyncio.all_tasks() if t is not current]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Repeat: a connection accepted during the first pass starts a new handler.
+            for _ in range(5):
+                tasks = [t for t in asyncio.all_tasks() if t is not current]
+                if not tasks:
+                    break
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0.05)  # let closed transports release their sockets
 
         self.run(_cancel_rest())
         self.loop.call_soon_threadsafe(self.loop.stop)

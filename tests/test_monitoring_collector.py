@@ -229,3 +229,31 @@ async def test_tcp_push_and_group(tmp_path: object) -> None:
                 await collector.stop()
     finally:
         await db.close()
+
+
+async def test_a_killed_instance_leaves_leases_the_other_takes_over(
+    pg_db: Database, target: HttpTarget
+) -> None:
+    tenant = await add_tenant(pg_db)
+    target.respond("/x", 200)
+    m = await add_monitor(pg_db, tenant, name="x", url=target.url("/x"), interval=1, timeout=0.5)
+    doomed = Collector(pg_db, None, lease_margin=1.5, owner="doomed")
+    # The instance claims its due work and dies before checking anything.
+    claimed = await doomed.claim(10)
+    assert [c.id for c in claimed] == [m.id]
+    leased = await load_monitor(pg_db, m.id or 0)
+    assert leased.lease_owner == "doomed" and leased.lease_expires_at is not None
+    survivor = Collector(pg_db, None, tick=0.1, lease_margin=1.5, owner="survivor")
+    await survivor.start()
+    try:
+        assert await survivor.claim(10) == []  # SKIP LOCKED + live lease: nothing to take yet
+
+        async def up() -> bool:
+            return (await load_monitor(pg_db, m.id or 0)).state == "up"
+
+        await eventually(up, within=15, what="the survivor runs the check once the lease expires")
+    finally:
+        await survivor.stop()
+    first = await result_times(pg_db, m.id or 0)
+    assert first[0] >= leased.lease_expires_at.timestamp() - 0.05
+    assert (await load_monitor(pg_db, m.id or 0)).lease_owner in (None, "survivor")
