@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from app.protocol import PkgID
 from tests import services
@@ -25,7 +26,8 @@ from tests.fixtures import PASSWORD, acreate_user, unique
 from tests.server import ROOT, ServerProcess, ok, sqlite_url, ws_connect
 from tests.targets import HttpTarget
 
-pytestmark = pytest.mark.slow
+# One event loop for the module, so one browser serves every test (each gets a fresh context).
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 ARTIFACTS = ROOT / "test-artifacts"
 LAUNCH_ARGS = [
@@ -57,14 +59,24 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium() -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=chromium_path(), args=LAUNCH_ARGS)
         try:
             yield b
         finally:
             await b.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(chromium: Browser) -> AsyncIterator[BrowserContext]:
+    """A fresh browser context per test: its own storage, cookies and pages."""
+    context = await chromium.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        yield context
+    finally:
+        await context.close()
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +90,9 @@ def shared() -> Iterator[ServerProcess]:
             **COLLECTING,
             "REDIS_URL": services.redis_test_url(),
             "REDIS_PREFIX": f"wptest:{uuid.uuid4().hex[:10]}:",
+            # Every page refreshes its token every couple of seconds here; HTTP rate limits are
+            # not what these tests are about.
+            "RATE_LIMIT_ENABLED": "false",
             "ACCESS_TOKEN_TTL": "5",
             "AUTH_EXPIRING_NOTICE": "3",
         },
@@ -101,11 +116,11 @@ async def stop(srv: ServerProcess) -> None:
 
 
 async def open_page(
-    browser: Browser, srv: ServerProcess, *, fake_clock: bool = False
+    browser: BrowserContext, srv: ServerProcess, *, fake_clock: bool = False
 ) -> tuple[Page, list[str]]:
     """A fresh page on the dashboard; returns it with a list collecting uncaught page errors.
     ``fake_clock`` installs Playwright's controllable clock (it keeps running at real speed)."""
-    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    page = await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     if fake_clock:
@@ -174,7 +189,7 @@ def http_monitor(name: str, url: str) -> dict[str, Any]:
 CLIENT_SCENARIOS = (Path(__file__).parent / "dashboard_client_scenarios.js").read_text()
 
 
-async def test_js_client_logic_in_the_browser(browser: Browser, shared: ServerProcess) -> None:
+async def test_js_client_logic_in_the_browser(browser: BrowserContext, shared: ServerProcess) -> None:
     page, errors = await open_page(browser, shared)
     out = await page.evaluate(CLIENT_SCENARIOS)
     assert out["url"].startswith(f"ws://127.0.0.1:{shared.port}/web") and out["url"].endswith("?tenant=acme")
@@ -205,7 +220,9 @@ async def test_js_client_logic_in_the_browser(browser: Browser, shared: ServerPr
 # The dashboard end to end.
 
 
-async def test_dashboard_live_down_incident_ack_and_restart(browser: Browser, target: HttpTarget) -> None:
+async def test_dashboard_live_down_incident_ack_and_restart(
+    browser: BrowserContext, target: HttpTarget
+) -> None:
     """Its own server in the embedded profile (SQLite, in-process broker), whose event history
     dies with the process: after the restart the dashboard learns it cannot replay
     (recovered: false) and reloads its summary."""
@@ -272,7 +289,7 @@ async def test_dashboard_live_down_incident_ack_and_restart(browser: Browser, ta
 
 
 async def test_dashboard_replays_events_missed_while_its_server_was_down(
-    browser: Browser, target: HttpTarget, shared: ServerProcess
+    browser: BrowserContext, target: HttpTarget, shared: ServerProcess
 ) -> None:
     """Two instances share PostgreSQL and Redis. The dashboard's instance goes away; the other
     keeps checking; when the first comes back the dashboard resubscribes with ``since`` and
@@ -321,7 +338,7 @@ async def test_dashboard_replays_events_missed_while_its_server_was_down(
 
 
 async def test_viewer_controls_tenant_switch_editing_and_token_refresh(
-    browser: Browser, target: HttpTarget, shared: ServerProcess
+    browser: BrowserContext, target: HttpTarget, shared: ServerProcess
 ) -> None:
     """Access tokens live 5 s on the shared server: the server sends 904 a few seconds in and
     the dashboard refreshes in band, keeping its one connection. A viewer sees no editing
@@ -354,7 +371,7 @@ async def test_viewer_controls_tenant_switch_editing_and_token_refresh(
             .observe(el, { attributes: true, attributeFilter: ["data-state"] });
         }"""
     )
-    await asyncio.sleep(7)
+    await asyncio.sleep(6)
     assert await page.evaluate("window.__connStates") == [], "the connection dropped instead of refreshing"
     assert await page.evaluate(read_token) != first
     await expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "open")
@@ -444,7 +461,7 @@ async def _add_many_monitors(database_url: str, slug: str, count: int) -> list[i
         await db.close()
 
 
-async def test_five_thousand_monitors_stay_responsive(browser: Browser, shared: ServerProcess) -> None:
+async def test_five_thousand_monitors_stay_responsive(browser: BrowserContext, shared: ServerProcess) -> None:
     """5,000 monitors: one summary, a virtualised list (a few dozen rows in the DOM), scrolling
     to the end, filtering, and a live change to one of them reaching its row."""
     big = unique("big")

@@ -165,11 +165,20 @@ const auth = {
     if (!this.refreshing) {
       this.refreshing = (async () => {
         try {
-          const res = await fetch("/refresh", {
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body: JSON.stringify({ refresh_token: this.tokens.refresh_token }),
-          });
+          const post = () =>
+            fetch("/refresh", {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({ refresh_token: this.tokens.refresh_token }),
+            });
+          let res = await post();
+          if (res.status === 429) {
+            // Rate limited: wait as told (bounded) and try once more before giving up.
+            const body = await res.json().catch(() => ({}));
+            await new Promise((r) => setTimeout(r, Math.min(Number(body.retry_after_ms) || 1000, 5000)));
+            if (!this.tokens) return null;
+            res = await post();
+          }
           if (!res.ok) {
             if (res.status === 400 || res.status === 401 || res.status === 403) this.clear();
             return null;
