@@ -283,6 +283,16 @@ async def test_dashboard_live_down_incident_ack_and_restart(
         assert await summary_loads(page) > loads_before, "history was lost, so the summary must be reloaded"
         assert await same_document(page)
         await screenshot(page, "dashboard-after-restart.png")
+
+        # Signed out elsewhere (this session's refresh token is logged out): the server closes
+        # the socket with 4001, the one refresh attempt is refused, and the login form returns.
+        refresh = await page.evaluate("JSON.parse(sessionStorage.getItem('watchpost.auth')).refresh_token")
+        status, _body = await asyncio.to_thread(srv.post, "/logout", {"refresh_token": refresh})
+        assert status == 200
+        await expect(page.get_by_test_id("login-form")).to_be_visible(timeout=WAIT_MS)
+        await expect(page.get_by_test_id("login-error")).to_contain_text("log in again")
+        await expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "idle")
+        assert await page.evaluate("sessionStorage.getItem('watchpost.auth')") is None
         assert errors == []
     finally:
         await stop(srv)
@@ -412,6 +422,10 @@ async def test_viewer_controls_tenant_switch_editing_and_token_refresh(
     await expect(created).to_have_count(0, timeout=WAIT_MS)
     await expect(page.get_by_test_id("monitor-detail")).to_be_hidden()
     assert await same_document(page)
+
+    await page.get_by_test_id("logout").click()
+    await expect(page.get_by_test_id("login-form")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "idle")
     assert errors == []
 
 
