@@ -110,7 +110,10 @@ function toast(message, kind = "info") {
 
 function errorText(err) {
   if (err instanceof WatchpostError) {
-    const details = err.errors.map((e) => `${e.path ?? ""}: ${e.msg}`).join("; ");
+    const details = err.errors
+      .filter((e) => !err.message.includes(e.msg)) // the summary often already says it
+      .map((e) => `${e.path ?? ""}: ${e.msg}`)
+      .join("; ");
     return details ? `${err.message} (${details})` : err.message;
   }
   return String(err && err.message ? err.message : err);
