@@ -116,6 +116,8 @@ class Settings:
     channel_flag_after: int = 5
     #: Seconds between scans for due "still down" reminders.
     reminder_scan_interval: float = 30.0
+    #: Finished deliveries (and their attempt logs) older than this many days are deleted.
+    delivery_retention_days: int = 30
     # --- extra settings added by later modules without touching this class
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -179,11 +181,17 @@ class Settings:
             problems.append("MONITOR_MIN_INTERVAL and RETENTION_DAYS must be at least 1")
         if (
             min(self.delivery_timeout, self.delivery_poll_interval, self.delivery_lease) <= 0
-            or min(self.delivery_batch, self.delivery_max_attempts, self.channel_flag_after) < 1
+            or min(
+                self.delivery_batch,
+                self.delivery_max_attempts,
+                self.channel_flag_after,
+                self.delivery_retention_days,
+            )
+            < 1
         ):
             problems.append(
-                "DELIVERY_TIMEOUT, DELIVERY_POLL_INTERVAL, DELIVERY_LEASE must be positive; "
-                "DELIVERY_BATCH, DELIVERY_MAX_ATTEMPTS, CHANNEL_FLAG_AFTER at least 1"
+                "DELIVERY_TIMEOUT, DELIVERY_POLL_INTERVAL, DELIVERY_LEASE must be positive; DELIVERY_BATCH, "
+                "DELIVERY_MAX_ATTEMPTS, CHANNEL_FLAG_AFTER, DELIVERY_RETENTION_DAYS at least 1"
             )
         if (
             not 0 < self.delivery_backoff_base <= self.delivery_backoff_cap

@@ -179,6 +179,18 @@ async def test_retries_then_success_and_permanent_failure_without_retries(
             assert "bad payload" in failed["last_error"] and TOKEN_IN_PATH not in json.dumps(failed)
             assert len(flaky.requests) == 3
     assert TOKEN_IN_PATH not in fast_server.log_text()
+    status, body = fast_server.get("/metrics")
+    assert status == 200
+    assert metric(body, 'alert_delivery_attempts_total{kind="webhook",result="transient"}') >= 2
+    assert metric(body, 'alert_delivery_attempts_total{kind="discord",result="permanent"}') >= 1
+    assert metric(body, 'alert_deliveries_finished_total{kind="discord",status="failed"}') >= 1
+
+
+def metric(body: bytes, series: str) -> float:
+    for line in body.decode().splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{series} not exported")
 
 
 async def test_pending_deliveries_are_sent_after_a_restart(

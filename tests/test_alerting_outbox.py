@@ -373,3 +373,49 @@ async def test_reminders_are_added_once_per_period(db: Database) -> None:
         f"r:{monitor.id}:4:{remind}:2",
     )
     assert await outbox.enqueue_reminders(db, now=down_since + dt.timedelta(minutes=31)) == 1
+
+
+async def test_old_finished_deliveries_are_purged_with_their_attempts(
+    db: Database, receiver: HttpReceiver
+) -> None:
+    tenant = await add_tenant(db)
+    channel = await add_channel(db, tenant, "hook", receiver.url)
+    live = await add_channel(db, tenant, "later", receiver.url, enabled=False)
+    monitor = await add_monitor(db, tenant, name="svc", state="up", channels=[channel, live])
+    assert monitor.id is not None
+    await record(db, monitor.id, ok=False)
+    worker = DeliveryWorker(db, FAST)
+    await worker.start()
+    try:
+        await eventually(lambda: settled(db), what="delivered")
+    finally:
+        await worker.stop()
+    # A second, still pending delivery, just as old: it must survive the purge.
+    async with db.session() as s:
+        await s.execute(update(Channel).where(col(Channel.id) == live).values(enabled=True))
+        await s.commit()
+    await record(db, monitor.id, ok=True)
+    old = utcnow() - dt.timedelta(days=40)
+    async with db.session() as s:
+        await s.execute(update(Delivery).values(created_at=old))
+        await s.commit()
+    before = await deliveries(db)
+    done = [d for d in before if d.status != "pending"]
+    assert done and any(d.status == "pending" for d in before)
+    assert await outbox.purge_finished(db, older_than=utcnow() - dt.timedelta(days=30)) == len(done)
+    assert {d.status for d in await deliveries(db)} == {"pending"}
+    for d in done:
+        assert await attempts(db, d.id or 0) == []
+    assert await outbox.purge_finished(db, older_than=utcnow() - dt.timedelta(days=30)) == 0
+
+
+async def test_unknown_channel_ids_names_foreign_and_missing_ids(db: Database) -> None:
+    from app.alerting.channels import unknown_channel_ids
+
+    tenant, other = await add_tenant(db), await add_tenant(db, "other")
+    mine = await add_channel(db, tenant, "mine", "http://127.0.0.1:9/")
+    theirs = await add_channel(db, other, "theirs", "http://127.0.0.1:9/")
+    async with db.session() as s:
+        assert await unknown_channel_ids(s, tenant, [mine, theirs, 424242]) == sorted([theirs, 424242])
+        assert await unknown_channel_ids(s, tenant, [mine]) == []
+        assert await unknown_channel_ids(s, tenant, []) == []

@@ -2,7 +2,8 @@
 
 Handlers call :func:`validate_config` before saving, :func:`merge_config` on
 CHANNEL_UPDATE (so a client can send back the masked form it was shown
-without wiping the secrets) and :func:`channel_json` for every answer. No I/O.
+without wiping the secrets) and :func:`channel_json` for every answer. No I/O
+except :func:`unknown_channel_ids`, which reads the caller's session.
 
 Secrets are write-only. What counts as one, per kind:
 
@@ -16,11 +17,14 @@ reader can tell where alerts go).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
 from jsonschema import Draft202012Validator
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.alerting.senders import MASK, valid_address
 from app.errors import InvalidData
@@ -187,6 +191,18 @@ def merge_config(kind: str, stored: Mapping[str, Any], patch: Mapping[str, Any])
         else:
             merged[key] = value
     return merged
+
+
+async def unknown_channel_ids(session: AsyncSession, tenant_id: int, ids: Iterable[int]) -> list[int]:
+    """The ids in ``ids`` that are not channels of this tenant (sorted); for monitor
+    validation, so MONITOR_CREATE/UPDATE can answer INVALID_DATA naming them."""
+    wanted = set(ids)
+    if not wanted:
+        return []
+    found = await session.execute(
+        select(col(Channel.id)).where(col(Channel.tenant_id) == tenant_id, col(Channel.id).in_(wanted))
+    )
+    return sorted(wanted - set(found.scalars().all()))
 
 
 def channel_json(channel: Channel) -> dict[str, Any]:

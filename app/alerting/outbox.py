@@ -26,7 +26,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -435,6 +435,38 @@ async def _update_channel_health(
         result.error,
     )
     return True
+
+
+async def purge_finished(db: Database, *, older_than: dt.datetime, batch: int = 1000) -> int:
+    """Delete up to ``batch`` finished deliveries created before ``older_than`` (their attempts
+    go with them). Returns how many; call again while it returns ``batch``.
+
+    Oldest first by id, which follows creation time, so the primary key finds
+    them without an extra index. Pending and in-flight rows are never touched.
+    """
+    async with db.session() as s:
+        ids = (
+            (
+                await s.execute(
+                    select(col(Delivery.id))
+                    .where(
+                        col(Delivery.status).in_(("delivered", "failed", "cancelled")),
+                        col(Delivery.created_at) < older_than,
+                    )
+                    .order_by(col(Delivery.id))
+                    .limit(batch)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if ids:
+            # Attempts explicitly, not only by cascade: SQLite enforces foreign
+            # keys per connection and a purge must not depend on it.
+            await s.execute(delete(DeliveryAttempt).where(col(DeliveryAttempt.delivery_id).in_(ids)))
+            await s.execute(delete(Delivery).where(col(Delivery.id).in_(ids)))
+        await s.commit()
+    return len(ids)
 
 
 async def pending_count(db: Database, channel_ids: Sequence[int] | None = None) -> int:

@@ -18,6 +18,7 @@ once instead of after the lease expires.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import socket
@@ -27,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.alerting import outbox, senders
+from app.alerting import metrics, outbox, senders
 from app.alerting.backoff import RetryPolicy
 from app.alerting.outbox import Claimed
 from app.alerting.senders import SendResult, Transport
@@ -48,6 +49,8 @@ class DeliveryOptions:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     flag_after: int = 5
     reminder_interval: float = 30.0
+    #: Finished deliveries older than this are purged (on the reminder scan's schedule).
+    retention_days: int = 30
 
     @classmethod
     def from_settings(cls, settings: object) -> DeliveryOptions:
@@ -72,6 +75,7 @@ class DeliveryOptions:
             policy=policy,
             flag_after=int(get("channel_flag_after", base.flag_after)),
             reminder_interval=get("reminder_scan_interval", base.reminder_interval),
+            retention_days=int(get("delivery_retention_days", base.retention_days)),
         )
 
 
@@ -148,7 +152,7 @@ class DeliveryWorker:
         failures = 0
         while not self._stopping.is_set():
             try:
-                await self._maybe_scan_reminders()
+                await self._housekeeping()
                 handled = await self.run_once()
                 failures = 0
             except asyncio.CancelledError:
@@ -169,7 +173,8 @@ class DeliveryWorker:
         except TimeoutError:
             pass
 
-    async def _maybe_scan_reminders(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Periodic housekeeping: queue due reminders, purge old finished deliveries."""
         now = time.monotonic()
         if now < self._next_reminder_scan:
             return
@@ -177,6 +182,16 @@ class DeliveryWorker:
         added = await outbox.enqueue_reminders(self.db)
         if added:
             log.info("queued %s reminder deliveries", added)
+        cutoff = utcnow() - dt.timedelta(days=self.options.retention_days)
+        purged = 0
+        # Bounded batches, a few per pass, so one pass never holds the database long.
+        for _ in range(10):
+            n = await outbox.purge_finished(self.db, older_than=cutoff)
+            purged += n
+            if n < 1000:
+                break
+        if purged:
+            log.info("purged %s finished deliveries older than %s days", purged, self.options.retention_days)
 
     async def run_once(self) -> int:
         """Claim one batch and deliver it; returns how many deliveries were handled."""
@@ -205,6 +220,9 @@ class DeliveryWorker:
                 ok=False, error=f"internal error in the {channel.kind} sender ({type(exc).__name__})"
             )
         duration_ms = (time.perf_counter() - t0) * 1000
+        verdict = "ok" if result.ok else "permanent" if result.permanent else "transient"
+        metrics.ATTEMPTS.labels(kind=channel.kind, result=verdict).inc()
+        metrics.DURATION.labels(kind=channel.kind).observe(duration_ms / 1000)
         outcome = await outbox.record_attempt(
             self.db,
             claimed,
@@ -215,6 +233,10 @@ class DeliveryWorker:
             policy=self.options.policy,
             flag_after=self.options.flag_after,
         )
+        if outcome is not None and outcome.status in ("delivered", "failed"):
+            metrics.FINISHED.labels(kind=channel.kind, status=outcome.status).inc()
+        if outcome is not None and outcome.channel_flagged:
+            metrics.FLAGGED.inc()
         if outcome is None:
             log.warning(
                 "delivery %s: lease lost during the send; another worker owns it now", claimed.delivery.id
