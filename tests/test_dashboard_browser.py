@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
 
 from app.protocol import PkgID
 from tests import services
@@ -115,6 +115,15 @@ async def stop(srv: ServerProcess) -> None:
     await asyncio.to_thread(srv.stop)
 
 
+# Console errors the browser itself logs while a server is down: expected in restart tests.
+_NETWORK_NOISE = ("WebSocket connection to", "Failed to load resource", "net::ERR_")
+
+
+def _unexpected(msg: ConsoleMessage) -> bool:
+    """A console error from the dashboard's own code (e.g. a failed repaint)."""
+    return msg.type == "error" and not any(noise in msg.text for noise in _NETWORK_NOISE)
+
+
 async def open_page(
     browser: BrowserContext, srv: ServerProcess, *, fake_clock: bool = False
 ) -> tuple[Page, list[str]]:
@@ -123,6 +132,7 @@ async def open_page(
     page = await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if _unexpected(msg) else None)
     if fake_clock:
         await page.clock.install()
     await page.goto(srv.http_url + "/")

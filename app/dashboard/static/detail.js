@@ -1,0 +1,211 @@
+// The monitor detail drawer: definition, uptime windows, latency chart and recent results,
+// with the editor's actions. While open it subscribes to monitor.<id> for live results.
+
+import { latencyChart, resultLatency, resultOk, resultTime } from "./chart.js";
+import { $, el, errorText, fmtLatency, fmtTime, fmtUptime, toast } from "./dom.js";
+import { openForm } from "./monitor-form.js";
+import { addPainter, invalidate, listFrom, mergeMonitor, model, monitorId, onMonitorChange, session } from "./store.js";
+import { loadSummary } from "./sync.js";
+import { Pkg } from "./wp-client.js";
+
+const HISTORY_LIMIT = 100; // results shown in the detail view
+
+export async function openDetail(id) {
+  if (id === undefined || id === null) return;
+  closeDetail();
+  const detail = { id, monitor: null, history: [], stats: null, error: null, unsubscribe: null };
+  model.detail = detail;
+  detail.unsubscribe = session.client.subscribe([`monitor.${id}`], {
+    onEvent: (ev) => applyCheckResult(ev),
+    onReset: () => loadDetailHistory(detail),
+  });
+  $("#detail").hidden = false;
+  $("#detail").dataset.monitorId = String(id);
+  invalidate("detail");
+  await Promise.all([refreshDetailMonitor(), loadDetailHistory(detail), loadDetailStats(detail)]);
+}
+
+export async function refreshDetailMonitor() {
+  const detail = model.detail;
+  if (!detail) return;
+  try {
+    const data = await session.client.call(Pkg.MONITOR_GET, { id: detail.id });
+    if (model.detail !== detail) return;
+    detail.monitor = data?.monitor ?? data;
+    const known = model.monitors.get(detail.id);
+    if (known) model.monitors.set(detail.id, mergeMonitor(known, detail.monitor));
+  } catch (err) {
+    if (model.detail === detail) detail.error = errorText(err);
+  }
+  invalidate("detail", "rows");
+}
+
+async function loadDetailHistory(detail) {
+  try {
+    const res = await session.client.request(Pkg.CHECK_HISTORY, { monitor_id: detail.id, limit: HISTORY_LIMIT });
+    if (model.detail !== detail) return;
+    const rows = listFrom(res.data);
+    // Newest first for the table; the chart sorts by time itself.
+    rows.sort((a, b) => resultTime(b) - resultTime(a));
+    detail.history = rows.slice(0, HISTORY_LIMIT);
+  } catch (err) {
+    if (model.detail === detail) detail.error = errorText(err);
+  }
+  invalidate("detail");
+}
+
+async function loadDetailStats(detail) {
+  try {
+    const d = await session.client.call(Pkg.STATS_UPTIME, { monitor_id: detail.id, windows: ["24h", "7d", "30d"] });
+    const stats = {};
+    for (const [name, w] of Object.entries(d?.windows ?? {})) stats[name] = w?.uptime ?? null;
+    if (model.detail === detail) detail.stats = stats;
+  } catch {
+    // Statistics are a nicety in this view; the history still shows.
+  }
+  invalidate("detail");
+}
+
+export function closeDetail() {
+  const detail = model.detail;
+  if (!detail) return;
+  model.detail = null;
+  if (detail.unsubscribe) detail.unsubscribe();
+  $("#detail").hidden = true;
+}
+
+function paintDetail() {
+  const detail = model.detail;
+  const box = $("#detail-body");
+  if (!detail) return;
+  const m = { ...(model.monitors.get(detail.id) ?? {}), ...(detail.monitor ?? {}) };
+  const live = model.monitors.get(detail.id);
+  const state = live?.state ?? m.state ?? "unknown";
+  $("#detail-title").textContent = m.name ?? `Monitor #${detail.id}`;
+  const badge = $("#detail-state");
+  badge.textContent = state;
+  badge.className = `badge state-${state}`;
+  badge.dataset.state = state;
+
+  const fields = [
+    ["Kind", m.kind],
+    ["Target", m.kind === "tcp" ? `${m.host}:${m.port}` : m.url],
+    ["Method", m.kind === "http" ? m.method : null],
+    ["Interval", m.interval ? `${m.interval}s` : null],
+    ["Timeout", m.timeout ? `${m.timeout}s` : null],
+    ["Members", m.kind === "group" && Array.isArray(m.members) ? `${m.members.length} (min up ${m.min_up})` : null],
+    ["Tags", Array.isArray(m.tags) && m.tags.length ? m.tags.join(", ") : null],
+    ["Push token", m.kind === "push" ? m.push_token : null],
+    ["Last latency", fmtLatency(live?.latency)],
+    ["Last error", m.last_error],
+    ["Last status", m.last_status_code ? `HTTP ${m.last_status_code}` : null],
+    ["Certificate expires", m.cert_expires_at ? fmtTime(m.cert_expires_at) : null],
+    ["Uptime 24h", fmtUptime(detail.stats?.["24h"] ?? live?.uptime)],
+    ["Uptime 7d", detail.stats ? fmtUptime(detail.stats["7d"]) : null],
+    ["Uptime 30d", detail.stats ? fmtUptime(detail.stats["30d"]) : null],
+    ["Description", m.description],
+  ].filter(([, v]) => v !== null && v !== undefined && v !== "" && v !== "undefined:undefined");
+
+  const paused = state === "paused" || m.enabled === false;
+  const actions = el(
+    "div",
+    { class: "detail-actions editor-only" },
+    el("button", { type: "button", class: "btn", "data-testid": "monitor-edit", text: "Edit", onclick: () => openForm(detail.id) }),
+    paused
+      ? el("button", { type: "button", class: "btn", "data-testid": "monitor-resume", text: "Resume", onclick: () => monitorAction(Pkg.MONITOR_RESUME, detail.id, "Resumed") })
+      : el("button", { type: "button", class: "btn", "data-testid": "monitor-pause", text: "Pause", onclick: () => monitorAction(Pkg.MONITOR_PAUSE, detail.id, "Paused") }),
+    el("button", { type: "button", class: "btn", "data-testid": "monitor-check-now", text: "Check now", onclick: () => checkNow(detail.id) }),
+    el("button", { type: "button", class: "btn danger", "data-testid": "monitor-delete", text: "Delete", onclick: () => deleteMonitor(detail.id, m.name) }),
+  );
+
+  const table = el(
+    "table",
+    { class: "history", "data-testid": "history-table" },
+    el("thead", {}, el("tr", {}, el("th", { text: "Time" }), el("th", { text: "Result" }), el("th", { text: "Latency" }), el("th", { text: "Detail" }))),
+    el(
+      "tbody",
+      {},
+      detail.history.slice(0, 50).map((r) =>
+        el(
+          "tr",
+          { "data-testid": "history-row", class: resultOk(r) ? "ok" : "fail" },
+          el("td", { text: fmtTime(r.ts ?? r.checked_at ?? r.at) }),
+          el("td", {}, el("span", { class: `badge state-${resultOk(r) ? "up" : "down"}`, text: resultOk(r) ? "ok" : "fail" })),
+          el("td", { class: "num", text: fmtLatency(resultLatency(r)) }),
+          el("td", { class: "muted", text: r.error ?? r.message ?? (r.status_code ? `HTTP ${r.status_code}` : "") }),
+        ),
+      ),
+    ),
+  );
+
+  box.replaceChildren(
+    ...[
+    detail.error ? el("p", { class: "error", text: detail.error }) : null,
+    actions,
+    el("dl", { class: "fields" }, fields.map(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })])),
+    el("h3", { text: "Latency" }),
+    latencyChart(detail.history),
+    el("h3", { text: "Recent checks" }),
+    detail.history.length ? table : el("p", { class: "muted", text: "No check results yet." }),
+    ].filter(Boolean),
+  );
+}
+
+async function monitorAction(pkg, id, doneText) {
+  try {
+    await session.client.call(pkg, { id });
+    toast(doneText);
+    await loadSummary("refresh");
+    await refreshDetailMonitor();
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+}
+
+async function checkNow(id) {
+  try {
+    const r = await session.client.call(Pkg.MONITOR_CHECK_NOW, { id }, { timeoutMs: 60000 });
+    const result = r?.result ?? r ?? {};
+    toast(`Check ${resultOk(result) ? "succeeded" : "failed"}: ${fmtLatency(resultLatency(result))}`, resultOk(result) ? "info" : "error");
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+}
+
+async function deleteMonitor(id, name) {
+  if (!window.confirm(`Delete monitor "${name ?? id}" and its history? This cannot be undone.`)) return;
+  try {
+    await session.client.call(Pkg.MONITOR_DELETE, { id });
+    model.monitors.delete(id);
+    closeDetail();
+    invalidate("order", "counts");
+    toast("Monitor deleted");
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+}
+
+/** EVENT_CHECK_RESULT (901) on monitor.<id>: prepend to the history and update the row. */
+function applyCheckResult(ev) {
+  const d = ev.data ?? {};
+  const result = d.result ?? d;
+  const id = monitorId(d) ?? Number(String(ev.topic).split(".")[1]);
+  const m = model.monitors.get(id);
+  if (m) {
+    model.monitors.set(id, mergeMonitor(m, { ...result, state: d.state ?? m.state, id }));
+    invalidate("rows");
+  }
+  if (model.detail && model.detail.id === id) {
+    model.detail.history.unshift(result);
+    model.detail.history.length = Math.min(model.detail.history.length, HISTORY_LIMIT);
+    invalidate("detail");
+  }
+}
+
+addPainter(["detail"], paintDetail);
+
+onMonitorChange((id, action) => {
+  if (!model.detail || model.detail.id !== id) return;
+  if (action === "deleted") closeDetail();
+  else refreshDetailMonitor();
+});
