@@ -31,7 +31,7 @@ function paintTenants() {
   wrap.hidden = tenants.length < 2;
   const current = model.me?.tenant ?? model.tenant;
   select.replaceChildren(
-    ...tenants.map((t) => el("option", { value: t.slug, selected: t.slug === current, text: t.name ? `${t.name}` : t.slug })),
+    ...tenants.map((t) => el("option", { value: t.slug, selected: t.slug === current, text: t.name || t.slug })),
   );
 }
 
@@ -176,7 +176,8 @@ function startSession() {
   );
   clearInterval(summaryTimer);
   summaryTimer = setInterval(() => {
-    if (c === session.client && c.state === State.OPEN && document.visibilityState === "visible" && !model.monitorReload) {
+    const idle = c === session.client && c.state === State.OPEN && !model.monitorReload;
+    if (idle && document.visibilityState === "visible") {
       loadSummary("refresh").catch(() => {});
     }
   }, SUMMARY_REFRESH_MS);

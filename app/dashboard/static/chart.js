@@ -59,7 +59,9 @@ export function latencyChart(history) {
     label.textContent = new Date(t).toLocaleTimeString();
     root.append(label);
   }
-  const line = pts.filter((p) => p.v !== null && p.v !== undefined).map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`);
+  const line = pts
+    .filter((p) => p.v !== null && p.v !== undefined)
+    .map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`);
   if (line.length) root.append(svg("polyline", { points: line.join(" "), class: "latency-line" }));
   for (const p of pts) {
     if (!p.ok) root.append(svg("circle", { cx: x(p.t), cy: y(p.v ?? 0), r: 3.5, class: "fail-dot" }));

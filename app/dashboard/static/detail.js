@@ -110,18 +110,18 @@ function paintDetail() {
   const actions = el(
     "div",
     { class: "detail-actions editor-only" },
-    el("button", { type: "button", class: "btn", "data-testid": "monitor-edit", text: "Edit", onclick: () => openForm(detail.id) }),
+    button("monitor-edit", "Edit", () => openForm(detail.id)),
     paused
-      ? el("button", { type: "button", class: "btn", "data-testid": "monitor-resume", text: "Resume", onclick: () => monitorAction(Pkg.MONITOR_RESUME, detail.id, "Resumed") })
-      : el("button", { type: "button", class: "btn", "data-testid": "monitor-pause", text: "Pause", onclick: () => monitorAction(Pkg.MONITOR_PAUSE, detail.id, "Paused") }),
-    el("button", { type: "button", class: "btn", "data-testid": "monitor-check-now", text: "Check now", onclick: () => checkNow(detail.id) }),
-    el("button", { type: "button", class: "btn danger", "data-testid": "monitor-delete", text: "Delete", onclick: () => deleteMonitor(detail.id, m.name) }),
+      ? button("monitor-resume", "Resume", () => monitorAction(Pkg.MONITOR_RESUME, detail.id, "Resumed"))
+      : button("monitor-pause", "Pause", () => monitorAction(Pkg.MONITOR_PAUSE, detail.id, "Paused")),
+    button("monitor-check-now", "Check now", () => checkNow(detail.id)),
+    button("monitor-delete", "Delete", () => deleteMonitor(detail.id, m.name), "btn danger"),
   );
 
   const table = el(
     "table",
     { class: "history", "data-testid": "history-table" },
-    el("thead", {}, el("tr", {}, el("th", { text: "Time" }), el("th", { text: "Result" }), el("th", { text: "Latency" }), el("th", { text: "Detail" }))),
+    el("thead", {}, el("tr", {}, ["Time", "Result", "Latency", "Detail"].map((h) => el("th", { text: h })))),
     el(
       "tbody",
       {},
@@ -130,7 +130,11 @@ function paintDetail() {
           "tr",
           { "data-testid": "history-row", class: resultOk(r) ? "ok" : "fail" },
           el("td", { text: fmtTime(r.ts ?? r.checked_at ?? r.at) }),
-          el("td", {}, el("span", { class: `badge state-${resultOk(r) ? "up" : "down"}`, text: resultOk(r) ? "ok" : "fail" })),
+          el(
+            "td",
+            {},
+            el("span", { class: `badge state-${resultOk(r) ? "up" : "down"}`, text: resultOk(r) ? "ok" : "fail" }),
+          ),
           el("td", { class: "num", text: fmtLatency(resultLatency(r)) }),
           el("td", { class: "muted", text: r.error ?? r.message ?? (r.status_code ? `HTTP ${r.status_code}` : "") }),
         ),
@@ -151,6 +155,10 @@ function paintDetail() {
   );
 }
 
+function button(testid, text, onclick, cls = "btn") {
+  return el("button", { type: "button", class: cls, "data-testid": testid, text, onclick });
+}
+
 async function monitorAction(pkg, id, doneText) {
   try {
     await session.client.call(pkg, { id });
@@ -166,7 +174,8 @@ async function checkNow(id) {
   try {
     const r = await session.client.call(Pkg.MONITOR_CHECK_NOW, { id }, { timeoutMs: 60000 });
     const result = r?.result ?? r ?? {};
-    toast(`Check ${resultOk(result) ? "succeeded" : "failed"}: ${fmtLatency(resultLatency(result))}`, resultOk(result) ? "info" : "error");
+    const ok = resultOk(result);
+    toast(`Check ${ok ? "succeeded" : "failed"}: ${fmtLatency(resultLatency(result))}`, ok ? "info" : "error");
   } catch (err) {
     toast(errorText(err), "error");
   }

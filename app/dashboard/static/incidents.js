@@ -5,6 +5,10 @@ import { $, actorName, el, errorText, fmtAgo, fmtClock, fmtTime, requestOpenMoni
 import { addPainter, invalidate, model, session } from "./store.js";
 import { Pkg } from "./wp-client.js";
 
+function openedAt(i) {
+  return toDate(i.opened_at ?? i.started_at)?.getTime() ?? 0;
+}
+
 export function isOpenIncident(i) {
   const status = i.status ?? i.state;
   if (status) return status !== "resolved" && status !== "closed";
@@ -18,7 +22,7 @@ export function incidentAcked(i) {
 function paintIncidents() {
   const list = $("#incident-list");
   const items = [...model.incidents.values()].sort(
-    (a, b) => (toDate(b.opened_at ?? b.started_at)?.getTime() ?? 0) - (toDate(a.opened_at ?? a.started_at)?.getTime() ?? 0),
+    (a, b) => openedAt(b) - openedAt(a),
   );
   $("#incident-count").textContent = String(items.length);
   $("#incident-empty").hidden = items.length > 0;
@@ -46,7 +50,11 @@ function paintIncidents() {
             text: name,
             onclick: () => requestOpenMonitor(mid),
           }),
-          el("span", { class: "muted", title: fmtTime(opened), text: ` down ${fmtAgo(opened).replace(" ago", "")} · since ${fmtClock(opened)}` }),
+          el("span", {
+            class: "muted",
+            title: fmtTime(opened),
+            text: ` down ${fmtAgo(opened).replace(" ago", "")} · since ${fmtClock(opened)}`,
+          }),
           i.cause || i.message || i.reason
             ? el("div", { class: "incident-cause", text: i.cause ?? i.message ?? i.reason })
             : null,
@@ -73,7 +81,8 @@ async function ackIncident(id, button) {
   button.disabled = true;
   try {
     const data = await session.client.call(Pkg.INCIDENT_ACK, { id });
-    applyIncident(data && typeof data === "object" && data.id !== undefined ? data : { id, acknowledged_at: Date.now() });
+    const known = data && typeof data === "object" && data.id !== undefined;
+    applyIncident(known ? data : { id, acknowledged_at: Date.now() });
     toast("Incident acknowledged");
   } catch (err) {
     button.disabled = false;

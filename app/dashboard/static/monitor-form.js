@@ -6,6 +6,12 @@ import { monitorChanged, session } from "./store.js";
 import { loadSummary } from "./sync.js";
 import { Pkg, RSP, WatchpostError } from "./wp-client.js";
 
+// Inputs that take the monitor's value as it is (lists and checkboxes are handled apart).
+const PLAIN_FIELDS = [
+  "name", "kind", "url", "method", "keyword", "host", "port", "interval", "timeout",
+  "fail_threshold", "recover_threshold", "min_up", "description",
+];
+
 let formVersion = null; // optimistic-concurrency version of the monitor being edited
 
 function parseExpected(text) {
@@ -35,8 +41,8 @@ export async function openForm(id = null) {
       const m = (await session.client.call(Pkg.MONITOR_GET, { id })) ?? {};
       const mon = m.monitor ?? m;
       formVersion = mon.version ?? null;
-      for (const name of ["name", "kind", "url", "method", "keyword", "host", "port", "interval", "timeout", "fail_threshold", "recover_threshold", "min_up", "description"]) {
-        if (mon[name] !== undefined && mon[name] !== null && form.elements[name]) form.elements[name].value = mon[name];
+      for (const name of PLAIN_FIELDS) {
+        if (mon[name] !== undefined && mon[name] !== null) form.elements[name].value = mon[name];
       }
       form.elements.verify_tls.checked = mon.verify_tls !== false;
       form.elements.follow_redirects.checked = mon.follow_redirects !== false;

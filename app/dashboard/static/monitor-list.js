@@ -35,7 +35,7 @@ function computeOrder() {
 }
 
 function rowSig(m) {
-  return `${m.state}|${m.name}|${m.latency}|${m.uptime}|${m.kind}|${m.error ?? ""}|${m.url ?? ""}${m.host ?? ""}:${m.port ?? ""}`;
+  return [m.state, m.name, m.latency, m.uptime, m.kind, m.error, m.url, m.host, m.port].join("|");
 }
 
 function buildRow(m) {

@@ -186,7 +186,10 @@ export class WatchpostClient {
 
   // ---- public API -------------------------------------------------------
 
-  /** Listen for state changes: fn(state, info). info = {code, reason, delayMs, attempt}. Returns an unsubscribe function. */
+  /**
+   * Listen for state changes: fn(state, info), info = {code, reason, delayMs, attempt}.
+   * Returns an unsubscribe function.
+   */
   onState(fn) {
     this.stateListeners.add(fn);
     return () => this.stateListeners.delete(fn);
