@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check lint format migrate migration rollback ws-handlers new-ws-handlers ws-docs bench clean
+.PHONY: help install run test check lint format migrate migration rollback ws-handlers new-ws-handlers ws-docs bench clean browser
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -23,7 +23,10 @@ run: $(STAMP) ## migrate and serve (embedded default: SQLite, in-process broker,
 	$(BIN)/python -m app migrate
 	$(BIN)/python -m app serve
 
-test: $(STAMP) ## run the whole test suite (needs PostgreSQL and Redis; see README)
+browser: ## install Debian's chromium for the dashboard browser tests (never downloads a browser build)
+	@sh tests/install-browser.sh
+
+test: $(STAMP) browser ## run the whole test suite (needs PostgreSQL and Redis; see README)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 check: $(STAMP) ## ruff format check, ruff lint, mypy

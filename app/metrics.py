@@ -76,9 +76,9 @@ CHECK_DURATION = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
-COLLECTOR_LAG = Gauge("collector_lag", "Due checks not yet run", registry=REGISTRY)
-DELIVERIES = Counter("deliveries_total", "Alert delivery attempts", ["kind", "result"], registry=REGISTRY)
-OUTBOX_DEPTH = Gauge("outbox_depth", "Alert deliveries pending", registry=REGISTRY)
+COLLECTOR_LAG = Gauge("collector_lag", "Due, unleased monitors (read at scrape time)", registry=REGISTRY)
+OUTBOX_DEPTH = Gauge("outbox_depth", "Alert deliveries pending (read at scrape time)", registry=REGISTRY)
+# Delivery attempts by kind and result live in app.alerting.metrics (alert_delivery_*).
 
 
 def set_app_info(version: str, environment: str) -> None:

@@ -9,6 +9,7 @@ so the endpoint can still answer exactly once.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,9 +131,14 @@ class FrameError(Exception):
         return encode_response(self.pkg_id, self.req_id, RSPCode.INVALID_DATA, {"msg": self.msg})
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def _valid_req_id(value: object) -> str | None:
     if not isinstance(value, str) or len(value) > 64:
         return None
+    if _CANONICAL_UUID.fullmatch(value):  # the usual form; ~4x cheaper than uuid.UUID()
+        return value
     try:
         uuid.UUID(value)
     except ValueError:

@@ -2,7 +2,7 @@
 servers with their collectors on and real loopback targets: PostgreSQL + Redis (two
 instances) and the embedded SQLite profile.
 
-Chromium comes from the distribution (``make browser`` / ``tools/install-browser.sh``);
+Chromium comes from the distribution (``make browser`` / ``tests/install-browser.sh``);
 Playwright never downloads one. Screenshots land in ``test-artifacts/``.
 """
 
@@ -53,7 +53,7 @@ def chromium_path() -> str:
     path = os.environ.get("CHROMIUM") or shutil.which("chromium")
     if not path:
         pytest.fail(
-            "chromium is not installed: run `make browser` (tools/install-browser.sh installs Debian's "
+            "chromium is not installed: run `make browser` (tests/install-browser.sh installs Debian's "
             "chromium package), or set CHROMIUM=/path/to/chromium"
         )
     return path

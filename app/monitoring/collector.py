@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import or_, select, update
 from sqlmodel import col
 
+from app import metrics
 from app.models.base import utcnow
 from app.models.monitor import Monitor
 from app.monitoring import recorder
@@ -226,7 +228,9 @@ class Collector:
         """Run and record one leased monitor; returns the recording, or None if it lost the race."""
         outcome: CheckOutcome | None = None
         if monitor.kind in ("http", "tcp"):
+            started = time.perf_counter()
             outcome = await probe(monitor, self._clients)
+            metrics.CHECK_DURATION.labels(kind=monitor.kind).observe(time.perf_counter() - started)
         now = utcnow()
         async with self.db.session() as session:
             members: list[str] | None = None
@@ -236,6 +240,7 @@ class Collector:
             elif monitor.kind == "push":
                 outcome = missed_push(monitor)
             assert outcome is not None
+            metrics.CHECKS.labels(kind=monitor.kind, result="up" if outcome.ok else "down").inc()
             windows = await recorder.active_windows(session, {monitor.tenant_id}, now)
             rec = await recorder.record(
                 session,
