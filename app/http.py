@@ -84,7 +84,7 @@ async def login(request: Request) -> Response:
         return _error(503, f"identity service unavailable: {exc}; retry shortly")
     metrics.AUTH_ATTEMPTS.labels(status="success").inc()
     await _audit_login(services, request, username, 0)
-    return JSONResponse(tokens.as_json() if hasattr(tokens, "as_json") else tokens.__dict__)
+    return JSONResponse(tokens.as_json())
 
 
 async def _audit_login(services: Services, request: Request, username: str, code: int) -> None:
@@ -123,7 +123,7 @@ async def refresh(request: Request) -> Response:
         return _error(401, str(exc))
     except (IdentityUnavailable, Unavailable) as exc:
         return _error(503, f"identity service unavailable: {exc}; retry shortly")
-    return JSONResponse(tokens.as_json() if hasattr(tokens, "as_json") else tokens.__dict__)
+    return JSONResponse(tokens.as_json())
 
 
 async def logout(request: Request) -> Response:

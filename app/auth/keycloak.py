@@ -58,6 +58,7 @@ from app.auth.errors import (
     TokenExpired,
     UnknownKey,
 )
+from app.auth.local import TokenSet
 
 log = logging.getLogger(__name__)
 
@@ -73,40 +74,20 @@ DEFAULT_INTROSPECTION_INTERVAL = 60.0
 _CREDENTIAL_ERRORS = frozenset({"invalid_grant", "invalid_token"})
 
 
-@dataclass(frozen=True)
-class TokenSet:
-    """Tokens from Keycloak's token endpoint, as returned to our HTTP clients."""
-
-    access_token: str
-    refresh_token: str
-    expires_in: int
-    refresh_expires_in: int
-    token_type: str = "Bearer"
-
-    def as_json(self) -> dict[str, Any]:
-        """The body of our /login and /refresh answers (same shape in both modes)."""
-        return {
-            "access_token": self.access_token,
-            "refresh_token": self.refresh_token,
-            "expires_in": self.expires_in,
-            "refresh_expires_in": self.refresh_expires_in,
-            "token_type": self.token_type,
-        }
-
-    @classmethod
-    def from_response(cls, data: dict[str, Any]) -> TokenSet:
-        try:
-            return cls(
-                access_token=str(data["access_token"]),
-                refresh_token=str(data["refresh_token"]),
-                expires_in=int(data["expires_in"]),
-                refresh_expires_in=int(data.get("refresh_expires_in", 0)),
-                token_type=str(data.get("token_type", "Bearer")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IdentityUnavailable(
-                "Keycloak answered the token request without the expected fields; check its logs."
-            ) from exc
+def token_set_from_response(data: dict[str, Any]) -> TokenSet:
+    """Our TokenSet from Keycloak's token endpoint answer (same shape as local login)."""
+    try:
+        return TokenSet(
+            access_token=str(data["access_token"]),
+            refresh_token=str(data["refresh_token"]),
+            expires_in=int(data["expires_in"]),
+            refresh_expires_in=int(data.get("refresh_expires_in", 0)),
+            token_type=str(data.get("token_type", "Bearer")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IdentityUnavailable(
+            "Keycloak answered the token request without the expected fields; check its logs."
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -273,12 +254,12 @@ class KeycloakProvider:
     async def login(self, username: str, password: str) -> TokenSet:
         """Password grant. Raises ``InvalidCredentials`` or ``IdentityUnavailable``."""
         data = await self._call("the login", self._openid.a_token(username, password))
-        return TokenSet.from_response(data)
+        return token_set_from_response(data)
 
     async def refresh(self, refresh_token: str) -> TokenSet:
         """Refresh grant. Raises ``InvalidCredentials`` when the session is gone."""
         data = await self._call("the token refresh", self._openid.a_refresh_token(refresh_token))
-        return TokenSet.from_response(data)
+        return token_set_from_response(data)
 
     async def logout(self, refresh_token: str) -> str | None:
         """End the Keycloak session; returns its ``sid`` so the caller can close live
