@@ -118,6 +118,7 @@ async def _read_loop(conn: Connection, services: Services) -> None:
     rate_limit = settings.rate_limit_enabled
     max_frame = settings.ws_max_frame_bytes
     loop = asyncio.get_running_loop()
+    handler_timeout = settings.ws_handler_timeout
     while True:
         message = await receive()
         mtype = message["type"]
@@ -159,9 +160,7 @@ async def _read_loop(conn: Connection, services: Services) -> None:
                 )
                 continue
         await conn.in_flight.acquire()
-        task = loop.create_task(_handle(conn, services, req))
-        conn.tasks.add(task)
-        task.add_done_callback(conn.tasks.discard)
+        conn.track(loop.create_task(_handle(conn, services, req)), handler_timeout)
 
 
 async def _handle(conn: Connection, services: Services, req: Request) -> None:
@@ -175,9 +174,13 @@ async def _handle(conn: Connection, services: Services, req: Request) -> None:
     )
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(services.settings.ws_handler_timeout):
-            response = await services.router.dispatch(req, ctx)
-    except TimeoutError:
+        conn.start_deadline(services.settings.ws_handler_timeout)
+        response = await services.router.dispatch(req, ctx)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task not in conn.timed_out:
+            raise
+        task.uncancel()  # our deadline sweep cancelled it: answer, do not die
         limit = services.settings.ws_handler_timeout
         response = encode_response(
             req.pkg_id,
