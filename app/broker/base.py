@@ -13,6 +13,7 @@ frame once and hands every local subscriber the same ``str``.
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,48 @@ def encode_event(topic_name: str, pkg_id: int, seq: int, data: Any) -> str:
             "data": data,
         }
     ).decode()
+
+
+log = logging.getLogger("watchpost.broker")
+
+
+class ListenerRegistry(dict[str, list[Listener]]):
+    """Local listeners per topic, shared by every backend.
+
+    ``add`` / ``discard`` say when a topic gains its first or loses its last
+    listener (the Redis backend subscribes / unsubscribes then).
+    """
+
+    def add(self, topic: str, listener: Listener) -> bool:
+        """Register; True when this is the topic's first listener."""
+        listeners = self.setdefault(topic, [])
+        listeners.append(listener)
+        return len(listeners) == 1
+
+    def discard(self, topic: str, listener: Listener) -> bool:
+        """Unregister if present; True when the topic has no listener left."""
+        listeners = self.get(topic)
+        if not listeners or listener not in listeners:
+            return False
+        listeners.remove(listener)
+        if listeners:
+            return False
+        del self[topic]
+        return True
+
+    def deliver(self, topic: str, seq: int, frame: str) -> None:
+        """Call every listener of ``topic``; one that raises does not stop the others."""
+        # Copy: a listener may remove itself (or others) while we iterate.
+        for listener in list(self.get(topic, ())):
+            try:
+                listener(topic, seq, frame)
+            except Exception:
+                log.exception(
+                    "Listener %r failed on topic %s seq %d; other listeners still get it.",
+                    listener,
+                    topic,
+                    seq,
+                )
 
 
 class Broker(abc.ABC):

@@ -7,15 +7,12 @@ when it returns every local listener has the frame.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.broker.base import Broker, HistoryResult, Listener, encode_event
-
-log = logging.getLogger(__name__)
+from app.broker.base import Broker, HistoryResult, Listener, ListenerRegistry, encode_event
 
 
 @dataclass(slots=True)
@@ -36,7 +33,7 @@ class MemoryBroker(Broker):
         self.history_size = history_size
         self.history_ttl = history_ttl
         self._topics: dict[str, _Topic] = {}
-        self._listeners: dict[str, list[Listener]] = {}
+        self._listeners = ListenerRegistry()
 
     async def start(self) -> None:
         return None
@@ -54,32 +51,14 @@ class MemoryBroker(Broker):
         now = time.monotonic()
         state.history.append((seq, now, frame))
         self._expire(state, now)
-        # Copy: a listener may remove itself (or others) while we iterate.
-        for listener in list(self._listeners.get(topic, ())):
-            try:
-                listener(topic, seq, frame)
-            except Exception:
-                log.exception(
-                    "Listener %r failed on topic %s seq %d; other listeners still get it.",
-                    listener,
-                    topic,
-                    seq,
-                )
+        self._listeners.deliver(topic, seq, frame)
         return seq
 
     def add_listener(self, topic: str, listener: Listener) -> None:
-        self._listeners.setdefault(topic, []).append(listener)
+        self._listeners.add(topic, listener)
 
     def remove_listener(self, topic: str, listener: Listener) -> None:
-        listeners = self._listeners.get(topic)
-        if not listeners:
-            return
-        try:
-            listeners.remove(listener)
-        except ValueError:
-            return
-        if not listeners:
-            del self._listeners[topic]
+        self._listeners.discard(topic, listener)
 
     async def history(self, topic: str, since: int) -> HistoryResult:
         state = self._topics.get(topic)

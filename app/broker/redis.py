@@ -45,7 +45,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
-from app.broker.base import Broker, BrokerUnavailable, HistoryResult, Listener
+from app.broker.base import Broker, BrokerUnavailable, HistoryResult, Listener, ListenerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class RedisBroker(Broker):
         )
         self._publish_script = self._redis.register_script(_PUBLISH_LUA)
         self._history_script = self._redis.register_script(_HISTORY_LUA)
-        self._listeners: dict[str, list[Listener]] = {}
+        self._listeners = ListenerRegistry()
         #: The live pub/sub connection, None while (re)connecting.
         self._pubsub: Any = None
         #: Topics whose last command sent on the current connection was SUBSCRIBE.
@@ -259,21 +259,11 @@ class RedisBroker(Broker):
     # -- listeners --------------------------------------------------------------
 
     def add_listener(self, topic: str, listener: Listener) -> None:
-        listeners = self._listeners.setdefault(topic, [])
-        listeners.append(listener)
-        if len(listeners) == 1:
+        if self._listeners.add(topic, listener):
             self._sync_needed.set()
 
     def remove_listener(self, topic: str, listener: Listener) -> None:
-        listeners = self._listeners.get(topic)
-        if not listeners:
-            return
-        try:
-            listeners.remove(listener)
-        except ValueError:
-            return
-        if not listeners:
-            del self._listeners[topic]
+        if self._listeners.discard(topic, listener):
             self._sync_needed.set()
 
     async def wait_subscribed(self, topic: str) -> None:
@@ -399,13 +389,4 @@ class RedisBroker(Broker):
     def _dispatch(self, topic: str, data: str) -> None:
         seq_text, _, frame = data.partition(" ")
         seq = int(seq_text)
-        for listener in list(self._listeners.get(topic, ())):
-            try:
-                listener(topic, seq, frame)
-            except Exception:
-                log.exception(
-                    "Listener %r failed on topic %s seq %d; other listeners still get it.",
-                    listener,
-                    topic,
-                    seq,
-                )
+        self._listeners.deliver(topic, seq, frame)
