@@ -35,12 +35,12 @@ from app.models.channel import Channel
 from app.models.delivery import STATUSES, Delivery, DeliveryAttempt
 from app.models.monitor import Monitor
 from app.protocol import PkgID, Request
-from app.routing import PackageRouter, obj
+from app.routing import ID, PackageRouter, obj
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
 
-_ID = {"type": "integer", "minimum": 1}
+_ID = ID
 _EXAMPLE = {
     "id": 1,
     "name": "ops webhook",

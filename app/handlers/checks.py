@@ -19,12 +19,12 @@ from app.monitoring.checks import CheckOutcome
 from app.monitoring.state import State
 from app.monitoring.wire import result_to_wire
 from app.protocol import PkgID, Request
-from app.routing import PackageRouter, obj
+from app.routing import ID, PackageRouter, obj
 from app.storage.pagination import Page
 
 router = PackageRouter()
 
-_ID = {"type": "integer", "minimum": 1}
+_ID = ID
 _WINDOW = {"enum": list(stats.WINDOWS)}
 
 

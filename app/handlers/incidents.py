@@ -20,12 +20,12 @@ from app.models.incident import Incident
 from app.models.monitor import Monitor
 from app.monitoring.wire import incident_to_wire
 from app.protocol import PkgID, Request
-from app.routing import PackageRouter, obj
+from app.routing import ID, PackageRouter, obj
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
 
-_ID = {"type": "integer", "minimum": 1}
+_ID = ID
 _EXAMPLE = {
     "id": 4,
     "monitor_id": 1,

@@ -23,12 +23,12 @@ from app.models.maintenance import MaintenanceWindow
 from app.models.monitor import Monitor
 from app.monitoring.wire import window_to_wire
 from app.protocol import PkgID, Request
-from app.routing import PackageRouter, obj
+from app.routing import ID, VERSION, PackageRouter, obj
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
 
-_ID = {"type": "integer", "minimum": 1}
+_ID = ID
 _TIME = {"type": "string", "minLength": 10, "maxLength": 40}
 _FIELDS: dict[str, Any] = {
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
@@ -145,7 +145,7 @@ async def maintenance_list(req: Request, ctx: Context) -> Page:
 
 @router.package(
     PkgID.MAINTENANCE_UPDATE,
-    schema=obj({"id": _ID, "version": {"type": "integer", "minimum": 1}, **_FIELDS}, ["id", "version"]),
+    schema=obj({"id": _ID, "version": VERSION, **_FIELDS}, ["id", "version"]),
     audit=True,
     response_example=_EXAMPLE,
 )

@@ -14,6 +14,8 @@ from app.routing import PackageRouter, obj
 from app.ws import subscriptions
 
 router = PackageRouter()
+#: A topic's seq (Redis stream ids are 64-bit).
+_SEQ = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 
 _TOPIC = {"type": "string", "minLength": 1, "maxLength": 64}
 
@@ -74,7 +76,10 @@ async def auth_refresh(req: Request, ctx: Context) -> dict[str, Any]:
     schema=obj(
         {
             "topics": {"type": "array", "items": _TOPIC, "minItems": 1, "maxItems": 100},
-            "since": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+            "since": {
+                "type": "object",
+                "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+            },
         },
         ["topics"],
     ),

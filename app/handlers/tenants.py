@@ -20,7 +20,7 @@ from app.models.base import iso, utcnow
 from app.models.tenant import Membership, Tenant
 from app.models.user import User
 from app.protocol import PkgID, Request
-from app.routing import PackageRouter, obj
+from app.routing import ID, PackageRouter, obj
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
@@ -126,7 +126,7 @@ async def _visible_tenant(s: AsyncSession, ctx: Context, tenant_id: int) -> Tena
 
 @router.package(
     PkgID.TENANT_GET,
-    schema=obj({"id": {"type": "integer", "minimum": 1}}),
+    schema=obj({"id": ID}),
     response_example={"id": 1, "slug": "default"},
 )
 async def tenant_get(req: Request, ctx: Context) -> dict[str, Any]:
@@ -246,7 +246,7 @@ async def member_add(req: Request, ctx: Context) -> dict[str, Any]:
 
 @router.package(
     PkgID.MEMBER_UPDATE,
-    schema=obj({"user_id": {"type": "integer", "minimum": 1}, "role": _ROLE}, ["user_id", "role"]),
+    schema=obj({"user_id": ID, "role": _ROLE}, ["user_id", "role"]),
     audit=True,
     response_example={"user_id": 2, "username": "alice", "role": "admin"},
 )
@@ -269,7 +269,7 @@ async def member_update(req: Request, ctx: Context) -> dict[str, Any]:
 
 @router.package(
     PkgID.MEMBER_REMOVE,
-    schema=obj({"user_id": {"type": "integer", "minimum": 1}}, ["user_id"]),
+    schema=obj({"user_id": ID}, ["user_id"]),
     audit=True,
     response_example={"user_id": 2, "removed": True},
 )

@@ -15,7 +15,7 @@ from app.models.base import iso, parse_iso, utcnow
 from app.models.token import ApiToken
 from app.models.user import User
 from app.protocol import PkgID, Request
-from app.routing import PackageRouter, obj
+from app.routing import ID, PackageRouter, obj
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
@@ -116,7 +116,7 @@ async def token_list(req: Request, ctx: Context) -> Page:
 
 @router.package(
     PkgID.TOKEN_REVOKE,
-    schema=obj({"id": {"type": "integer", "minimum": 1}}, ["id"]),
+    schema=obj({"id": ID}, ["id"]),
     audit=True,
     response_example={"id": 1, "revoked_at": "2026-11-22T10:00:00.000Z"},
 )

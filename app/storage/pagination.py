@@ -9,7 +9,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 PAGE_SCHEMA: dict[str, Any] = {
-    "page": {"type": "integer", "minimum": 1, "default": 1},
+    "page": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1, "default": 1},
     "per_page": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20},
 }
 
