@@ -207,6 +207,24 @@ async def wait_for_response(
                 return dict(msg)
 
 
+async def call_many(
+    ws: ClientConnection, requests: list[tuple[int, Any]], *, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """Send every request at once (all in flight together); their responses in request order."""
+    ids = [new_req_id() for _ in requests]
+    for req_id, (pkg_id, data) in zip(ids, requests, strict=True):
+        await ws.send(
+            json.dumps({"pkg_id": pkg_id, "req_id": req_id, "data": data if data is not None else {}})
+        )
+    replies: dict[str, dict[str, Any]] = {}
+    async with asyncio.timeout(timeout):
+        while len(replies) < len(ids):
+            msg = json.loads(await ws.recv())
+            if msg.get("req_id") in ids and "topic" not in msg:
+                replies[msg["req_id"]] = msg
+    return [replies[req_id] for req_id in ids]
+
+
 async def ok(ws: ClientConnection, pkg_id: int, data: Any = None) -> Any:
     """Call and assert success; returns ``data``."""
     resp = await call(ws, pkg_id, data)

@@ -59,14 +59,8 @@ class TcpProxy:
                 except OSError:
                     pass
 
-    def stop(self) -> None:
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-            except OSError:
-                pass
-            self._listener.close()
-            self._listener = None
+    def cut(self) -> None:
+        """Cut every open connection but keep accepting (a database restart, seen from the pool)."""
         with self._lock:
             conns, self._conns = self._conns, []
         for s in conns:
@@ -75,3 +69,13 @@ class TcpProxy:
             except OSError:
                 pass
             s.close()
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        self.cut()

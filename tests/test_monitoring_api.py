@@ -12,7 +12,7 @@ from typing import Any
 
 from app.protocol import PkgID, RSPCode
 from tests.fixtures import PASSWORD, acreate_user, unique
-from tests.server import ServerProcess, call, ok, ws_connect
+from tests.server import ServerProcess, call, call_many, ok, ws_connect
 from tests.targets import HttpTarget, TcpTarget
 
 
@@ -341,3 +341,66 @@ async def test_tenant_isolation_on_every_package(server: ServerProcess) -> None:
     async with ws_connect(server, server.login(user_a, PASSWORD)) as wa:
         still = await ok(wa, PkgID.MONITOR_GET, {"id": mid})
         assert still["name"] == "secret-db" and still["version"] == 2  # only A's own pause changed it
+
+
+async def test_concurrent_gets_from_two_tenants_each_see_only_their_own(server: ServerProcess) -> None:
+    """MONITOR_GET lookups from many requests share one query (app.storage.batch);
+    the tenant check and the push-token rule still apply per request."""
+    slug_a, slug_b = unique("t"), unique("t")
+    owner_a = await acreate_user(server.database_url, {slug_a: "editor"})
+    owner_b = await acreate_user(server.database_url, {slug_b: "editor"})
+    viewer_a = await acreate_user(server.database_url, {slug_a: "viewer"})
+    async with (
+        ws_connect(server, server.login(owner_a, PASSWORD)) as wa,
+        ws_connect(server, server.login(owner_b, PASSWORD)) as wb,
+        ws_connect(server, server.login(viewer_a, PASSWORD)) as wv,
+    ):
+        mine_a = [
+            await ok(wa, PkgID.MONITOR_CREATE, {"name": f"secret-a-{i}", "kind": "push"}) for i in range(4)
+        ]
+        mine_b = [
+            await ok(wb, PkgID.MONITOR_CREATE, {"name": f"secret-b-{i}", "kind": "push"}) for i in range(4)
+        ]
+        every = [m["id"] for pair in zip(mine_a, mine_b, strict=True) for m in pair]
+        asks = [(PkgID.MONITOR_GET, {"id": mid}) for mid in every] * 3
+        got_a, got_b, got_v = await asyncio.gather(
+            call_many(wa, asks), call_many(wb, asks), call_many(wv, asks)
+        )
+        names = {m["id"]: m["name"] for m in mine_a + mine_b}
+        for who, replies, own in (("a", got_a, mine_a), ("b", got_b, mine_b), ("viewer", got_v, mine_a)):
+            own_ids = {m["id"] for m in own}
+            for (_, data), reply in zip(asks, replies, strict=True):
+                if data["id"] in own_ids:
+                    assert reply["status_code"] == RSPCode.OK, (who, reply)
+                    assert reply["data"]["name"] == names[data["id"]]
+                    token = reply["data"]["push_token"]
+                    assert (token is None) == (who == "viewer"), (who, reply)
+                else:
+                    assert reply["status_code"] == RSPCode.NOT_FOUND, (who, reply)
+                    assert names[data["id"]] not in json.dumps(reply)
+        # A read right after a write sees the write.
+        changed = await ok(
+            wa, PkgID.MONITOR_UPDATE, {"id": mine_a[0]["id"], "version": 1, "description": "after"}
+        )
+        assert changed["version"] == 2
+        again = await ok(wa, PkgID.MONITOR_GET, {"id": mine_a[0]["id"]})
+        assert again["description"] == "after" and again["version"] == 2
+
+
+async def test_ids_beyond_the_database_range_are_invalid_data_not_errors(server: ServerProcess) -> None:
+    editor = await acreate_user(server.database_url, {unique("t"): "editor"})
+    async with ws_connect(server, server.login(editor, PASSWORD)) as ws:
+        for pkg, data in (
+            (PkgID.MONITOR_GET, {"id": 2**31}),
+            (PkgID.MONITOR_GET, {"id": 2**70}),
+            (PkgID.MONITOR_DELETE, {"id": 2**40}),
+            (PkgID.INCIDENT_GET, {"id": 2**40}),
+            (PkgID.CHECK_HISTORY, {"monitor_id": 2**40}),
+            (PkgID.MONITOR_CREATE, {"name": "g", "kind": "group", "members": [2**40]}),
+            (PkgID.SUBSCRIBE, {"topics": ["monitors"], "since": {"monitors": 2**64}}),
+        ):
+            resp = await call(ws, pkg, data)
+            assert resp["status_code"] == RSPCode.INVALID_DATA, (pkg, resp)
+        # The largest id is a well-formed question with a plain answer.
+        resp = await call(ws, PkgID.MONITOR_GET, {"id": 2**31 - 1})
+        assert resp["status_code"] == RSPCode.NOT_FOUND, resp

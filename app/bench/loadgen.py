@@ -147,7 +147,7 @@ class RpcResult:
 
 async def run_rpc(
     connections: Sequence[BenchConnection],
-    frame: FrameParts,
+    frames: Sequence[FrameParts],
     *,
     in_flight: int,
     warmup_s: float,
@@ -165,7 +165,10 @@ async def run_rpc(
     window = _Window(start_ns=now + int(warmup_s * 1e9), end_ns=now + int((warmup_s + duration_s) * 1e9))
     result = RpcResult(connections=len(connections), in_flight=in_flight, duration_s=duration_s)
     next_id = _req_id_source()
-    prefix, suffix = frame
+    if not frames:
+        raise ValueError("run_rpc needs at least one frame")
+    #: Connection -> its (prefix, suffix); connection i sends frames[i % len(frames)].
+    parts = {id(ws): frames[i % len(frames)] for i, ws in enumerate(connections)}
     #: req_id -> send time (ns); ids are unique across connections.
     pending: dict[str, int] = {}
     latencies = result.latencies_ns
@@ -175,6 +178,7 @@ async def run_rpc(
         req_id = next_id()
         pending[req_id] = time.perf_counter_ns()
         result.sent += 1
+        prefix, suffix = parts[id(ws)]
         ws.send(prefix + req_id.encode() + suffix)
 
     def handler(ws: BenchConnection) -> Callable[[bytes], None]:

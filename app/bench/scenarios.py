@@ -66,7 +66,7 @@ async def _rpc_rows(target: Target, operation: str, plan: Plan, say: Progress) -
             for in_flight in plan.rpc_in_flight:
                 outcome = await run_rpc(
                     connections[:count],
-                    target.frame(operation),
+                    target.frames(operation),
                     in_flight=in_flight,
                     warmup_s=plan.warmup_s,
                     duration_s=plan.duration_s,
@@ -249,7 +249,7 @@ async def _rpc_spread(target: Target, plan: Plan, instances: int, say: Progress)
     try:
         outcome = await run_rpc(
             connections,
-            target.frame("ping"),
+            target.frames("ping"),
             in_flight=in_flight,
             warmup_s=plan.warmup_s,
             duration_s=plan.duration_s,

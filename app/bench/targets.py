@@ -61,8 +61,11 @@ class Target(abc.ABC):
         self.servers.clear()
 
     @abc.abstractmethod
-    def frame(self, operation: str) -> tuple[bytes, bytes]:
-        """The request frame of ``operation`` split around its req_id (prefix, suffix)."""
+    def frames(self, operation: str) -> list[tuple[bytes, bytes]]:
+        """Request frames of ``operation`` split around their req_id (prefix, suffix).
+
+        Connection ``i`` sends ``frames[i % len(frames)]``.
+        """
 
     @abc.abstractmethod
     async def open(self, count: int, purpose: Purpose, instance: int = 0) -> list[BenchConnection]:
@@ -112,10 +115,10 @@ class EchoTarget(Target):
             self.ports.append(port)
             await server.wait_http_ok(f"http://127.0.0.1:{port}/health")
 
-    def frame(self, operation: str) -> tuple[bytes, bytes]:
+    def frames(self, operation: str) -> list[tuple[bytes, bytes]]:
         # The echo returns the PING envelope itself, so the client parses the same
         # kind of frame for both targets.
-        return split_frame({"pkg_id": 1, "status_code": 0, "data": {}})
+        return [split_frame({"pkg_id": 1, "status_code": 0, "data": {}})]
 
     async def open(self, count: int, purpose: Purpose, instance: int = 0) -> list[BenchConnection]:
         path = "/fanout" if purpose == "listen" else "/echo"

@@ -52,6 +52,10 @@ BENCH_SETTINGS = {
 }
 
 
+#: How many monitors MONITOR_GET reads cycle through (one per connection up to this many).
+READ_MONITORS = 200
+
+
 class WatchpostTarget(Target):
     name = "watchpost"
     event_pkg_id = int(PkgID.EVENT_MONITOR_CHANGED)
@@ -66,6 +70,9 @@ class WatchpostTarget(Target):
         self.ports: list[int] = []
         self.token = ""
         self.monitor_id: int | None = None
+        #: MONITOR_GET reads spread over this many monitors (connection i reads monitor i mod n),
+        #: so concurrent reads are of different rows, as in real use.
+        self.read_monitor_ids: list[int] = []
         #: MONITOR_UPDATE must name the version it read (compare-and-set).
         self.monitor_version = 0
         self._database_created = False
@@ -147,17 +154,46 @@ class WatchpostTarget(Target):
             _expect_ok(reply, "MONITOR_CREATE")
             self.monitor_id = int(reply["data"]["id"])
             self.monitor_version = int(reply["data"]["version"])
+            self.read_monitor_ids = [self.monitor_id]
         finally:
             await ws.close()
 
-    def frame(self, operation: str) -> tuple[bytes, bytes]:
+    async def _create_read_monitors(self, count: int) -> None:
+        """Grow the monitors MONITOR_GET cycles through to ``count`` (at most READ_MONITORS)."""
+        wanted = min(count, READ_MONITORS)
+        if len(self.read_monitor_ids) >= wanted:
+            return
+        (ws,) = await self._connect(1, 0)
+        try:
+            for number in range(len(self.read_monitor_ids), wanted):
+                reply = await ws.request(
+                    PkgID.MONITOR_CREATE,
+                    {
+                        "name": f"bench http monitor {number}",
+                        "kind": "http",
+                        "url": f"https://bench-{number}.invalid/health",
+                        "enabled": False,
+                        "tags": ["bench"],
+                    },
+                )
+                _expect_ok(reply, "MONITOR_CREATE")
+                self.read_monitor_ids.append(int(reply["data"]["id"]))
+        finally:
+            await ws.close()
+
+    def frames(self, operation: str) -> list[tuple[bytes, bytes]]:
         if operation == "ping":
-            return split_frame({"pkg_id": int(PkgID.PING), "data": {}})
+            return [split_frame({"pkg_id": int(PkgID.PING), "data": {}})]
         if operation == "monitor_get":
-            return split_frame({"pkg_id": int(PkgID.MONITOR_GET), "data": {"id": self.monitor_id}})
+            return [
+                split_frame({"pkg_id": int(PkgID.MONITOR_GET), "data": {"id": monitor_id}})
+                for monitor_id in self.read_monitor_ids
+            ]
         raise ValueError(f"unknown operation {operation!r}; use ping or monitor_get")
 
     async def open(self, count: int, purpose: Purpose, instance: int = 0) -> list[BenchConnection]:
+        if purpose == "rpc":
+            await self._create_read_monitors(count)
         connections = await self._connect(count, instance)
         try:
             # Authentication failures close right after the handshake: a PING

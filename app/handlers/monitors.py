@@ -9,6 +9,7 @@ publish EVENT_MONITOR_STATUS (900) because the state changes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from datetime import timedelta
 from typing import Any
@@ -38,12 +39,13 @@ from app.monitoring.state import State
 from app.monitoring.stats import floor_hour
 from app.monitoring.wire import result_to_wire
 from app.protocol import PkgID, Request
-from app.routing import PackageRouter, obj
+from app.routing import ID, VERSION, PackageRouter, obj
+from app.storage.db import Database
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
 
-_ID = {"type": "integer", "minimum": 1}
+_ID = ID
 #: Fields whose change means the next check should use the new definition soon.
 _CHECK_FIELDS = (
     "kind",
@@ -183,12 +185,33 @@ async def monitor_create(req: Request, ctx: Context) -> dict[str, Any]:
     return monitor_to_wire(monitor, show_push_token=show_token(ctx))
 
 
+_MONITORS = Monitor.__table__  # type: ignore[attr-defined]
+
+
+async def _fetch_monitors_wire(db: Database, ids: list[int]) -> dict[int, tuple[int, dict[str, Any]]]:
+    """id -> (tenant_id, wire form with the push token); each row converted once per batch."""
+
+    rows = await db.rows_by_id(_MONITORS, ids)
+    return {row["id"]: (row["tenant_id"], monitor_to_wire(row)) for row in rows}
+
+
 @router.package(PkgID.MONITOR_GET, schema=obj({"id": _ID}, ["id"]), response_example=_EXAMPLE)
 async def monitor_get(req: Request, ctx: Context) -> dict[str, Any]:
-    """One monitor with its live state."""
-    async with ctx.services.db.session() as s:
-        monitor = await load(s, ctx, req.data["id"])
-    return monitor_to_wire(monitor, show_push_token=show_token(ctx))
+    """One monitor with its live state.
+
+    The hottest read: concurrent lookups on this process share one query
+    (:class:`app.storage.batch.BatchLoader`); a lookup never joins a query
+    already sent, so it always sees writes committed before it arrived.
+    """
+    tenant_id = ctx.tenant_id
+    db = ctx.services.db
+    loader = db.loader("monitors", functools.partial(_fetch_monitors_wire, db))
+    found = await loader.load(req.data["id"])
+    if found is None or found[0] != tenant_id:
+        raise NotFound(f"no monitor {req.data['id']} in this tenant")
+    # The wire dict may be shared with other requests of the same batch: copy, never mutate.
+    wire: dict[str, Any] = found[1]
+    return wire if show_token(ctx) else {**wire, "push_token": None}
 
 
 @router.package(
@@ -226,9 +249,7 @@ async def monitor_list(req: Request, ctx: Context) -> Page:
 
 @router.package(
     PkgID.MONITOR_UPDATE,
-    schema=obj(
-        {"id": _ID, "version": {"type": "integer", "minimum": 1}, **MONITOR_FIELDS_SCHEMA}, ["id", "version"]
-    ),
+    schema=obj({"id": _ID, "version": VERSION, **MONITOR_FIELDS_SCHEMA}, ["id", "version"]),
     audit=True,
     response_example=_EXAMPLE,
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from app.errors import InvalidData
 from app.models.base import iso
 from app.models.monitor import Monitor
 from app.monitoring.checks import HttpSpec, parse_expected_status
+from app.routing import ID, MAX_ID
 
 KINDS = ("http", "tcp", "push", "group")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -33,22 +35,24 @@ MONITOR_FIELDS_SCHEMA: dict[str, Any] = {
         "type": "array",
         "minItems": 1,
         "maxItems": 50,
-        "items": {"type": ["integer", "string"], "maxLength": 16},
+        "items": {"type": ["integer", "string"], "maximum": MAX_ID, "maxLength": 16},
     },
     "keyword": {"type": ["string", "null"], "maxLength": 500},
     "verify_tls": {"type": "boolean"},
     "follow_redirects": {"type": "boolean"},
     "host": {"type": ["string", "null"], "maxLength": 255},
-    "port": {"type": ["integer", "null"]},
-    "interval": {"type": "integer"},
+    # Ranges are checked by validate_definition (all errors at once); the schema only
+    # keeps numbers within what the database can hold.
+    "port": {"type": ["integer", "null"], "maximum": MAX_ID},
+    "interval": {"type": "integer", "maximum": MAX_ID},
     "timeout": {"type": "number"},
     "fail_threshold": {"type": "integer", "minimum": 1, "maximum": 100},
     "recover_threshold": {"type": "integer", "minimum": 1, "maximum": 100},
     "grace": {"type": "integer", "minimum": 0, "maximum": MAX_INTERVAL},
-    "members": {"type": "array", "maxItems": 1000, "items": {"type": "integer", "minimum": 1}},
-    "min_up": {"type": "integer", "minimum": 1},
+    "members": {"type": "array", "maxItems": 1000, "items": ID},
+    "min_up": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
     "tags": {"type": "array", "maxItems": 50, "items": {"type": "string", "minLength": 1, "maxLength": 64}},
-    "channels": {"type": "array", "maxItems": 50, "items": {"type": "integer", "minimum": 1}},
+    "channels": {"type": "array", "maxItems": 50, "items": ID},
     "description": {"type": "string", "maxLength": 2000},
     "enabled": {"type": "boolean"},
 }
@@ -165,40 +169,53 @@ def http_spec(m: Monitor | dict[str, Any]) -> HttpSpec:
     )
 
 
-def monitor_to_wire(m: Monitor, *, show_push_token: bool = True) -> dict[str, Any]:
-    """The monitor as clients see it (MONITOR_GET, LIST, events)."""
-    return {
-        "id": m.id,
-        "name": m.name,
-        "kind": m.kind,
-        "url": m.url,
-        "method": m.method,
-        "expected_status": m.expected_status,
-        "keyword": m.keyword,
-        "verify_tls": m.verify_tls,
-        "follow_redirects": m.follow_redirects,
-        "host": m.host,
-        "port": m.port,
-        "interval": m.interval,
-        "timeout": m.timeout,
-        "fail_threshold": m.fail_threshold,
-        "recover_threshold": m.recover_threshold,
-        "grace": m.grace,
-        "members": m.members,
-        "min_up": m.min_up,
-        "tags": m.tags,
-        "channels": m.channels,
-        "description": m.description,
-        "enabled": m.enabled,
-        "state": m.state,
-        "state_changed_at": iso(m.state_changed_at),
-        "version": m.version,
-        "push_token": m.push_token if show_push_token else None,
-        "last_checked_at": iso(m.last_checked_at),
-        "last_latency_ms": m.last_latency_ms,
-        "last_status_code": m.last_status_code,
-        "last_error": m.last_error,
-        "cert_expires_at": iso(m.cert_expires_at),
-        "created_at": iso(m.created_at),
-        "updated_at": iso(m.updated_at),
-    }
+#: The wire fields of a monitor, in wire order.
+WIRE_FIELDS = (
+    "id",
+    "name",
+    "kind",
+    "url",
+    "method",
+    "expected_status",
+    "keyword",
+    "verify_tls",
+    "follow_redirects",
+    "host",
+    "port",
+    "interval",
+    "timeout",
+    "fail_threshold",
+    "recover_threshold",
+    "grace",
+    "members",
+    "min_up",
+    "tags",
+    "channels",
+    "description",
+    "enabled",
+    "state",
+    "state_changed_at",
+    "version",
+    "push_token",
+    "last_checked_at",
+    "last_latency_ms",
+    "last_status_code",
+    "last_error",
+    "cert_expires_at",
+    "created_at",
+    "updated_at",
+)
+_TIME_FIELDS = ("state_changed_at", "last_checked_at", "cert_expires_at", "created_at", "updated_at")
+
+
+def monitor_to_wire(m: Monitor | Mapping[str, Any], *, show_push_token: bool = True) -> dict[str, Any]:
+    """The monitor as clients see it (MONITOR_GET, LIST, events): from an ORM object or a row's mapping."""
+    if isinstance(m, Monitor):
+        wire = {name: getattr(m, name) for name in WIRE_FIELDS}
+    else:
+        wire = {name: m[name] for name in WIRE_FIELDS}
+    for name in _TIME_FIELDS:
+        wire[name] = iso(wire[name])
+    if not show_push_token:
+        wire["push_token"] = None
+    return wire
