@@ -33,6 +33,11 @@ class Settings:
     log_level: str = "INFO"
     #: "text" or "json" (one JSON object per line).
     log_format: str = "text"
+    #: Per-request log lines: "errors" (every answer that is not OK, and slow ones),
+    #: "all" (every request; costs about as much CPU as the request) or "off".
+    log_requests: str = "errors"
+    #: With LOG_REQUESTS=errors, successful requests slower than this are logged too (0 = never).
+    log_slow_request_ms: float = 1000.0
     # --- storage
     database_url: str = "sqlite+aiosqlite:///./watchpost.db"
     #: None = in-process broker and limits (embedded default).
@@ -156,6 +161,10 @@ class Settings:
             problems.append("PORT must be 0-65535")
         if self.log_format not in ("text", "json"):
             problems.append("LOG_FORMAT must be 'text' or 'json'")
+        if self.log_requests not in ("errors", "all", "off"):
+            problems.append("LOG_REQUESTS must be 'errors', 'all' or 'off'")
+        if self.log_slow_request_ms < 0:
+            problems.append("LOG_SLOW_REQUEST_MS must be >= 0")
         if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             problems.append("DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -1,39 +1,91 @@
-"""The per-request log line (LOG_LEVEL=DEBUG) carries the fields operators search by."""
+"""Per-request log lines (LOG_REQUESTS) carry the fields operators search by."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from app.protocol import PkgID, RSPCode
-from tests.server import ServerProcess, call, ok, sqlite_url, ws_connect
+from app.settings import Settings, SettingsError
+from tests.server import ServerProcess, call, sqlite_url, ws_connect
 
 
-async def test_debug_request_line_has_req_id_pkg_conn_user_tenant_status_duration() -> None:
-    srv = ServerProcess(sqlite_url(), env={"LOG_LEVEL": "DEBUG", "LOG_FORMAT": "json"})
+def _records(srv: ServerProcess) -> list[dict[str, Any]]:
+    out = []
+    for raw in srv.log_text().splitlines():
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+async def _session(srv: ServerProcess) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    srv.start()
+    token = srv.login()
+    async with ws_connect(srv, token) as ws:
+        pong = await call(ws, PkgID.PING)
+        assert pong["status_code"] == RSPCode.OK
+        denied = await call(ws, 555)
+        assert denied["status_code"] == RSPCode.UNKNOWN_PKG_ID
+    return token, pong, denied
+
+
+async def test_default_logs_every_answer_that_is_not_ok_with_its_fields() -> None:
+    srv = ServerProcess(sqlite_url(), env={"LOG_FORMAT": "json"})  # LOG_REQUESTS=errors, LOG_LEVEL=INFO
     try:
-        srv.start()
-        token = srv.login()
-        async with ws_connect(srv, token) as ws:
-            await ok(ws, PkgID.PING)
-            denied = await call(ws, 555)
-            assert denied["status_code"] == RSPCode.UNKNOWN_PKG_ID
-        lines = []
-        for raw in srv.log_text().splitlines():
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if record.get("req_id") == denied["req_id"]:
-                lines.append(record)
+        token, pong, denied = await _session(srv)
+        records = _records(srv)
+        lines = [r for r in records if r.get("req_id") == denied["req_id"]]
         assert len(lines) == 1, lines
         line = lines[0]
-        assert (
-            line["level"] == "debug"
-            and line["pkg_id"] == 555
-            and line["status_code"] == RSPCode.UNKNOWN_PKG_ID
-        )
+        assert line["level"] == "info" and line["pkg_id"] == 555
+        assert line["status_code"] == RSPCode.UNKNOWN_PKG_ID
         assert line["user"] == "admin" and line["tenant"] == "default" and line["conn_id"].startswith("c")
         assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+        assert not [r for r in records if r.get("req_id") == pong["req_id"]], "successes are not logged"
         assert token not in srv.log_text()
     finally:
         srv.stop()
+
+
+async def test_log_requests_all_logs_successes_and_off_logs_none() -> None:
+    srv = ServerProcess(sqlite_url(), env={"LOG_FORMAT": "json", "LOG_REQUESTS": "all"})
+    try:
+        _, pong, denied = await _session(srv)
+        records = _records(srv)
+        (line,) = [r for r in records if r.get("req_id") == pong["req_id"]]
+        assert line["status_code"] == RSPCode.OK and line["pkg_id"] == PkgID.PING
+        assert [r for r in records if r.get("req_id") == denied["req_id"]]
+    finally:
+        srv.stop()
+    srv = ServerProcess(sqlite_url(), env={"LOG_FORMAT": "json", "LOG_REQUESTS": "off"})
+    try:
+        _, pong, denied = await _session(srv)
+        ids = {pong["req_id"], denied["req_id"]}
+        assert not [r for r in _records(srv) if r.get("req_id") in ids]
+    finally:
+        srv.stop()
+
+
+async def test_slow_successes_are_logged() -> None:
+    # Every request is "slow" at a 0.001 ms threshold.
+    srv = ServerProcess(sqlite_url(), env={"LOG_FORMAT": "json", "LOG_SLOW_REQUEST_MS": "0.001"})
+    try:
+        _, pong, _ = await _session(srv)
+        (line,) = [r for r in _records(srv) if r.get("req_id") == pong["req_id"]]
+        assert line["status_code"] == RSPCode.OK and line["duration_ms"] >= 0
+    finally:
+        srv.stop()
+
+
+async def test_bad_settings_are_refused() -> None:
+    for env in ({"LOG_REQUESTS": "some"}, {"LOG_SLOW_REQUEST_MS": "-1"}):
+        try:
+            Settings.from_env(env)
+        except SettingsError as exc:
+            assert next(iter(env)) in str(exc)
+        else:
+            raise AssertionError(f"{env} was accepted")

@@ -194,21 +194,32 @@ async def _handle(conn: Connection, services: Services, req: Request) -> None:
     finally:
         conn.in_flight.release()
     conn.enqueue(response)
-    if log.isEnabledFor(logging.DEBUG):
-        _log_request(conn, req, response, time.perf_counter() - started)
+    settings = services.settings
+    mode = settings.log_requests
+    if mode == "off":
+        return
+    elapsed = time.perf_counter() - started
+    status = _status_code(response)
+    if (
+        mode == "all"
+        or status != 0
+        or (settings.log_slow_request_ms and elapsed * 1000 >= settings.log_slow_request_ms)
+        or log.isEnabledFor(logging.DEBUG)
+    ):
+        _log_request(conn, req, status, elapsed)
 
 
-def _log_request(conn: Connection, req: Request, response: bytes, elapsed: float) -> None:
+def _log_request(conn: Connection, req: Request, status: int | None, elapsed: float) -> None:
     """One line per request with the fields operators search by (JSON logs get them as keys).
 
-    DEBUG, not INFO: a log record costs several times the whole envelope round trip
-    (~22-32 µs of server CPU, DESIGN.md §6), so per-request lines are opt-in with
-    ``LOG_LEVEL=DEBUG``; errors are logged at WARNING and above by the router anyway.
+    Which requests: ``LOG_REQUESTS`` (default ``errors``: every answer that is not
+    OK and every request slower than ``LOG_SLOW_REQUEST_MS``; ``all`` with
+    ``LOG_LEVEL=DEBUG`` too). A log record costs about as much server CPU as a
+    whole PING round trip, so logging every success is opt-in.
     """
-    status = _status_code(response)
     ms = round(elapsed * 1000, 3)
     ident = conn.identity
-    log.debug(
+    log.info(
         "request conn=%s user=%s tenant=%s pkg_id=%s req_id=%s status_code=%s ms=%.2f",
         conn.conn_id,
         ident.username,
