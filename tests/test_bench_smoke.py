@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from app.bench.fanout import _Tracker
-from app.bench.report import evaluate, integrity_problems
+from app.bench.report import baseline_summary, evaluate, integrity_problems, markdown
 from app.bench.stats import percentile, summarize_ns
 from tests import services
 
@@ -130,3 +130,54 @@ def test_any_loss_or_error_fails_the_integrity_target(row: dict[str, int], expec
     assert len(problems) == 1 and expected in problems[0]
     (verdict,) = evaluate(scenarios)
     assert verdict["met"] is False
+
+
+def test_results_show_a_baseline_and_notes(tmp_path: Path) -> None:
+    """--baseline puts each target's earlier value beside the new one; --notes is copied in."""
+
+    def results(p99: float, commit: str) -> dict[str, object]:
+        scenarios = {
+            "fanout": {
+                "echo": [],
+                "watchpost": [
+                    {
+                        "subscribers": 5000,
+                        "delivered": 10,
+                        "expected": 10,
+                        "duplicated": 0,
+                        "timed_out_rounds": 0,
+                        "time_to_last_delivery": {"p99_ms": p99},
+                    }
+                ],
+            }
+        }
+        return {
+            "started_at": "2026-11-22T00:00:00Z",
+            "command": "python -m app.bench",
+            "machine": {
+                "nproc": 2,
+                "cpu_model": "cpu",
+                "memory_gib": 1,
+                "kernel": "k",
+                "python": "3.11",
+                "git_commit": commit,
+                "load_average_at_start": [0, 0, 0],
+            },
+            "settings": {"plan": {"name": "full"}, "cpus": "pinned"},
+            "elapsed_s": 1.0,
+            "scenarios": {},  # the tables are not under test here, only the targets
+            "targets": evaluate(scenarios),
+            "errors": [],
+        }
+
+    before = tmp_path / "before.json"
+    before.write_text(json.dumps(results(759.2, "aaaaaaa")))
+    after = results(162.0, "bbbbbbb")
+    after["baseline"] = baseline_summary(before)
+    after["notes"] = "## Profiling\n\ngc.freeze: 759 -> 162 ms"
+    text = markdown(after)
+    (row,) = [line for line in text.splitlines() if line.startswith("| fanout to 5000")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert "p99_ms 759.2" in cells[2] and cells[3] == "**NO**", cells
+    assert "p99_ms 162.0" in cells[4] and cells[5] == "yes", cells
+    assert "commit aaaaaaa" in text and "## Profiling" in text and "759 -> 162 ms" in text

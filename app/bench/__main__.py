@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.bench.report import evaluate, machine_info, write_results
+from app.bench.report import baseline_summary, evaluate, machine_info, write_results
 from app.bench.scenarios import NAMES, PLANS, run_selected
 from app.bench.servers import ROOT, CpuPlan
 from app.bench.targets import Environment
@@ -64,12 +64,28 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="Redis for broker and limiter; keys use a fresh prefix, deleted after (env BENCH_REDIS_URL)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load generator to CPUs")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="an earlier results .json: each target is shown with its value there (before/after)",
+    )
+    parser.add_argument(
+        "--notes",
+        type=Path,
+        default=None,
+        help="a Markdown file copied into the results (e.g. the profiling behind a before/after)",
+    )
     args = parser.parse_args(argv)
     names = list(NAMES) if args.scenario == "all" else [s.strip() for s in args.scenario.split(",") if s]
     unknown = [n for n in names if n not in NAMES]
     if unknown or not names:
         parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(NAMES)} or all")
     args.names = names
+    for option in ("baseline", "notes"):
+        path = getattr(args, option)
+        if path is not None and not path.is_file():
+            parser.error(f"--{option} {path}: no such file")
     return args
 
 
@@ -106,6 +122,10 @@ async def _run(args: argparse.Namespace, cpus: CpuPlan) -> dict[str, Any]:
     results["scenarios"], results["errors"] = await run_selected(args.names, env, plan, _say)
     results["elapsed_s"] = round(time.monotonic() - clock, 1)
     results["targets"] = evaluate(results["scenarios"])
+    if args.baseline is not None:
+        results["baseline"] = baseline_summary(args.baseline)
+    if args.notes is not None:
+        results["notes"] = args.notes.read_text()
     return results
 
 

@@ -170,6 +170,27 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def baseline_summary(path: Path) -> dict[str, Any]:
+    """What a results file shows of an earlier run given as ``--baseline``."""
+    earlier = orjson.loads(path.read_bytes())
+    return {
+        "file": path.name,
+        "commit": earlier.get("machine", {}).get("git_commit"),
+        "started_at": earlier.get("started_at"),
+        "targets": {
+            t["target"]: {"measured": t["measured"], "met": t["met"]} for t in earlier.get("targets", [])
+        },
+    }
+
+
+def _measured_text(measured: Any) -> str:
+    if isinstance(measured, dict):
+        measured = ", ".join(f"{k} {v}" for k, v in measured.items())
+    elif isinstance(measured, list):
+        measured = "; ".join(measured[:5])
+    return str(measured).replace("|", "/")
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The human summary of one results dict."""
     m = results["machine"]
@@ -189,18 +210,29 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Targets",
         "",
-        "| target | wanted | measured | met |",
-        "|---|---|---|---|",
     ]
+    verdict = {True: "yes", False: "**NO**", None: "-"}
+    baseline = results.get("baseline")
+    if baseline:
+        lines += [
+            f"*Before* is `{baseline['file']}` (commit {baseline['commit']}, {baseline['started_at']}).",
+            "",
+            "| target | wanted | before | met before | measured | met |",
+            "|---|---|---|---|---|---|",
+        ]
+    else:
+        lines += ["| target | wanted | measured | met |", "|---|---|---|---|"]
     for check in results["targets"]:
-        met = {True: "yes", False: "**NO**", None: "-"}[check["met"]]
-        measured = check["measured"]
-        if isinstance(measured, dict):
-            measured = ", ".join(f"{k} {v}" for k, v in measured.items())
-        elif isinstance(measured, list):
-            measured = "; ".join(measured[:5])
-        measured = str(measured).replace("|", "/")
-        lines.append(f"| {check['target']} | {check['wanted']} | {measured} | {met} |")
+        row = f"| {check['target']} | {check['wanted']} | "
+        if baseline:
+            earlier = baseline["targets"].get(check["target"])
+            if earlier is None:
+                row += "- | - | "
+            else:
+                row += f"{_measured_text(earlier['measured'])} | {verdict[earlier['met']]} | "
+        lines.append(row + f"{_measured_text(check['measured'])} | {verdict[check['met']]} |")
+    if results.get("notes"):
+        lines += ["", results["notes"].rstrip()]
     scenarios = results["scenarios"]
     if "rpc" in scenarios:
         lines += [
