@@ -40,7 +40,6 @@ from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
 
-_ID = ID
 _EXAMPLE = {
     "id": 1,
     "name": "ops webhook",
@@ -122,7 +121,7 @@ async def channel_list(req: Request, ctx: Context) -> Page:
 
 @router.package(
     PkgID.CHANNEL_UPDATE,
-    schema=obj({"id": _ID, **CHANNEL_FIELDS}, ["id"]),
+    schema=obj({"id": ID, **CHANNEL_FIELDS}, ["id"]),
     audit=True,
     response_example=_EXAMPLE,
 )
@@ -161,7 +160,7 @@ async def channel_update(req: Request, ctx: Context) -> dict[str, Any]:
 
 @router.package(
     PkgID.CHANNEL_DELETE,
-    schema=obj({"id": _ID}, ["id"]),
+    schema=obj({"id": ID}, ["id"]),
     audit=True,
     response_example={"id": 1, "deleted": True, "unlinked_monitors": [3]},
 )
@@ -188,7 +187,7 @@ async def channel_delete(req: Request, ctx: Context) -> dict[str, Any]:
 
 @router.package(
     PkgID.CHANNEL_TEST,
-    schema=obj({"id": _ID, "kind": CHANNEL_FIELDS["kind"], "config": {"type": "object"}}),
+    schema=obj({"id": ID, "kind": CHANNEL_FIELDS["kind"], "config": {"type": "object"}}),
     audit=True,
     response_example={"ok": True, "permanent": False, "status_code": 200, "error": None, "duration_ms": 84.2},
 )
@@ -291,8 +290,8 @@ def _delivery_json(d: Delivery, channel_names: dict[int, str], log: list[Deliver
     schema=obj(
         {
             **PAGE_SCHEMA,
-            "channel_id": _ID,
-            "monitor_id": _ID,
+            "channel_id": ID,
+            "monitor_id": ID,
             "status": {"enum": list(STATUSES)},
             "kind": {"enum": ["state", "reminder"]},
         }

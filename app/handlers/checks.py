@@ -24,7 +24,6 @@ from app.storage.pagination import Page
 
 router = PackageRouter()
 
-_ID = ID
 _WINDOW = {"enum": list(stats.WINDOWS)}
 
 
@@ -53,7 +52,7 @@ def _parse_cursor(raw: str) -> tuple[datetime, int]:
     PkgID.CHECK_HISTORY,
     schema=obj(
         {
-            "monitor_id": _ID,
+            "monitor_id": ID,
             "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
             "cursor": {"type": "string", "maxLength": 64},
             "since": {"type": "string", "maxLength": 40},
@@ -161,7 +160,7 @@ def _windows(data: dict[str, Any]) -> list[str]:
 @router.package(
     PkgID.STATS_UPTIME,
     schema=obj(
-        {"monitor_id": _ID, "windows": {"type": "array", "items": _WINDOW, "maxItems": 6}}, ["monitor_id"]
+        {"monitor_id": ID, "windows": {"type": "array", "items": _WINDOW, "maxItems": 6}}, ["monitor_id"]
     ),
     response_example={"monitor_id": 1, "windows": {"24h": {"uptime": 0.999, "up": 1439, "checks": 1440}}},
 )
@@ -179,7 +178,7 @@ async def stats_uptime(req: Request, ctx: Context) -> dict[str, Any]:
 
 @router.package(
     PkgID.STATS_LATENCY,
-    schema=obj({"monitor_id": _ID, "window": _WINDOW}, ["monitor_id"]),
+    schema=obj({"monitor_id": ID, "window": _WINDOW}, ["monitor_id"]),
     response_example={
         "monitor_id": 1,
         "window": "24h",

@@ -25,7 +25,6 @@ from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
 
-_ID = ID
 _EXAMPLE = {
     "id": 4,
     "monitor_id": 1,
@@ -59,7 +58,7 @@ def _wire(incident: Incident, names: dict[int, str]) -> dict[str, Any]:
         {
             **PAGE_SCHEMA,
             "state": {"enum": ["open", "acknowledged", "resolved", "unresolved"]},
-            "monitor_id": _ID,
+            "monitor_id": ID,
         }
     ),
     response_example=[_EXAMPLE],
@@ -88,7 +87,7 @@ async def incident_list(req: Request, ctx: Context) -> Page:
     return Page([_wire(r, names) for r in rows], meta)
 
 
-@router.package(PkgID.INCIDENT_GET, schema=obj({"id": _ID}, ["id"]), response_example=_EXAMPLE)
+@router.package(PkgID.INCIDENT_GET, schema=obj({"id": ID}, ["id"]), response_example=_EXAMPLE)
 async def incident_get(req: Request, ctx: Context) -> dict[str, Any]:
     """One incident with its monitor's name, ack and resolution."""
     async with ctx.services.db.session() as s:
@@ -97,7 +96,7 @@ async def incident_get(req: Request, ctx: Context) -> dict[str, Any]:
     return _wire(incident, names)
 
 
-@router.package(PkgID.INCIDENT_ACK, schema=obj({"id": _ID}, ["id"]), audit=True, response_example=_EXAMPLE)
+@router.package(PkgID.INCIDENT_ACK, schema=obj({"id": ID}, ["id"]), audit=True, response_example=_EXAMPLE)
 async def incident_ack(req: Request, ctx: Context) -> dict[str, Any]:
     """Acknowledge an open incident: records who and when (the first ack is kept)."""
     ctx.audit_target = str(req.data["id"])
@@ -118,9 +117,7 @@ async def incident_ack(req: Request, ctx: Context) -> dict[str, Any]:
     return _wire(incident, names)
 
 
-@router.package(
-    PkgID.INCIDENT_RESOLVE, schema=obj({"id": _ID}, ["id"]), audit=True, response_example=_EXAMPLE
-)
+@router.package(PkgID.INCIDENT_RESOLVE, schema=obj({"id": ID}, ["id"]), audit=True, response_example=_EXAMPLE)
 async def incident_resolve(req: Request, ctx: Context) -> dict[str, Any]:
     """Resolve an incident by hand (e.g. a monitor that was deleted or paused while down)."""
     ctx.audit_target = str(req.data["id"])

@@ -28,7 +28,6 @@ from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
 
-_ID = ID
 _TIME = {"type": "string", "minLength": 10, "maxLength": 40}
 _FIELDS: dict[str, Any] = {
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
@@ -36,7 +35,7 @@ _FIELDS: dict[str, Any] = {
     "starts_at": _TIME,
     "ends_at": _TIME,
     "all_monitors": {"type": "boolean"},
-    "monitors": {"type": "array", "maxItems": 10000, "items": _ID},
+    "monitors": {"type": "array", "maxItems": 10000, "items": ID},
 }
 _EXAMPLE = {
     "id": 2,
@@ -145,7 +144,7 @@ async def maintenance_list(req: Request, ctx: Context) -> Page:
 
 @router.package(
     PkgID.MAINTENANCE_UPDATE,
-    schema=obj({"id": _ID, "version": VERSION, **_FIELDS}, ["id", "version"]),
+    schema=obj({"id": ID, "version": VERSION, **_FIELDS}, ["id", "version"]),
     audit=True,
     response_example=_EXAMPLE,
 )
@@ -177,7 +176,7 @@ async def maintenance_update(req: Request, ctx: Context) -> dict[str, Any]:
 
 
 @router.package(
-    PkgID.MAINTENANCE_DELETE, schema=obj({"id": _ID}, ["id"]), audit=True, response_example={"id": 2}
+    PkgID.MAINTENANCE_DELETE, schema=obj({"id": ID}, ["id"]), audit=True, response_example={"id": 2}
 )
 async def maintenance_delete(req: Request, ctx: Context) -> dict[str, Any]:
     """Delete a window (ending it early); covered monitors leave maintenance at their next check."""

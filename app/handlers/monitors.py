@@ -45,7 +45,6 @@ from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
 
-_ID = ID
 #: Fields whose change means the next check should use the new definition soon.
 _CHECK_FIELDS = (
     "kind",
@@ -195,7 +194,7 @@ async def _fetch_monitors_wire(db: Database, ids: list[int]) -> dict[int, tuple[
     return {row["id"]: (row["tenant_id"], monitor_to_wire(row)) for row in rows}
 
 
-@router.package(PkgID.MONITOR_GET, schema=obj({"id": _ID}, ["id"]), response_example=_EXAMPLE)
+@router.package(PkgID.MONITOR_GET, schema=obj({"id": ID}, ["id"]), response_example=_EXAMPLE)
 async def monitor_get(req: Request, ctx: Context) -> dict[str, Any]:
     """One monitor with its live state.
 
@@ -249,7 +248,7 @@ async def monitor_list(req: Request, ctx: Context) -> Page:
 
 @router.package(
     PkgID.MONITOR_UPDATE,
-    schema=obj({"id": _ID, "version": VERSION, **MONITOR_FIELDS_SCHEMA}, ["id", "version"]),
+    schema=obj({"id": ID, "version": VERSION, **MONITOR_FIELDS_SCHEMA}, ["id", "version"]),
     audit=True,
     response_example=_EXAMPLE,
 )
@@ -305,7 +304,7 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
     return monitor_to_wire(monitor, show_push_token=show_token(ctx))
 
 
-@router.package(PkgID.MONITOR_DELETE, schema=obj({"id": _ID}, ["id"]), audit=True, response_example={"id": 1})
+@router.package(PkgID.MONITOR_DELETE, schema=obj({"id": ID}, ["id"]), audit=True, response_example={"id": 1})
 async def monitor_delete(req: Request, ctx: Context) -> dict[str, Any]:
     """Delete a monitor with its history, rollups and incidents."""
     ctx.audit_target = str(req.data["id"])
@@ -341,13 +340,13 @@ async def _set_enabled(req: Request, ctx: Context, enabled: bool) -> dict[str, A
     return monitor_to_wire(monitor, show_push_token=show_token(ctx))
 
 
-@router.package(PkgID.MONITOR_PAUSE, schema=obj({"id": _ID}, ["id"]), audit=True, response_example=_EXAMPLE)
+@router.package(PkgID.MONITOR_PAUSE, schema=obj({"id": ID}, ["id"]), audit=True, response_example=_EXAMPLE)
 async def monitor_pause(req: Request, ctx: Context) -> dict[str, Any]:
     """Stop checking a monitor; its state becomes ``paused`` (idempotent)."""
     return await _set_enabled(req, ctx, False)
 
 
-@router.package(PkgID.MONITOR_RESUME, schema=obj({"id": _ID}, ["id"]), audit=True, response_example=_EXAMPLE)
+@router.package(PkgID.MONITOR_RESUME, schema=obj({"id": ID}, ["id"]), audit=True, response_example=_EXAMPLE)
 async def monitor_resume(req: Request, ctx: Context) -> dict[str, Any]:
     """Check a paused monitor again; it starts from ``pending`` (idempotent)."""
     return await _set_enabled(req, ctx, True)
@@ -377,7 +376,7 @@ async def _probe(values: dict[str, Any] | Monitor, ctx: Context) -> CheckOutcome
     PkgID.MONITOR_CHECK_NOW,
     schema={
         "oneOf": [
-            obj({"id": _ID}, ["id"]),
+            obj({"id": ID}, ["id"]),
             obj({"monitor": obj(dict(MONITOR_FIELDS_SCHEMA), ["kind"])}, ["monitor"]),
         ]
     },
