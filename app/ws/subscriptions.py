@@ -4,6 +4,10 @@ Switching from history to live without gaps or duplicates: the listener is
 attached first and buffers; history is read; the replay is queued; then the
 buffer is flushed skipping every seq already sent; from then on events go
 straight to the send queue. Each subscription remembers the last seq it sent.
+
+A SUBSCRIBE of several topics is all-or-nothing: every topic is attached and
+its history read first, and only then do they all go live; if one fails
+(broker unavailable), the others are undone.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from app import metrics
-from app.broker.base import Broker, BrokerUnavailable
+from app.broker.base import Broker, BrokerUnavailable, HistoryResult
 from app.errors import InvalidData, PermissionDenied, Unavailable
 from app.events import scoped, topic_role
 from app.rbac import Policy
@@ -64,60 +68,97 @@ def check_topics(conn: Connection, policy: Policy, names: list[str]) -> None:
 async def subscribe(
     conn: Connection, broker: Broker, policy: Policy, names: list[str], since: dict[str, int], max_topics: int
 ) -> dict[str, Any]:
+    """Subscribe every topic of one request, or none of them.
+
+    Each topic is prepared in turn (listener attached and buffering, history
+    read); only when all are ready are they switched to live. If one fails, the
+    ones prepared before it are undone, so the connection's subscriptions are
+    exactly what they were before the request.
+    """
     tenant_id = conn.identity.tenant_id
     if tenant_id is None:
         raise PermissionDenied("this connection has no tenant; reconnect with ?tenant=<slug>")
-    check_topics(conn, policy, names)
-    result: dict[str, Any] = {}
-    # One SUBSCRIBE/UNSUBSCRIBE at a time per connection, so two requests never swap
-    # the same topic's listener under each other nor pass the topic limit together.
+    # One SUBSCRIBE/UNSUBSCRIBE/AUTH_REFRESH at a time per connection, so two requests
+    # never swap the same topic's listener under each other nor pass the topic limit
+    # together, and the role is checked as it stands when the topics are attached.
     async with conn.sub_lock:
+        check_topics(conn, policy, names)
         new = [n for n in names if scoped(tenant_id, n) not in conn.subscriptions]
         if len(conn.subscriptions) + len(new) > max_topics:
             raise InvalidData(
                 f"too many topics: at most {max_topics} per connection (WS_MAX_TOPICS); unsubscribe some"
             )
-        for name in dict.fromkeys(names):
-            result[name] = await _subscribe_one(conn, broker, tenant_id, name, since.get(name))
-    return {"topics": result}
+        pending: list[_Pending] = []
+        try:
+            for name in dict.fromkeys(names):
+                pending.append(_Pending(conn, broker, tenant_id, name, since.get(name)))
+                await pending[-1].prepare()
+        except BaseException as exc:
+            for step in reversed(pending):
+                step.undo()
+            if isinstance(exc, BrokerUnavailable):
+                raise Unavailable(
+                    "the event broker is unavailable; retry the subscription shortly "
+                    "(no topic of this request was subscribed)"
+                ) from None
+            raise
+        # Every topic is ready: go live without awaiting in between.
+        return {"topics": {step.sub.name: step.commit() for step in pending}}
 
 
-async def _subscribe_one(
-    conn: Connection, broker: Broker, tenant_id: int, name: str, wanted: int | None
-) -> dict[str, Any]:
-    key = scoped(tenant_id, name)
-    old: Subscription | None = conn.subscriptions.get(key)
-    if old is not None:
-        old.buffer = []  # paused: the new subscription takes over if it succeeds
-    sub = Subscription(conn, key, name)
-    broker.add_listener(key, sub)
-    conn.subscriptions[key] = sub  # registered before awaiting, so a disconnect drops it
-    try:
-        await broker.wait_subscribed(key)
-        hist = await broker.history(key, _CURRENT if wanted is None else wanted)
-    except BrokerUnavailable:
-        broker.remove_listener(key, sub)
-        if old is not None:
-            conn.subscriptions[key] = old
-            old.go_live(old.last_seq)  # resume without losing what it buffered meanwhile
-        else:
-            conn.subscriptions.pop(key, None)
-        raise Unavailable("the event broker is unavailable; retry the subscription shortly") from None
-    if old is not None:
-        broker.remove_listener(key, old)
-    replayed = 0
-    if wanted is not None and hist.recovered:
-        last = wanted
-        for seq, frame in hist.events:
-            if seq > last and conn.enqueue(frame):
-                last = seq
-                replayed += 1
-        sub.go_live(max(last, min(wanted, hist.current_seq)))
-        return {"seq": hist.current_seq, "recovered": True, "replayed": replayed}
-    # No ``since`` (nothing to recover from) or history no longer covers the gap:
-    # the client loads current state and goes on from ``seq``.
-    sub.go_live(hist.current_seq)
-    return {"seq": hist.current_seq, "recovered": False, "replayed": 0}
+class _Pending:
+    """One topic of a SUBSCRIBE between being attached and going live."""
+
+    __slots__ = ("broker", "conn", "hist", "key", "old", "sub", "wanted")
+
+    def __init__(
+        self, conn: Connection, broker: Broker, tenant_id: int, name: str, wanted: int | None
+    ) -> None:
+        self.conn = conn
+        self.broker = broker
+        self.wanted = wanted
+        self.key = key = scoped(tenant_id, name)
+        self.old: Subscription | None = conn.subscriptions.get(key)
+        if self.old is not None:
+            self.old.buffer = []  # paused: the new subscription takes over if the request succeeds
+        self.sub = Subscription(conn, key, name)
+        broker.add_listener(key, self.sub)
+        conn.subscriptions[key] = self.sub  # registered before awaiting, so a disconnect drops it
+        self.hist: HistoryResult | None = None
+
+    async def prepare(self) -> None:
+        await self.broker.wait_subscribed(self.key)
+        self.hist = await self.broker.history(self.key, _CURRENT if self.wanted is None else self.wanted)
+
+    def undo(self) -> None:
+        """Put the topic back as it was before the request."""
+        self.broker.remove_listener(self.key, self.sub)
+        if self.conn.subscriptions.get(self.key) is self.sub:
+            if self.old is not None:
+                self.conn.subscriptions[self.key] = self.old
+            else:
+                del self.conn.subscriptions[self.key]
+        if self.old is not None:
+            self.old.go_live(self.old.last_seq)  # resume without losing what it buffered meanwhile
+
+    def commit(self) -> dict[str, Any]:
+        hist, sub, wanted = self.hist, self.sub, self.wanted
+        assert hist is not None
+        if self.old is not None:
+            self.broker.remove_listener(self.key, self.old)
+        if wanted is not None and hist.recovered:
+            last = wanted
+            replayed = 0
+            for seq, frame in hist.events:
+                if seq > last and self.conn.enqueue(frame):
+                    last = seq
+                    replayed += 1
+            sub.go_live(max(last, min(wanted, hist.current_seq)))
+            return {"seq": hist.current_seq, "recovered": True, "replayed": replayed}
+        # No ``since`` (nothing to recover from) or history no longer covers the gap:
+        # the client loads current state and goes on from ``seq``.
+        sub.go_live(hist.current_seq)
+        return {"seq": hist.current_seq, "recovered": False, "replayed": 0}
 
 
 async def unsubscribe(conn: Connection, broker: Broker, names: list[str]) -> dict[str, Any]:

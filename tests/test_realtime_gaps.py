@@ -1,0 +1,90 @@
+"""Subscription correctness at the edges: a SUBSCRIBE that fails half-way, a role lost on AUTH_REFRESH."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection
+
+from app.events import scoped
+from app.protocol import PkgID, RSPCode
+from tests.realtime_support import OwnRedis, next_event, no_event, publisher, redis_server, servers
+from tests.server import new_req_id, ok, ws_connect
+
+#: Holds the (private) Redis busy for ``ARGV[1]`` ms: commands sent meanwhile queue up in order.
+_HOLD_REDIS = """
+local function now() local t = redis.call('TIME'); return t[1] * 1000 + math.floor(t[2] / 1000) end
+local stop = now() + tonumber(ARGV[1])
+while now() < stop do end
+return 1
+"""
+
+
+async def _events_until(
+    ws: ClientConnection, done: Callable[[dict[str, Any]], bool]
+) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """Every event (topic, seq) received until a message ``done`` accepts; and that message."""
+    got: list[tuple[str, int]] = []
+    async with asyncio.timeout(10):
+        while True:
+            msg = json.loads(await ws.recv())
+            if done(msg):
+                return got, msg
+            if "topic" in msg:
+                got.append((msg["topic"], msg["seq"]))
+
+
+async def test_a_failed_multi_topic_subscribe_leaves_subscriptions_as_they_were(pg_url: str) -> None:
+    """monitor.2 fails for real (Redis refuses to read its seq): nothing of the request stays.
+
+    monitor.1 was subscribed before and is re-subscribed by the failing request: it keeps
+    its old subscription, and the event published while the request was in flight (held
+    by the paused subscription) still arrives, once. ``monitors`` was new: it is gone from
+    the server's listeners and from the connection's topic count.
+    """
+    own = OwnRedis().start()  # private: this test holds Redis busy for a moment
+    prefix = "wpgaps:"
+    srv = redis_server(pg_url, own.url, prefix, WS_MAX_TOPICS="3")
+    admin = aioredis.Redis.from_url(own.url, decode_responses=True)
+    try:
+        with servers(srv):
+            async with publisher(own.url, prefix) as pub, ws_connect(srv, srv.login()) as ws:
+                tenant_id = (await ok(ws, PkgID.WHOAMI))["tenant_id"]
+                await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitor.1"]})
+                first = await pub.publish(tenant_id, "monitor.1", {"n": 1})
+                assert (await next_event(ws, "monitor.1"))["seq"] == first
+                # A seq counter of the wrong type: reading monitor.2's history fails (WRONGTYPE),
+                # so SUBSCRIBE answers UNAVAILABLE after monitor.1 and monitors were prepared.
+                await admin.rpush(f"{prefix}{{{scoped(tenant_id, 'monitor.2')}}}:seq", "not a counter")
+
+                hold = asyncio.create_task(admin.eval(_HOLD_REDIS, 0, 1500))
+                await asyncio.sleep(0.2)  # Redis is busy from here on
+                req_id = new_req_id()
+                topics = ["monitor.1", "monitors", "monitor.2"]
+                await ws.send(
+                    json.dumps({"pkg_id": PkgID.SUBSCRIBE, "req_id": req_id, "data": {"topics": topics}})
+                )
+                await asyncio.sleep(0.4)  # the server's read of monitor.1's history waits in Redis' queue
+                # Queued behind that read: delivered while the request is still in flight.
+                during = await pub.publish(tenant_id, "monitor.1", {"n": 2})
+                await hold
+                got, resp = await _events_until(ws, lambda m: m.get("req_id") == req_id)
+                assert resp["status_code"] == RSPCode.UNAVAILABLE, resp
+
+                await pub.publish(tenant_id, "monitors", {"n": 3})
+                after = await pub.publish(tenant_id, "monitor.1", {"n": 4})
+                more, _ = await _events_until(
+                    ws, lambda m: (m.get("topic"), m.get("seq")) == ("monitor.1", after)
+                )
+                # The in-flight event once, then the live one; nothing on monitors.
+                assert got + more == [("monitor.1", during)]
+                await no_event(ws, "monitors", 0.5)
+                # The connection holds one topic again: two new ones fit under WS_MAX_TOPICS=3.
+                await ok(ws, PkgID.SUBSCRIBE, {"topics": ["incidents", "maintenance"]})
+    finally:
+        await admin.aclose()
+        own.kill()
