@@ -12,8 +12,9 @@ from websockets.asyncio.client import ClientConnection
 
 from app.events import scoped
 from app.protocol import PkgID, RSPCode
+from tests.fixtures import PASSWORD, acreate_user, unique
 from tests.realtime_support import OwnRedis, next_event, no_event, publisher, redis_server, servers
-from tests.server import new_req_id, ok, ws_connect
+from tests.server import call, new_req_id, ok, ws_connect
 
 #: Holds the (private) Redis busy for ``ARGV[1]`` ms: commands sent meanwhile queue up in order.
 _HOLD_REDIS = """
@@ -88,3 +89,57 @@ async def test_a_failed_multi_topic_subscribe_leaves_subscriptions_as_they_were(
     finally:
         await admin.aclose()
         own.kill()
+
+
+async def test_auth_refresh_after_a_demotion_drops_topics_the_new_role_may_not_read(
+    pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """An editor on ``deliveries`` (least role editor) is demoted to viewer: the refresh drops it."""
+    tenant = unique("t")
+    srv = redis_server(pg_url, redis_url, redis_prefix)
+    with servers(srv):
+        owner = await acreate_user(pg_url, {tenant: "owner"})
+        member = await acreate_user(pg_url, {tenant: "editor"})
+        status, tokens = await asyncio.to_thread(
+            srv.post, "/login", {"username": member, "password": PASSWORD}
+        )
+        assert status == 200, tokens
+        async with (
+            publisher(redis_url, redis_prefix) as pub,
+            ws_connect(srv, tokens["access_token"], tenant=tenant) as ws,
+            ws_connect(srv, srv.login(owner, PASSWORD), tenant=tenant) as admin_ws,
+        ):
+            me = await ok(ws, PkgID.WHOAMI)
+            tenant_id = me["tenant_id"]
+            await ok(ws, PkgID.SUBSCRIBE, {"topics": ["deliveries", "monitors"]})
+            seq = await pub.publish(tenant_id, "deliveries", {"n": 1})
+            assert (await next_event(ws, "deliveries"))["seq"] == seq
+
+            # A refresh that changes no role drops nothing.
+            status, tokens = await asyncio.to_thread(
+                srv.post, "/refresh", {"refresh_token": tokens["refresh_token"]}
+            )
+            assert status == 200, tokens
+            same = await ok(ws, PkgID.AUTH_REFRESH, {"token": tokens["access_token"]})
+            assert same["roles"] == ["editor"] and same["dropped_topics"] == []
+
+            demoted = await ok(admin_ws, PkgID.MEMBER_UPDATE, {"user_id": me["user_id"], "role": "viewer"})
+            assert demoted["role"] == "viewer"
+            status, tokens = await asyncio.to_thread(
+                srv.post, "/refresh", {"refresh_token": tokens["refresh_token"]}
+            )
+            assert status == 200, tokens
+            renewed = await ok(ws, PkgID.AUTH_REFRESH, {"token": tokens["access_token"]})
+            assert renewed["roles"] == ["viewer"] and renewed["dropped_topics"] == ["deliveries"]
+
+            await pub.publish(tenant_id, "deliveries", {"n": 2})
+            last = await pub.publish(tenant_id, "monitors", {"n": 3})
+            got, _ = await _events_until(ws, lambda m: (m.get("topic"), m.get("seq")) == ("monitors", last))
+            assert got == []  # deliveries' event never came, though it was published first
+            await no_event(ws, "deliveries", 0.5)
+            resp = await call(ws, PkgID.SUBSCRIBE, {"topics": ["deliveries"]})
+            assert resp["status_code"] == RSPCode.PERMISSION_DENIED
+            # monitors (viewer) stayed, and deliveries no longer counts against the topic limit.
+            assert (await ok(ws, PkgID.UNSUBSCRIBE, {"topics": ["deliveries", "monitors"]})) == {
+                "unsubscribed": ["monitors"]
+            }

@@ -49,10 +49,20 @@ async def whoami(req: Request, ctx: Context) -> dict[str, Any]:
 @router.package(
     PkgID.AUTH_REFRESH,
     schema=obj({"token": {"type": "string", "minLength": 1, "maxLength": 8192}}, ["token"]),
-    response_example={"expires_at": 1764000900.0, "expires_in": 900.0},
+    response_example={
+        "expires_at": 1764000900.0,
+        "expires_in": 900.0,
+        "roles": ["viewer"],
+        "dropped_topics": [],
+    },
 )
 async def auth_refresh(req: Request, ctx: Context) -> dict[str, Any]:
-    """Replace the connection's credential with a fresh token for the same subject."""
+    """Replace the connection's credential with a fresh token for the same subject.
+
+    The connection takes the member's current role (read when the token is
+    checked); topics that role may no longer read are unsubscribed at once and
+    listed in ``dropped_topics`` (``[]`` when none).
+    """
     conn = ctx.conn
     if conn is None:
         raise InvalidData("AUTH_REFRESH needs a connection")
@@ -67,8 +77,14 @@ async def auth_refresh(req: Request, ctx: Context) -> dict[str, Any]:
         )
     conn.identity = new
     conn.arm_auth_timers()
+    dropped = await subscriptions.drop_unpermitted(conn, ctx.services.broker, ctx.services.policy)
     left = None if new.expires_at is None else round(new.expires_at - time.time(), 3)
-    return {"expires_at": new.expires_at, "expires_in": left, "roles": [new.role] if new.role else []}
+    return {
+        "expires_at": new.expires_at,
+        "expires_in": left,
+        "roles": [new.role] if new.role else [],
+        "dropped_topics": dropped,
+    }
 
 
 @router.package(

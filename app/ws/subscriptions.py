@@ -176,6 +176,23 @@ async def unsubscribe(conn: Connection, broker: Broker, names: list[str]) -> dic
     return {"unsubscribed": removed}
 
 
+async def drop_unpermitted(conn: Connection, broker: Broker, policy: Policy) -> list[str]:
+    """Unsubscribe every topic the connection's current role may no longer read.
+
+    Called after AUTH_REFRESH swapped the identity (the new token's role can be
+    lower); returns the dropped topic names, in subscription order.
+    """
+    dropped = []
+    async with conn.sub_lock:  # after any SUBSCRIBE in progress, which checked the old role
+        for key, sub in list(conn.subscriptions.items()):
+            role = topic_role(sub.name)
+            if role is None or not policy.role_at_least(conn.identity.role, role):
+                del conn.subscriptions[key]
+                broker.remove_listener(key, sub)
+                dropped.append(sub.name)
+    return dropped
+
+
 def drop_all(conn: Connection, broker: Broker) -> None:
     for key, sub in list(conn.subscriptions.items()):
         broker.remove_listener(key, sub)
