@@ -95,11 +95,19 @@ async def listen(broker: Broker, topic: str) -> Recorder:
     return rec
 
 
-async def test_seq_starts_at_one_and_strictly_increases(make_broker: BrokerFactory) -> None:
+async def origin(broker: Broker, topic: str) -> int:
+    """The seq ``topic`` starts from: 0 on Redis, the process's base in memory (see MemoryBroker)."""
+    return (await broker.history(topic, 2**62)).current_seq
+
+
+async def test_seq_strictly_increases_from_the_topics_origin(make_broker: BrokerFactory) -> None:
     broker = await make_broker()
+    o = await origin(broker, "t1:monitors")
+    assert o == (broker.seq_base if isinstance(broker, MemoryBroker) else 0)
     seqs = [await broker.publish("t1:monitors", "monitors", 900, {"i": i}) for i in range(5)]
-    assert seqs == [1, 2, 3, 4, 5]
-    assert await broker.publish("t2:monitors", "monitors", 900, {}) == 1  # per topic
+    assert seqs == [o + 1, o + 2, o + 3, o + 4, o + 5]
+    assert await origin(broker, "t2:monitors") == o  # per topic: t1's events did not move t2
+    assert await broker.publish("t2:monitors", "monitors", 900, {}) == o + 1
 
 
 async def test_listener_gets_the_exact_encoded_frame(make_broker: BrokerFactory) -> None:
@@ -113,59 +121,64 @@ async def test_listener_gets_the_exact_encoded_frame(make_broker: BrokerFactory)
 
 async def test_history_since_returns_exactly_the_later_events_in_order(make_broker: BrokerFactory) -> None:
     broker = await make_broker()
+    o = await origin(broker, "t1:incidents")
     for i in range(1, 8):
         await broker.publish("t1:incidents", "incidents", 900, {"i": i})
-    result = await broker.history("t1:incidents", 4)
+    result = await broker.history("t1:incidents", o + 4)
     assert result.recovered is True
-    assert result.current_seq == 7
-    assert [seq for seq, _ in result.events] == [5, 6, 7]
+    assert result.current_seq == o + 7
+    assert [seq - o for seq, _ in result.events] == [5, 6, 7]
     assert [frame for _, frame in result.events] == [
-        encode_event("incidents", 900, s, {"i": s}) for s in (5, 6, 7)
+        encode_event("incidents", 900, o + i, {"i": i}) for i in (5, 6, 7)
     ]
-    full = await broker.history("t1:incidents", 0)
-    assert full.recovered is True and [seq for seq, _ in full.events] == list(range(1, 8))
+    full = await broker.history("t1:incidents", o)
+    assert full.recovered is True and [seq - o for seq, _ in full.events] == list(range(1, 8))
 
 
 async def test_history_when_up_to_date_or_ahead(make_broker: BrokerFactory) -> None:
     broker = await make_broker()
-    empty = await broker.history("t1:never", 0)
-    assert (empty.events, empty.recovered, empty.current_seq) == ([], True, 0)
+    o = await origin(broker, "t1:never")
+    empty = await broker.history("t1:never", o)
+    assert (empty.events, empty.recovered, empty.current_seq) == ([], True, o)
     await broker.publish("t1:monitors", "monitors", 900, {})
     await broker.publish("t1:monitors", "monitors", 900, {})
-    current = await broker.history("t1:monitors", 2)
-    assert (current.events, current.recovered, current.current_seq) == ([], True, 2)
+    current = await broker.history("t1:monitors", o + 2)
+    assert (current.events, current.recovered, current.current_seq) == ([], True, o + 2)
     # A seq the sequence never reached (e.g. held across a reset) cannot be trusted.
-    ahead = await broker.history("t1:monitors", 9)
-    assert (ahead.events, ahead.recovered, ahead.current_seq) == ([], False, 2)
+    ahead = await broker.history("t1:monitors", o + 9)
+    assert (ahead.events, ahead.recovered, ahead.current_seq) == ([], False, o + 2)
 
 
 async def test_history_overflow_is_not_recovered(make_broker: BrokerFactory) -> None:
     broker = await make_broker(history_size=5)
+    o = await origin(broker, "t1:monitors")
     for i in range(1, 13):
         await broker.publish("t1:monitors", "monitors", 900, {"i": i})
-    lost = await broker.history("t1:monitors", 2)
+    lost = await broker.history("t1:monitors", o + 2)
     assert lost.recovered is False
-    assert lost.current_seq == 12
-    assert [seq for seq, _ in lost.events] == [8, 9, 10, 11, 12]
-    covered = await broker.history("t1:monitors", 7)
-    assert covered.recovered is True and [seq for seq, _ in covered.events] == [8, 9, 10, 11, 12]
+    assert lost.current_seq == o + 12
+    assert [seq - o for seq, _ in lost.events] == [8, 9, 10, 11, 12]
+    covered = await broker.history("t1:monitors", o + 7)
+    assert covered.recovered is True and [seq - o for seq, _ in covered.events] == [8, 9, 10, 11, 12]
 
 
 async def test_history_expires_after_ttl(make_broker: BrokerFactory) -> None:
     broker = await make_broker(history_ttl=0.3)
+    o = await origin(broker, "t1:monitors")
     for _ in range(3):
         await broker.publish("t1:monitors", "monitors", 900, {})
-    assert [seq for seq, _ in (await broker.history("t1:monitors", 0)).events] == [1, 2, 3]
+    assert [seq - o for seq, _ in (await broker.history("t1:monitors", o)).events] == [1, 2, 3]
     await asyncio.sleep(0.6)
-    expired = await broker.history("t1:monitors", 1)
-    assert (expired.events, expired.recovered, expired.current_seq) == ([], False, 3)
+    expired = await broker.history("t1:monitors", o + 1)
+    assert (expired.events, expired.recovered, expired.current_seq) == ([], False, o + 3)
     # The sequence itself survives the history: the next event is 4, not 1.
-    assert await broker.publish("t1:monitors", "monitors", 900, {}) == 4
-    assert (await broker.history("t1:monitors", 3)).events[0][0] == 4
+    assert await broker.publish("t1:monitors", "monitors", 900, {}) == o + 4
+    assert (await broker.history("t1:monitors", o + 3)).events[0][0] == o + 4
 
 
 async def test_remove_listener_stops_delivery(make_broker: BrokerFactory) -> None:
     broker = await make_broker()
+    o = await origin(broker, "t1:monitors")
     gone, kept = await listen(broker, "t1:monitors"), await listen(broker, "t1:monitors")
     await broker.publish("t1:monitors", "monitors", 900, {})
     await eventually(lambda: len(gone.got) == 1 and len(kept.got) == 1)
@@ -173,7 +186,7 @@ async def test_remove_listener_stops_delivery(make_broker: BrokerFactory) -> Non
     broker.remove_listener("t1:monitors", gone)  # twice is harmless
     await broker.publish("t1:monitors", "monitors", 900, {})
     await eventually(lambda: len(kept.got) == 2)
-    assert gone.seqs == [1]
+    assert gone.seqs == [o + 1]
 
 
 async def test_a_failing_listener_does_not_stop_delivery_to_others(make_broker: BrokerFactory) -> None:
@@ -182,11 +195,12 @@ async def test_a_failing_listener_does_not_stop_delivery_to_others(make_broker: 
     def broken(topic: str, seq: int, frame: str) -> None:
         raise RuntimeError("listener bug")
 
+    o = await origin(broker, "t1:monitors")
     broker.add_listener("t1:monitors", broken)
     rec = await listen(broker, "t1:monitors")
     await broker.publish("t1:monitors", "monitors", 900, {})
     await broker.publish("t1:monitors", "monitors", 900, {})
-    await eventually(lambda: rec.seqs == [1, 2])
+    await eventually(lambda: rec.seqs == [o + 1, o + 2])
 
 
 async def test_create_broker_picks_the_backend(redis_url: str, redis_prefix: str) -> None:
@@ -195,6 +209,44 @@ async def test_create_broker_picks_the_backend(redis_url: str, redis_prefix: str
     remote = create_broker(redis_url, prefix=redis_prefix, history_size=10, history_ttl=5.0)
     assert isinstance(remote, RedisBroker) and remote.prefix == redis_prefix
     await remote.close()
+
+
+# -- in-process only -------------------------------------------------------------
+
+
+async def test_memory_seqs_of_a_restarted_process_start_above_the_old_ones() -> None:
+    """A restart loses the history: a since from before it must not be answered recovered."""
+    before = MemoryBroker()
+    for _ in range(3):
+        last = await before.publish("t1:monitors", "monitors", 900, {})
+    held = await before.history("t1:monitors", last - 1)  # what a client resumes from
+    assert held.recovered is True
+    await asyncio.sleep(0.005)  # the next process starts at least a few ms later
+    after = MemoryBroker()  # the restarted process: nothing published yet
+    for since in (last - 1, last):
+        lost = await after.history("t1:monitors", since)
+        assert lost.recovered is False and lost.events == []
+        assert lost.current_seq > last  # the new sequence starts above the old one
+    first = await after.publish("t1:monitors", "monitors", 900, {"after": "restart"})
+    assert first > last
+    for since in (last - 1, last):
+        lost = await after.history("t1:monitors", since)
+        assert lost.recovered is False and lost.current_seq == first
+    assert (await after.history("t1:monitors", first - 1)).recovered is True  # its own history works
+    # A since above the new seq (a long-lived old process, a clock set back) is not recovered either.
+    ahead = await after.history("t1:monitors", first + 5)
+    assert ahead.recovered is False
+
+
+def test_memory_seqs_are_integers_javascript_holds_exactly() -> None:
+    from app.broker.memory import seq_base
+
+    now = seq_base()
+    assert isinstance(now, int) and 0 < now < 2**53
+    assert now > (1_764_000_000 - 1_704_067_200) * 1000 * 4096  # above any base of late 2025
+    # Still exact with a topic's billion events published, for decades to come.
+    assert seq_base(now=2_840_140_800.0) + 10**9 < 2**53  # 2060-01-01
+    assert seq_base(now=1_704_067_200.0) == 0 and seq_base(now=0.0) == 0
 
 
 # -- Redis only -----------------------------------------------------------------

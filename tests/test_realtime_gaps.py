@@ -1,4 +1,5 @@
-"""Subscription correctness at the edges: a SUBSCRIBE that fails half-way, a role lost on AUTH_REFRESH."""
+"""Subscription correctness at the edges: a SUBSCRIBE that fails half-way, a role lost on
+AUTH_REFRESH, a ``since`` held across a restart of the in-process broker."""
 
 from __future__ import annotations
 
@@ -13,8 +14,17 @@ from websockets.asyncio.client import ClientConnection
 from app.events import scoped
 from app.protocol import PkgID, RSPCode
 from tests.fixtures import PASSWORD, acreate_user, unique
-from tests.realtime_support import OwnRedis, next_event, no_event, publisher, redis_server, servers
-from tests.server import call, new_req_id, ok, ws_connect
+from tests.realtime_support import (
+    HIGH_LIMITS,
+    OwnRedis,
+    call_collect,
+    next_event,
+    no_event,
+    publisher,
+    redis_server,
+    servers,
+)
+from tests.server import ServerProcess, call, new_req_id, ok, sqlite_url, ws_connect
 
 #: Holds the (private) Redis busy for ``ARGV[1]`` ms: commands sent meanwhile queue up in order.
 _HOLD_REDIS = """
@@ -143,3 +153,32 @@ async def test_auth_refresh_after_a_demotion_drops_topics_the_new_role_may_not_r
             assert (await ok(ws, PkgID.UNSUBSCRIBE, {"topics": ["deliveries", "monitors"]})) == {
                 "unsubscribed": ["monitors"]
             }
+
+
+async def test_in_process_broker_after_a_restart_does_not_claim_recovery() -> None:
+    """The in-process broker loses its history on restart: a since from before it is not recovered."""
+    srv = ServerProcess(sqlite_url(), env=HIGH_LIMITS).start()
+    monitor = {
+        "name": unique("m"),
+        "kind": "http",
+        "url": "https://example.invalid/",
+        "interval": 30,
+        "timeout": 2,
+    }
+    with servers(srv):
+        async with ws_connect(srv, srv.login()) as ws:
+            await ok(ws, PkgID.SUBSCRIBE, {"topics": ["monitors"]})
+            resp, before = await call_collect(ws, PkgID.MONITOR_CREATE, monitor)
+            assert resp["status_code"] == RSPCode.OK, resp
+            seen = (before[0] if before else await next_event(ws, "monitors"))["seq"]
+        srv.restart()
+        async with ws_connect(srv, srv.login()) as ws:
+            # Missed by the client: published by the new process while it was away.
+            await ok(ws, PkgID.MONITOR_UPDATE, {"id": resp["data"]["id"], "version": 1, "interval": 60})
+            answer, replay = await call_collect(
+                ws, PkgID.SUBSCRIBE, {"topics": ["monitors"], "since": {"monitors": seen}}
+            )
+            assert answer["status_code"] == RSPCode.OK, answer
+            state = answer["data"]["topics"]["monitors"]
+            assert state["recovered"] is False and state["replayed"] == 0 and replay == []
+            assert seen < state["seq"] < 2**53  # the new process numbers above the old one

@@ -4,9 +4,11 @@ A *topic* here is the full, tenant-scoped key (``t<tenant_id>:monitors``); the
 websocket layer maps tenant-relative names to these keys, so a broker never
 needs to know about tenants.
 
-Every published event gets a per-topic, strictly increasing ``seq`` (starting
-at 1) assigned atomically by the backend, so two instances publishing on the
-same topic still produce one gap-free sequence. The backend encodes the event
+Every published event gets a per-topic, strictly increasing ``seq`` assigned
+atomically by the backend, so two instances publishing on the same topic still
+produce one gap-free sequence. Redis starts a topic at 1; the in-process
+backend starts above every seq of the previous process (its history does not
+survive a restart), so do not assume any particular first seq. The backend encodes the event
 frame once and hands every local subscriber the same ``str``.
 """
 
@@ -31,7 +33,8 @@ class HistoryResult:
     events: list[tuple[int, str]]
     #: False when the history no longer covers ``since + 1`` (events were lost).
     recovered: bool
-    #: The topic's newest seq (0 when nothing was ever published).
+    #: The topic's newest seq (where the sequence starts when nothing was published yet:
+    #: 0 on Redis, the process's base in the in-process broker).
     current_seq: int
 
 
