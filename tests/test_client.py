@@ -486,6 +486,32 @@ async def test_subscribing_to_a_forbidden_topic_raises(redis_server: ServerProce
         assert (await client.ping())["pong"] is True
 
 
+@ON_SQLITE
+async def test_a_refresh_that_drops_a_topic_ends_the_subscriptions_holding_it(server: ServerProcess) -> None:
+    """An editor demoted to viewer refreshes: ``deliveries`` (editor) ends, ``monitors`` goes on."""
+    tenant = unique("t")
+    owner = await acreate_user(server.database_url, {tenant: "owner"})
+    member = await acreate_user(server.database_url, {tenant: "editor"})
+    async with (
+        WatchpostClient(server.ws_url, await _login(server, owner, PASSWORD)) as boss,
+        WatchpostClient(server.ws_url, await _login(server, member, PASSWORD)) as client,
+        client.subscribe(["deliveries", "monitors"]) as both,
+        client.subscribe(["monitors"]) as viewers,
+    ):
+        user_id = (await client.whoami())["user_id"]
+        await boss.call(PkgID.MEMBER_UPDATE, {"user_id": user_id, "role": "viewer"})
+        answer = await client.refresh(await _login(server, member, PASSWORD))
+        assert answer["dropped_topics"] == ["deliveries"]
+        with pytest.raises(PermissionDenied, match="deliveries") as caught:
+            await _next(both, 5)
+        assert caught.value.data == {"dropped_topics": ["deliveries"]}
+        # The other subscription still gets monitor events.
+        created = await boss.call(PkgID.MONITOR_CREATE, {"name": unique("beat"), "kind": "push"})
+        item = await _next(viewers)
+        assert isinstance(item, Event) and item.topic == "monitors"
+        assert item.data["action"] == "created" and item.data["monitor"]["id"] == created["id"]
+
+
 # ----- CLI
 
 

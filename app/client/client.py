@@ -27,6 +27,7 @@ from app.client.errors import (
     AUTH_CLOSE_CODES,
     AuthenticationFailed,
     ConnectionLost,
+    PermissionDenied,
     RequestTimeout,
     WatchpostError,
     describe_close,
@@ -205,13 +206,40 @@ class WatchpostClient:
         """Replace the connection's identity in-band (AUTH_REFRESH); also used for later reconnects.
 
         With no ``token``, asks ``token_provider`` for one. Raises
-        :class:`Unauthenticated` when the server rejects it.
+        :class:`Unauthenticated` when the server rejects it. A subscription holding
+        a topic the new identity may not read (``dropped_topics`` in the answer)
+        ends with :class:`PermissionDenied`.
         """
         if token is None:
             token = await self._fresh_token()
         result = await self.call(PkgID.AUTH_REFRESH, {"token": token})
         self._token = token
+        self._end_dropped(result)
         return result
+
+    def _end_dropped(self, result: Any) -> None:
+        """End every subscription holding a topic the new identity may no longer read.
+
+        The server has already stopped those topics (``dropped_topics`` in the
+        AUTH_REFRESH answer); the subscription ends with :class:`PermissionDenied`
+        so the application learns it, rather than waiting for events that will not come.
+        """
+        dropped = result.get("dropped_topics") if isinstance(result, dict) else None
+        if not isinstance(dropped, list) or not dropped:
+            return
+        gone = {t for t in dropped if isinstance(t, str)}
+        for sub in list(self._subs):
+            lost = [t for t in sub.topics if t in gone]
+            if lost:
+                sub._fail(
+                    PermissionDenied(
+                        f"the refreshed token may no longer read {', '.join(lost)}",
+                        data={"dropped_topics": lost},
+                        pkg_id=PkgID.AUTH_REFRESH,
+                    )
+                )
+                # Its other topics are no longer wanted by this subscription.
+                self._spawn(self._release(sub))
 
     async def _request(
         self,
