@@ -70,7 +70,7 @@ def create_app(settings: Any = None) -> Any:
         limiter=limiter,
         local_auth=local_auth,
         authenticator=Authenticator(db, local_auth, policy),
-        hub=Hub(broker),
+        hub=Hub(broker, policy),
     )
 
     @asynccontextmanager

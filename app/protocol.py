@@ -82,6 +82,7 @@ class PkgID(enum.IntEnum):
     EVENT_MONITOR_CHANGED = 902
     EVENT_INCIDENT = 903
     EVENT_AUTH_EXPIRING = 904
+    EVENT_ROLE_CHANGED = 905
 
 
 class RSPCode(enum.IntEnum):

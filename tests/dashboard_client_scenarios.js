@@ -144,6 +144,12 @@
   // After the reconnect the refused topic did not take the good one down with it.
   await sleep(30);
   out.afterReconnect = { positions: second.positions(), refusedAgain: refused.length };
+  // EVENT_ROLE_CHANGED (905) dropping a topic: listeners hear of it and the topic is forgotten
+  // (not resubscribed on the next connection).
+  const notices = [];
+  second.onEvent((e) => { if (e.pkg_id === 905) notices.push(e.data.roles); });
+  last().recv({ pkg_id: 905, req_id: null, status_code: 0, data: { roles: ["viewer"], dropped_topics: ["maintenance"] } });
+  out.roleChange = { notices, positions: second.positions() };
   second.close();
 
   // Full jitter: uniform in [0, min(cap, base * 2^attempt)].

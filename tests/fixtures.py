@@ -69,3 +69,23 @@ async def acreate_user(
     name = username or unique("user")
     await _create_user(database_url, name, memberships, platform_admin)
     return name
+
+
+async def aset_role(database_url: str, username: str, slug: str, role: str) -> None:
+    """Change a membership straight in the database: a change no live socket is told about
+    (made with SQL, or while the broker was down), which AUTH_REFRESH must still pick up."""
+    db = Database(database_url)
+    try:
+        async with db.session() as s:
+            member = (
+                await s.execute(
+                    select(Membership)
+                    .join(User, User.id == Membership.user_id)  # type: ignore[arg-type]
+                    .join(Tenant, Tenant.id == Membership.tenant_id)  # type: ignore[arg-type]
+                    .where(User.username == username, Tenant.slug == slug)
+                )
+            ).scalar_one()
+            member.role = role
+            await s.commit()
+    finally:
+        await db.close()

@@ -48,7 +48,7 @@ from app.client import (
 from app.client.transport import Answer, Notice, parse_frame
 from app.events import scoped
 from app.protocol import CloseCode, PkgID, RSPCode
-from tests.fixtures import PASSWORD, acreate_user, unique
+from tests.fixtures import PASSWORD, acreate_user, aset_role, unique
 from tests.server import ADMIN_PASSWORD, ROOT, ServerProcess, sqlite_url
 
 #: The shared ``server`` fixture, on SQLite only (the client does not care about storage).
@@ -487,8 +487,10 @@ async def test_subscribing_to_a_forbidden_topic_raises(redis_server: ServerProce
 
 
 @ON_SQLITE
-async def test_a_refresh_that_drops_a_topic_ends_the_subscriptions_holding_it(server: ServerProcess) -> None:
-    """An editor demoted to viewer refreshes: ``deliveries`` (editor) ends, ``monitors`` goes on."""
+async def test_losing_a_topic_ends_the_subscriptions_holding_it(server: ServerProcess) -> None:
+    """A topic the role may no longer read ends the subscriptions holding it, whether the role
+    was lowered out of band (seen at AUTH_REFRESH) or by MEMBER_UPDATE (EVENT_ROLE_CHANGED);
+    a subscription of topics the role still reads goes on."""
     tenant = unique("t")
     owner = await acreate_user(server.database_url, {tenant: "owner"})
     member = await acreate_user(server.database_url, {tenant: "editor"})
@@ -499,17 +501,34 @@ async def test_a_refresh_that_drops_a_topic_ends_the_subscriptions_holding_it(se
         client.subscribe(["monitors"]) as viewers,
     ):
         user_id = (await client.whoami())["user_id"]
-        await boss.call(PkgID.MEMBER_UPDATE, {"user_id": user_id, "role": "viewer"})
+        await aset_role(server.database_url, member, tenant, "viewer")  # no socket is told
         answer = await client.refresh(await _login(server, member, PASSWORD))
         assert answer["dropped_topics"] == ["deliveries"]
         with pytest.raises(PermissionDenied, match="deliveries") as caught:
             await _next(both, 5)
         assert caught.value.data == {"dropped_topics": ["deliveries"]}
+        assert caught.value.pkg_id == PkgID.AUTH_REFRESH
+
+        await boss.call(PkgID.MEMBER_UPDATE, {"user_id": user_id, "role": "editor"})
+        await _eventually(lambda: client.whoami(), lambda me: me["roles"] == ["editor"])
+        async with client.subscribe(["deliveries"]) as again:
+            await boss.call(PkgID.MEMBER_UPDATE, {"user_id": user_id, "role": "viewer"})
+            with pytest.raises(PermissionDenied, match="deliveries") as caught:
+                await _next(again, 5)
+            assert caught.value.pkg_id == PkgID.EVENT_ROLE_CHANGED
+
         # The other subscription still gets monitor events.
         created = await boss.call(PkgID.MONITOR_CREATE, {"name": unique("beat"), "kind": "push"})
         item = await _next(viewers)
         assert isinstance(item, Event) and item.topic == "monitors"
         assert item.data["action"] == "created" and item.data["monitor"]["id"] == created["id"]
+
+
+async def _eventually(get: Any, done: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done(await get()):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
 
 
 # ----- CLI

@@ -221,6 +221,7 @@ async def test_js_client_logic_in_the_browser(browser: BrowserContext, shared: S
     assert out["refused"] == {"resets": ["refused"], "state": "open", "sameSocket": True}
     assert out["silent"] == {"state": "open", "newSocket": True, "resubscribed": True}
     assert out["afterReconnect"] == {"positions": {"maintenance": 0}, "refusedAgain": 2}
+    assert out["roleChange"] == {"notices": [["viewer"]], "positions": {}}
     assert out["backoffMax"] == [499, 999, 1999, 3999, 7999, 15999, 19999, 19999]
     assert out["backoffMin"] == 0
     assert errors == []
@@ -363,7 +364,8 @@ async def test_viewer_controls_tenant_switch_editing_and_token_refresh(
     """Access tokens live 5 s on the shared server: the server sends 904 a few seconds in and
     the dashboard refreshes in band, keeping its one connection. A viewer sees no editing
     controls; the tenant switcher reconnects to the other tenant, where the user is an editor
-    and creates, edits, pauses, resumes and deletes a monitor through the dashboard."""
+    and creates, edits, pauses, resumes and deletes a monitor through the dashboard, until an
+    admin lowers them to viewer and the editing controls go without a reload."""
     lab = unique("lab")
     user = await acreate_user(shared.database_url, {"default": "viewer", lab: "editor"})
     admin = await asyncio.to_thread(shared.login)
@@ -372,6 +374,7 @@ async def test_viewer_controls_tenant_switch_editing_and_token_refresh(
     user_token = await asyncio.to_thread(shared.login, user, PASSWORD)
     async with ws_connect(shared, user_token, tenant=lab) as ws:
         lab_monitor = await ok(ws, PkgID.MONITOR_CREATE, http_monitor("lab-api", target.url("/b")))
+        user_id = (await ok(ws, PkgID.WHOAMI))["user_id"]
 
     page, errors = await open_page(browser, shared)
     await log_in(page, user, PASSWORD)
@@ -431,6 +434,15 @@ async def test_viewer_controls_tenant_switch_editing_and_token_refresh(
     await page.get_by_test_id("monitor-delete").click()
     await expect(created).to_have_count(0, timeout=WAIT_MS)
     await expect(page.get_by_test_id("monitor-detail")).to_be_hidden()
+
+    # An admin lowers the user to viewer in this tenant: the controls go at once (905), on the
+    # same connection.
+    await page.evaluate("window.__connStates = []")
+    async with ws_connect(shared, await asyncio.to_thread(shared.login), tenant=lab) as ws:  # 5 s tokens
+        await ok(ws, PkgID.MEMBER_UPDATE, {"user_id": user_id, "role": "viewer"})
+    await expect(page.get_by_test_id("monitor-new")).to_be_hidden(timeout=WAIT_MS)
+    await expect(page.get_by_test_id("whoami")).to_contain_text("viewer")
+    assert await page.evaluate("window.__connStates") == [], "the role change cost a reconnect"
     assert await same_document(page)
 
     await page.get_by_test_id("logout").click()

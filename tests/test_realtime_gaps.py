@@ -1,5 +1,6 @@
 """Subscription correctness at the edges: a SUBSCRIBE that fails half-way, a role lost on
-AUTH_REFRESH, a ``since`` held across a restart of the in-process broker."""
+AUTH_REFRESH or changed live by MEMBER_UPDATE, a ``since`` held across a restart of the
+in-process broker."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from websockets.asyncio.client import ClientConnection
 
 from app.events import scoped
 from app.protocol import PkgID, RSPCode
-from tests.fixtures import PASSWORD, acreate_user, unique
+from tests.fixtures import PASSWORD, acreate_user, aset_role, unique
 from tests.realtime_support import (
     HIGH_LIMITS,
     OwnRedis,
@@ -104,21 +105,17 @@ async def test_a_failed_multi_topic_subscribe_leaves_subscriptions_as_they_were(
 async def test_auth_refresh_after_a_demotion_drops_topics_the_new_role_may_not_read(
     pg_url: str, redis_url: str, redis_prefix: str
 ) -> None:
-    """An editor on ``deliveries`` (least role editor) is demoted to viewer: the refresh drops it."""
+    """An editor on ``deliveries`` (least role editor) is demoted to viewer where no live socket
+    hears of it (straight in the database): the next AUTH_REFRESH takes the role and drops it."""
     tenant = unique("t")
     srv = redis_server(pg_url, redis_url, redis_prefix)
     with servers(srv):
-        owner = await acreate_user(pg_url, {tenant: "owner"})
         member = await acreate_user(pg_url, {tenant: "editor"})
         status, tokens = await asyncio.to_thread(
             srv.post, "/login", {"username": member, "password": PASSWORD}
         )
         assert status == 200, tokens
-        async with (
-            publisher(redis_url, redis_prefix) as pub,
-            ws_connect(srv, tokens["access_token"], tenant=tenant) as ws,
-            ws_connect(srv, srv.login(owner, PASSWORD), tenant=tenant) as admin_ws,
-        ):
+        async with publisher(redis_url, redis_prefix) as pub, ws_connect(srv, tokens["access_token"]) as ws:
             me = await ok(ws, PkgID.WHOAMI)
             tenant_id = me["tenant_id"]
             await ok(ws, PkgID.SUBSCRIBE, {"topics": ["deliveries", "monitors"]})
@@ -133,8 +130,8 @@ async def test_auth_refresh_after_a_demotion_drops_topics_the_new_role_may_not_r
             same = await ok(ws, PkgID.AUTH_REFRESH, {"token": tokens["access_token"]})
             assert same["roles"] == ["editor"] and same["dropped_topics"] == []
 
-            demoted = await ok(admin_ws, PkgID.MEMBER_UPDATE, {"user_id": me["user_id"], "role": "viewer"})
-            assert demoted["role"] == "viewer"
+            await aset_role(pg_url, member, tenant, "viewer")
+            assert (await ok(ws, PkgID.WHOAMI))["roles"] == ["editor"]  # not told: still editor
             status, tokens = await asyncio.to_thread(
                 srv.post, "/refresh", {"refresh_token": tokens["refresh_token"]}
             )
@@ -153,6 +150,82 @@ async def test_auth_refresh_after_a_demotion_drops_topics_the_new_role_may_not_r
             assert (await ok(ws, PkgID.UNSUBSCRIBE, {"topics": ["deliveries", "monitors"]})) == {
                 "unsubscribed": ["monitors"]
             }
+
+
+async def _role_notice(ws: ClientConnection) -> dict[str, Any]:
+    """The next EVENT_ROLE_CHANGED on ``ws`` (events of topics on the way are skipped)."""
+    async with asyncio.timeout(10):
+        while True:
+            msg = json.loads(await ws.recv())
+            if msg.get("pkg_id") == PkgID.EVENT_ROLE_CHANGED:
+                assert msg["req_id"] is None and msg["status_code"] == RSPCode.OK, msg
+                data: dict[str, Any] = msg["data"]
+                return data
+            assert "topic" in msg, f"unexpected frame {msg}"
+
+
+async def _no_frame(ws: ClientConnection, wait: float = 0.5) -> None:
+    try:
+        msg = await asyncio.wait_for(ws.recv(), wait)
+    except TimeoutError:
+        return
+    raise AssertionError(f"expected nothing, got {msg}")
+
+
+async def test_member_update_changes_the_role_of_live_sockets_on_every_instance(
+    pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """The owner (instance A) changes an admin's role; the admin's sockets on instance B take it
+    at once: EVENT_ROLE_CHANGED names the role and the dropped topics. An API token the member
+    issued as editor is held to the lower of its own role and the member's."""
+    tenant = unique("t")
+    first = redis_server(pg_url, redis_url, redis_prefix)
+    second = redis_server(pg_url, redis_url, redis_prefix)
+    with servers(first, second):
+        owner = await acreate_user(pg_url, {tenant: "owner"})
+        member = await acreate_user(pg_url, {tenant: "admin"})
+        async with (
+            ws_connect(first, first.login(owner, PASSWORD)) as boss,
+            ws_connect(second, second.login(member, PASSWORD)) as ws,
+        ):
+            user_id = (await ok(ws, PkgID.WHOAMI))["user_id"]
+            issued = await ok(ws, PkgID.TOKEN_CREATE, {"name": unique("ci"), "role": "editor"})
+            async with ws_connect(second, issued["token"]) as api:
+                assert (await ok(api, PkgID.WHOAMI))["roles"] == ["editor"]
+                await ok(ws, PkgID.SUBSCRIBE, {"topics": ["deliveries", "monitors"]})
+                await ok(api, PkgID.SUBSCRIBE, {"topics": ["deliveries"]})
+
+                await ok(boss, PkgID.MEMBER_UPDATE, {"user_id": user_id, "role": "viewer"})
+                assert await _role_notice(ws) == {"roles": ["viewer"], "dropped_topics": ["deliveries"]}
+                assert await _role_notice(api) == {"roles": ["viewer"], "dropped_topics": ["deliveries"]}
+                assert (await ok(ws, PkgID.WHOAMI))["roles"] == ["viewer"]
+                denied = await call(ws, PkgID.TOKEN_CREATE, {"name": unique("ci"), "role": "viewer"})
+                assert denied["status_code"] == RSPCode.PERMISSION_DENIED, denied
+                # The dropped topic is gone from the server's listeners: its events do not come.
+                async with publisher(redis_url, redis_prefix) as pub:
+                    tenant_id = (await ok(ws, PkgID.WHOAMI))["tenant_id"]
+                    await pub.publish(tenant_id, "deliveries", {"n": 1})
+                    last = await pub.publish(tenant_id, "monitors", {"n": 2})
+                    got, _ = await _events_until(
+                        ws, lambda m: (m.get("topic"), m.get("seq")) == ("monitors", last)
+                    )
+                    assert got == []
+                    await no_event(api, "deliveries", 0.5)
+
+                # Promoted to admin: the member's socket is admin again; the API token is capped
+                # by its own role (editor).
+                await ok(boss, PkgID.MEMBER_UPDATE, {"user_id": user_id, "role": "admin"})
+                assert await _role_notice(ws) == {"roles": ["admin"], "dropped_topics": []}
+                assert await _role_notice(api) == {"roles": ["editor"], "dropped_topics": []}
+                assert (await ok(ws, PkgID.TOKEN_CREATE, {"name": unique("ci"), "role": "viewer"}))["token"]
+                assert (await ok(api, PkgID.WHOAMI))["roles"] == ["editor"]
+
+                # A change that leaves a socket's role as it is sends that socket nothing.
+                await ok(boss, PkgID.MEMBER_UPDATE, {"user_id": user_id, "role": "owner"})
+                assert await _role_notice(ws) == {"roles": ["owner"], "dropped_topics": []}
+                await _no_frame(api)
+                # The owner's own socket was never told anything.
+                await _no_frame(boss)
 
 
 async def test_in_process_broker_after_a_restart_does_not_claim_recovery() -> None:

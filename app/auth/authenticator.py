@@ -159,6 +159,7 @@ class Authenticator:
                 kind="api",
                 token_id=api.id,
                 token_name=api.name,
+                token_role=api.role,
                 expires_at=api.expires_at.timestamp() if api.expires_at else None,
             )
 

@@ -22,6 +22,8 @@ class Identity:
     token_id: int | None = None
     #: Token name for API tokens (the audit actor).
     token_name: str | None = None
+    #: The role an API token was issued with; ``role`` is the lower of it and the creator's.
+    token_role: str | None = None
     #: Local session id (revoked by /logout) or Keycloak ``sid``.
     session_id: str | None = None
     #: Unix time at which the credential expires (None: never).

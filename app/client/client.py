@@ -214,14 +214,15 @@ class WatchpostClient:
             token = await self._fresh_token()
         result = await self.call(PkgID.AUTH_REFRESH, {"token": token})
         self._token = token
-        self._end_dropped(result)
+        self._end_dropped(result, PkgID.AUTH_REFRESH)
         return result
 
-    def _end_dropped(self, result: Any) -> None:
+    def _end_dropped(self, result: Any, pkg_id: int) -> None:
         """End every subscription holding a topic the new identity may no longer read.
 
         The server has already stopped those topics (``dropped_topics`` in the
-        AUTH_REFRESH answer); the subscription ends with :class:`PermissionDenied`
+        AUTH_REFRESH answer or in EVENT_ROLE_CHANGED, sent when an admin changes
+        the member's role); the subscription ends with :class:`PermissionDenied`
         so the application learns it, rather than waiting for events that will not come.
         """
         dropped = result.get("dropped_topics") if isinstance(result, dict) else None
@@ -233,9 +234,9 @@ class WatchpostClient:
             if lost:
                 sub._fail(
                     PermissionDenied(
-                        f"the refreshed token may no longer read {', '.join(lost)}",
+                        f"this connection's role may no longer read {', '.join(lost)}",
                         data={"dropped_topics": lost},
-                        pkg_id=PkgID.AUTH_REFRESH,
+                        pkg_id=pkg_id,
                     )
                 )
                 # Its other topics are no longer wanted by this subscription.
@@ -432,6 +433,9 @@ class WatchpostClient:
         elif item is not None:
             if item.pkg_id == PkgID.EVENT_AUTH_EXPIRING:
                 self._spawn(self._refresh_in_band(item.frame.get("data")))
+            elif item.pkg_id == PkgID.EVENT_ROLE_CHANGED:
+                log.info("the server changed this connection's role: %s", item.frame.get("data"))
+                self._end_dropped(item.frame.get("data"), PkgID.EVENT_ROLE_CHANGED)
             elif item.frame.get("status_code") not in (None, 0):
                 log.warning(
                     "the server rejected a frame it could not attribute: %s", error_from_response(item.frame)

@@ -251,7 +251,7 @@ async def member_add(req: Request, ctx: Context) -> dict[str, Any]:
     response_example={"user_id": 2, "username": "alice", "role": "admin"},
 )
 async def member_update(req: Request, ctx: Context) -> dict[str, Any]:
-    """Change a member's role."""
+    """Change a member's role; their live connections to this tenant take it at once (EVENT_ROLE_CHANGED)."""
     _check_grant(ctx, req.data["role"])
     owner = ctx.services.policy.roles[-1]
     ctx.audit_target = str(req.data["user_id"])
@@ -261,9 +261,14 @@ async def member_update(req: Request, ctx: Context) -> dict[str, Any]:
             raise PermissionDenied("only an owner may change an owner's role")
         if m.role == owner and req.data["role"] != owner and await _owners(s, ctx) <= 1:
             raise Conflict("the tenant's last owner cannot be demoted; make someone else owner first")
+        changed = m.role != req.data["role"]
         m.role = req.data["role"]
         user = await s.get(User, m.user_id)
         assert user is not None
+    if changed:
+        await ctx.services.events.control(
+            "member_role", user_id=req.data["user_id"], tenant_id=ctx.tenant_id, role=req.data["role"]
+        )
     return member_json(m, user)
 
 

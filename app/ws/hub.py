@@ -1,8 +1,9 @@
-"""All live connections of this instance: revocation, drain, counts."""
+"""All live connections of this instance: revocation, role changes, drain, counts."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -11,16 +12,21 @@ import orjson
 from app import metrics
 from app.broker.base import Broker
 from app.events import CONTROL_TOPIC
-from app.protocol import CloseCode
+from app.protocol import CloseCode, PkgID, encode_response
+from app.rbac import Policy
+from app.ws import subscriptions
 from app.ws.connection import Connection
 
 log = logging.getLogger("watchpost.hub")
 
 
 class Hub:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, policy: Policy) -> None:
         self.broker = broker
+        self.policy = policy
         self.connections: set[Connection] = set()
+        #: Role changes being applied (kept so the tasks are not collected mid-way).
+        self._tasks: set[asyncio.Task[None]] = set()
         #: True once shutdown began: new handshakes are refused, readiness is 503.
         self.draining = False
 
@@ -45,6 +51,9 @@ class Hub:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return
         kind = data.get("kind")
+        if kind == "member_role":
+            self._on_role_change(data)
+            return
         for conn in list(self.connections):
             ident = conn.identity
             if (
@@ -63,6 +72,47 @@ class Hub:
             ):
                 log.info("closing %s: credential revoked (%s)", conn.conn_id, kind)
                 conn.close_soon(CloseCode.AUTH_FAILED, "credential revoked")
+
+    def _on_role_change(self, data: dict[str, Any]) -> None:
+        """MEMBER_UPDATE on any instance: the member's sockets in that tenant take the new role now.
+
+        An API token of that member gets the lower of the role it was issued with
+        and the new one (as when it connects). Topics the new role may not read
+        are dropped, and each socket is told with EVENT_ROLE_CHANGED.
+        """
+        member_role = data.get("role")
+        if not isinstance(member_role, str) or member_role not in self.policy.roles:
+            return
+        for conn in list(self.connections):
+            ident = conn.identity
+            if (
+                conn.closed
+                or ident.user_id != data.get("user_id")
+                or ident.tenant_id != data.get("tenant_id")
+            ):
+                continue
+            role = member_role
+            if ident.kind == "api" and ident.token_role in self.policy.roles:
+                role = min(member_role, ident.token_role, key=self.policy.rank)
+            if ident.role == role:
+                continue
+            log.info("%s (%s): role %s -> %s", conn.conn_id, ident.username, ident.role, role)
+            conn.identity = dataclasses.replace(ident, role=role)
+            task = asyncio.get_running_loop().create_task(self._apply_role(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _apply_role(self, conn: Connection) -> None:
+        dropped = await subscriptions.drop_unpermitted(conn, self.broker, self.policy)
+        role = conn.identity.role
+        conn.enqueue(
+            encode_response(
+                PkgID.EVENT_ROLE_CHANGED,
+                None,
+                0,
+                {"roles": [role] if role else [], "dropped_topics": dropped},
+            )
+        )
 
     async def drain(self, timeout: float, batch: int = 500) -> None:
         """Graceful shutdown: stop taking requests, let in-flight ones answer, close with 1001.

@@ -9,8 +9,15 @@ import { $, el, errorText } from "./dom.js";
 import { wireList } from "./monitor-list.js";
 import { openForm, showKindFields, submitForm } from "./monitor-form.js";
 import { addPainter, invalidate, model, session } from "./store.js";
-import { applyIncidentEvent, applyMonitorEvent, loadIncidents, loadSummary, reloadAll } from "./sync.js";
-import { State, WatchpostClient } from "./wp-client.js";
+import {
+  applyIncidentEvent,
+  applyMonitorEvent,
+  applyRoleChange,
+  loadIncidents,
+  loadSummary,
+  reloadAll,
+} from "./sync.js";
+import { Pkg, State, WatchpostClient } from "./wp-client.js";
 
 const SUMMARY_REFRESH_MS = 60000; // latency and uptime between state changes come from a periodic summary
 const TENANT_KEY = "watchpost.tenant";
@@ -160,6 +167,9 @@ function startSession() {
             : "Please log in.",
       );
     }
+  });
+  c.onEvent((ev) => {
+    if (c === session.client && ev.pkg_id === Pkg.EVENT_ROLE_CHANGED) applyRoleChange(ev.data);
   });
   c.subscribe(["monitors"], {
     onEvent: (ev) => applyMonitorEvent(ev),

@@ -68,10 +68,21 @@ export async function loadIncidents() {
   }
 }
 
+function setRoles(roles) {
+  model.canEdit = roles.some((r) => EDIT_ROLES.has(r));
+}
+
+/** EVENT_ROLE_CHANGED (905): an admin changed our role; show or hide the editing controls now. */
+export function applyRoleChange(data) {
+  const roles = Array.isArray(data?.roles) ? data.roles : [];
+  if (model.me) model.me = { ...model.me, roles };
+  setRoles(roles);
+  invalidate("role");
+}
+
 async function loadIdentity() {
   model.me = await session.client.call(Pkg.WHOAMI, {});
-  const roles = model.me?.roles ?? (model.me?.role ? [model.me.role] : []);
-  model.canEdit = roles.some((r) => EDIT_ROLES.has(r));
+  setRoles(model.me?.roles ?? (model.me?.role ? [model.me.role] : []));
   model.tenant = model.me?.tenant ?? model.tenant;
   try {
     model.tenants = listFrom(await session.client.call(Pkg.TENANT_LIST, { per_page: 100 }));

@@ -35,6 +35,7 @@ export const Pkg = Object.freeze({
   EVENT_MONITOR_CHANGED: 902,
   EVENT_INCIDENT: 903,
   EVENT_AUTH_EXPIRING: 904,
+  EVENT_ROLE_CHANGED: 905,
 });
 
 export const RSP = Object.freeze({
@@ -556,6 +557,14 @@ export class WatchpostClient {
     if (msg.pkg_id === Pkg.EVENT_AUTH_EXPIRING) {
       this._emit(msg);
       this.refreshNow().catch((err) => console.warn("watchpost: token refresh failed", err));
+      return;
+    }
+    if (msg.pkg_id === Pkg.EVENT_ROLE_CHANGED) {
+      // An admin changed this member's role; the server already dropped the topics it may no
+      // longer read. Forget them (a reconnect would be refused on them) and tell listeners.
+      const dropped = (msg.data && msg.data.dropped_topics) || [];
+      for (const topic of dropped) this.topics.delete(topic);
+      this._emit(msg);
       return;
     }
     if (typeof msg.topic === "string") {
