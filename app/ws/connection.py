@@ -39,9 +39,10 @@ class Connection:
         "_closing",
         "_deadline_sweep",
         "_flushed",
+        "_loop",
         "_queue",
         "_queued_bytes",
-        "_wakeup",
+        "_waiter",
         "_writer",
         "client_addr",
         "closed",
@@ -68,9 +69,14 @@ class Connection:
         self.client_addr = client.host if client else None
         self.max_messages = settings.ws_send_queue_max
         self.max_bytes = settings.ws_send_queue_bytes
+        # Made inside the endpoint's coroutine, so the loop is running. Kept because on
+        # Python 3.11 every get_running_loop() (also inside current_task(), Event.wait())
+        # is a getpid() system call: ~10 % of server CPU per PING on a VM (py-spy --native).
+        self._loop = asyncio.get_running_loop()
         self._queue: deque[str | bytes] = deque()
         self._queued_bytes = 0
-        self._wakeup = asyncio.Event()
+        #: The writer's wake-up while the queue is empty (a bare future: see ``_loop``).
+        self._waiter: asyncio.Future[None] | None = None
         #: Set whenever the queue is empty (drain waits on it).
         self._flushed = asyncio.Event()
         self._flushed.set()
@@ -95,7 +101,7 @@ class Connection:
 
     # ----- sending
     def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self._writer = self._loop.create_task(self._write_loop())
         self.arm_auth_timers()
 
     def enqueue(self, frame: str | bytes) -> bool:
@@ -119,16 +125,24 @@ class Connection:
         self._queue.append(frame)
         self._queued_bytes += size
         self._flushed.clear()
-        self._wakeup.set()
+        self._wake()
         return True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _write_loop(self) -> None:
         send = self.ws.send
         queue = self._queue
         try:
             while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
+                if not queue and not self.closed:
+                    self._waiter = self._loop.create_future()
+                    await self._waiter
                 while queue:
                     frame = queue.popleft()
                     self._queued_bytes -= len(frame)
@@ -160,7 +174,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
-        self._closing = asyncio.get_running_loop().create_task(self._close(code, reason))
+        self._closing = self._loop.create_task(self._close(code, reason))
 
     async def close(self, code: int, reason: str = "") -> None:
         if self.closed:
@@ -175,7 +189,7 @@ class Connection:
             await self.ws.close(code=code, reason=reason[:120])
         except Exception:  # noqa: BLE001 - already closed by the peer
             pass
-        self._wakeup.set()
+        self._wake()
 
     # ----- request deadlines
     def track(self, task: asyncio.Task[None], timeout: float) -> None:
@@ -187,7 +201,7 @@ class Connection:
         second costs more than the request (make bench: PING 62 -> ~50 µs). A request
         is stopped at most min(1 s, timeout) after its deadline.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         # The clock starts when the handler starts (see start_deadline): a task cancelled
         # before its first step would never reach the code that answers and frees its slot.
         self.tasks[task] = float("inf")
@@ -197,9 +211,9 @@ class Connection:
 
     def start_deadline(self, timeout: float) -> None:
         """Called by the request task itself, inside the code that handles the cancel."""
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)
         if task is not None and task in self.tasks:
-            self.tasks[task] = asyncio.get_running_loop().time() + timeout
+            self.tasks[task] = self._loop.time() + timeout
 
     def _untrack(self, task: asyncio.Task[None]) -> None:
         self.tasks.pop(task, None)
@@ -224,7 +238,7 @@ class Connection:
             self._deadline_sweep.cancel()
             self._deadline_sweep = None
         self.cancel_auth_timers()
-        self._wakeup.set()
+        self._wake()
         if self._closing is not None and not self._closing.done():
             # Returning first would let the server close with 1000 instead of our code.
             await asyncio.wait({self._closing}, timeout=1.0)
