@@ -92,7 +92,9 @@ class Hub:
             ):
                 continue
             role = member_role
-            if ident.kind == "api" and ident.token_role in self.policy.roles:
+            if ident.kind == "api":
+                if ident.token_role not in self.policy.roles:
+                    continue  # its issued role is unknown: never raise it; the next connect decides
                 role = min(member_role, ident.token_role, key=self.policy.rank)
             if ident.role == role:
                 continue
