@@ -43,6 +43,11 @@ class Policy:
             return False
         return self.rank(role) >= self.roles.index(needed)
 
+    def api_token_role(self, issued: str, member: str) -> str:
+        """What an API token may do: the lower of the role it was issued with and its
+        creator's current role in the tenant (applied at connect and on a live role change)."""
+        return min(issued, member, key=self.rank)
+
     def role_at_least(self, role: str | None, needed: str) -> bool:
         return self.rank(role) >= self.roles.index(needed)
 

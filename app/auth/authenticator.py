@@ -145,7 +145,7 @@ class Authenticator:
                 creator_role = self.policy.roles[-1]
             if creator_role is None or not user.is_active:
                 raise InvalidToken("the API token's creator is no longer a member of its tenant")
-            role = min(api.role, creator_role, key=self.policy.rank)
+            role = self.policy.api_token_role(api.role, creator_role)
             api.last_used_at = utcnow()
             await s.commit()
             return Identity(

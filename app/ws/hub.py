@@ -95,7 +95,7 @@ class Hub:
             if ident.kind == "api":
                 if ident.token_role not in self.policy.roles:
                     continue  # its issued role is unknown: never raise it; the next connect decides
-                role = min(member_role, ident.token_role, key=self.policy.rank)
+                role = self.policy.api_token_role(ident.token_role, member_role)
             if ident.role == role:
                 continue
             log.info("%s (%s): role %s -> %s", conn.conn_id, ident.username, ident.role, role)
