@@ -6,6 +6,7 @@ server runs embedded: SQLite, in-process broker and limits, local users.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -80,6 +81,10 @@ class Settings:
     ws_max_topics: int = 100
     ws_per_message_deflate: bool = False
     ws_drain_timeout: float = 10.0
+    #: Seconds a closing frame (e.g. 4009 slow consumer) gets to drain before the socket is aborted.
+    ws_close_grace: float = 5.0
+    #: Deepest JSON nesting accepted in a frame's ``data``; deeper is refused with 2 before any schema.
+    ws_max_json_depth: int = 32
     # --- rate limits (names kept from the package-router template)
     rate_limit_enabled: bool = True
     ws_max_connections_per_user: int = 20
@@ -87,6 +92,16 @@ class Settings:
     rate_limit_per_minute: int = 60
     rate_limit_burst: int = 10
     limits_fail_open: bool = True
+    #: Comma-separated peer addresses/CIDRs whose X-Forwarded-For is trusted ("" = none, "*" = any).
+    forwarded_allow_ips: str = ""
+    #: Largest HTTP request body (/login, /refresh, /logout), bytes; larger is answered 413 unread.
+    http_max_body_bytes: int = 16 * 1024
+    #: Longest password accepted at login (characters); longer is refused before hashing.
+    password_max_length: int = 1024
+    # --- per-tenant quotas (a platform administrator can raise them for one tenant)
+    quota_monitors: int = 10_000
+    quota_channels: int = 200
+    quota_api_tokens: int = 100
     # --- events
     event_history_size: int = 300
     event_history_ttl: int = 600
@@ -101,6 +116,14 @@ class Settings:
     #: A new or resumed monitor's first check is spread over up to this many seconds.
     collector_jitter: float = 10.0
     monitor_min_interval: int = 10
+    #: Largest check timeout a monitor may ask for, seconds.
+    check_timeout_max: float = 60.0
+    #: Bytes of an HTTP check's response body read at most (the keyword is searched in these).
+    check_max_body_bytes: int = 1024 * 1024
+    #: Comma-separated CIDRs checks may not reach (after DNS, on every redirect); "" = none.
+    check_deny_networks: str = ""
+    #: Comma-separated CIDRs alert deliveries and CHANNEL_TEST may not reach; "" = none.
+    alert_deny_networks: str = ""
     retention_days: int = 7
     #: Seconds between rollup + retention passes.
     rollup_interval: int = 300
@@ -210,6 +233,19 @@ class Settings:
                 "DELIVERY_BACKOFF_BASE must be positive and at most DELIVERY_BACKOFF_CAP; "
                 "REMINDER_SCAN_INTERVAL must be positive"
             )
+        if self.ws_close_grace < 0 or self.ws_max_json_depth < 2:
+            problems.append("WS_CLOSE_GRACE must be >= 0 and WS_MAX_JSON_DEPTH at least 2")
+        if self.check_timeout_max <= 0 or self.check_max_body_bytes <= 0:
+            problems.append("CHECK_TIMEOUT_MAX and CHECK_MAX_BODY_BYTES must be positive")
+        if self.http_max_body_bytes < 1024 or self.password_max_length < 8:
+            problems.append("HTTP_MAX_BODY_BYTES must be at least 1024 and PASSWORD_MAX_LENGTH at least 8")
+        if min(self.quota_monitors, self.quota_channels, self.quota_api_tokens) < 0:
+            problems.append("QUOTA_MONITORS, QUOTA_CHANNELS and QUOTA_API_TOKENS must be >= 0")
+        for name in ("check_deny_networks", "alert_deny_networks", "forwarded_allow_ips"):
+            try:
+                parse_networks(getattr(self, name), allow_any=name == "forwarded_allow_ips")
+            except ValueError as exc:
+                problems.append(f"{name.upper()}: {exc}")
         if self.jwt_secret is not None and len(self.jwt_secret) < 32:
             problems.append("JWT_SECRET must be at least 32 characters")
         if self.keycloak_base_url and not self.keycloak_base_url.startswith(("http://", "https://")):
@@ -222,6 +258,24 @@ class Settings:
             )
         if problems:
             raise SettingsError("; ".join(problems))
+
+
+def parse_networks(
+    raw: str, *, allow_any: bool = False
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Parse a comma-separated list of addresses/CIDRs ("*" = every address when ``allow_any``)."""
+    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for part in raw.replace(" ", "").split(","):
+        if not part:
+            continue
+        if part == "*" and allow_any:
+            out += [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+            continue
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
+    return tuple(out)
 
 
 def _convert(kind: str, raw: str) -> Any:
