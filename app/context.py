@@ -64,6 +64,8 @@ class Context:
     _events: list[tuple[str, int, Any]] = field(default_factory=list)
     #: Set by handlers: the id of the object the request acted on (audit log).
     audit_target: str | None = None
+    #: Set by handlers: what the client asked for, secrets masked (audit log ``details``).
+    audit_details: dict[str, Any] | None = None
     #: True once the audit row has been written inside a transaction.
     audited: bool = False
 
@@ -126,4 +128,5 @@ class Context:
             req_id=self.req_id,
             status_code=status_code,
             client_addr=self.client_addr,
+            details=self.audit_details,
         )

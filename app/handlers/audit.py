@@ -2,7 +2,8 @@
 
 Rows are written by the request context in the same transaction as the change
 they record (``app.context``); this module only reads them. Rows never hold
-secrets: they name the package, the target id and the outcome, not the data.
+secrets: they name the package, the target id and the outcome, and for some
+packages (alert channels) ``details``, the request with every secret masked.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def audit_json(row: AuditEntry) -> dict[str, Any]:
         "req_id": row.req_id,
         "status_code": row.status_code,
         "client_addr": row.client_addr,
+        "details": row.details,
     }
 
 
@@ -77,6 +79,11 @@ def _time(data: dict[str, Any], key: str) -> Any:
             "req_id": "3f0c7a8e-3c1b-4a47-9d0e-0d5d0c3b9a11",
             "status_code": 0,
             "client_addr": "10.0.0.5",
+            "details": {
+                "name": "ops webhook",
+                "kind": "webhook",
+                "config": {"url": "https://hooks.example.com/***", "secret": "***"},
+            },
         }
     ],
 )
