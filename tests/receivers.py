@@ -108,7 +108,9 @@ class _Waitable:
 class HttpReceiver(_Waitable):
     """Records HTTP requests and answers from a script (default: 200 ``ok``)."""
 
-    def __init__(self, default: Reply | None = None) -> None:
+    def __init__(self, default: Reply | None = None, *, host: str = "127.0.0.1") -> None:
+        # Any 127.x.y.z works on Linux loopback; egress tests use a second one.
+        self.host = host
         self.default = default or Reply()
         self._script: deque[Reply] = deque()
         self._requests: list[ReceivedRequest] = []
@@ -138,7 +140,7 @@ class HttpReceiver(_Waitable):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def requests(self) -> list[ReceivedRequest]:
@@ -177,7 +179,7 @@ class HttpReceiver(_Waitable):
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
-        self._server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self._server = loop.run_until_complete(asyncio.start_server(self._handle, self.host, 0))
         self.port = self._server.sockets[0].getsockname()[1]
         loop.call_soon(ready.set)
         try:
@@ -316,6 +318,8 @@ class SmtpReceiver(_Waitable):
         self.credentials = credentials
         self.reject: set[str] = set()  # recipients answered with a permanent 550
         self.busy = False  # answer every recipient with a transient 451
+        # Every AUTH attempt as (login, password), successful or not.
+        self.logins: list[tuple[str, str]] = []
         self._mails: list[ReceivedMail] = []
         self._lock = threading.Lock()
         self._controller: _Controller | None = None
@@ -340,6 +344,9 @@ class SmtpReceiver(_Waitable):
     def _authenticate(
         self, server: Any, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            with self._lock:
+                self.logins.append((auth_data.login.decode(), auth_data.password.decode()))
         ok = (
             isinstance(auth_data, LoginPassword)
             and self.credentials is not None

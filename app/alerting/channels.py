@@ -13,6 +13,13 @@ Secrets are write-only. What counts as one, per kind:
 
 In answers each is replaced by ``***`` (URLs keep scheme, host and port so a
 reader can tell where alerts go).
+
+Secrets stay with their destination: a patch (CHANNEL_UPDATE, or CHANNEL_TEST
+with ``id`` and ``config``) that changes where the channel sends — the URL's
+origin, or the mail server's host, port, username or TLS mode — may not carry a
+stored secret over; :func:`apply_patch` refuses it naming each field to give
+again (or to set to ``null``). Otherwise anyone who may edit a channel could
+read its secrets by sending them to a server of their own.
 """
 
 from __future__ import annotations
@@ -172,6 +179,85 @@ def mask_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
     if kind == "email":
         out["password"] = MASK if config.get("password") else None
     return out
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = httpx.URL(url)
+    default = {"http": 80, "https": 443}.get(parsed.scheme)
+    return (parsed.scheme, parsed.host.lower(), parsed.port or default)
+
+
+def destination(kind: str, config: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Where a (validated) config sends: what a stored secret is bound to.
+
+    Email includes the TLS mode: a password given for an encrypted session must
+    not be replayed in the clear.
+    """
+    if kind == "email":
+        return (
+            str(config["host"]).lower(),
+            config.get("port"),
+            config.get("username"),
+            config.get("security"),
+        )
+    return _origin(str(config["url"]))
+
+
+def _kept_secret_paths(kind: str, stored: Mapping[str, Any], merged: Mapping[str, Any]) -> list[str]:
+    """Paths of the stored secrets that ``merged`` still holds unchanged."""
+    paths: list[str] = []
+    if kind == "webhook":
+        if stored.get("secret") and merged.get("secret") == stored["secret"]:
+            paths.append("config.secret")
+        old = stored.get("headers") or {}
+        new = merged.get("headers") or {}
+        paths += [f"config.headers.{name}" for name, value in new.items() if old.get(name) == value]
+    if kind == "email" and stored.get("password") and merged.get("password") == stored["password"]:
+        paths.append("config.password")
+    return paths
+
+
+def apply_patch(kind: str, stored: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated config after a ``config`` patch (see :func:`merge_config`), or
+    ``InvalidData`` when the patch moves the channel to another destination while
+    keeping a stored secret. A value the patch gives again counts as new even if it
+    equals the stored one: the client has shown it knows it."""
+    merged = validate_config(kind, merge_config(kind, stored, patch))
+    if not stored or destination(kind, merged) == destination(kind, stored):
+        return merged
+    given = {f"config.{k}" for k, v in patch.items() if v != MASK and k != "headers"}
+    headers = patch.get("headers")
+    if isinstance(headers, Mapping):
+        given |= {f"config.headers.{name}" for name, v in headers.items() if v != MASK}
+    kept = [p for p in _kept_secret_paths(kind, stored, merged) if p not in given]
+    if kept:
+        raise InvalidData(
+            "this changes where the channel sends, and stored secrets only go to the destination "
+            f"they were given for: give {', '.join(kept)} again in the same request, or set them "
+            "to null to send without them",
+            errors=[{"path": p, "msg": "give it again (or null) when the destination changes"} for p in kept],
+        )
+    return merged
+
+
+def mask_patch(patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``config`` as the client sent it, for the audit trail: every secret (and every
+    key we do not know, which may be one) replaced by ``***``; nulls stay visible."""
+    out: dict[str, Any] = {}
+    for key, value in patch.items():
+        if value is None or key in _PLAIN_KEYS:
+            out[key] = value
+        elif key == "url" and isinstance(value, str):
+            out[key] = value if value == MASK else _masked_url(value)
+        elif key == "headers" and isinstance(value, Mapping):
+            out[key] = {str(name): None if v is None else MASK for name, v in value.items()}
+        else:
+            out[key] = MASK
+    return out
+
+
+#: Config keys that are never secret (everything else is masked in audit rows).
+_PLAIN_KEYS = frozenset({"host", "port", "security", "username", "from", "to"})
 
 
 def merge_config(kind: str, stored: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

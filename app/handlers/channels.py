@@ -22,8 +22,9 @@ from app.alerting import senders
 from app.alerting.channels import (
     CHANNEL_FIELDS,
     DEFAULT_ON,
+    apply_patch,
     channel_json,
-    merge_config,
+    mask_patch,
     validate_config,
 )
 from app.alerting.message import Alert
@@ -60,6 +61,15 @@ async def _load(session: AsyncSession, ctx: Context, channel_id: int) -> Channel
     return channel
 
 
+def _audit_request(ctx: Context, data: dict[str, Any]) -> None:
+    """Record what the client asked for in the audit row, secrets masked; set before any
+    check so refused attempts (say, moving a channel without its secrets) are on record."""
+    details = dict(data)
+    if isinstance(data.get("config"), dict):
+        details["config"] = mask_patch(data["config"])
+    ctx.audit_details = details
+
+
 def _name_taken(name: str) -> Conflict:
     return Conflict(f"an alert channel named {name!r} already exists in this tenant; pick another name")
 
@@ -73,6 +83,7 @@ def _name_taken(name: str) -> Conflict:
 async def channel_create(req: Request, ctx: Context) -> dict[str, Any]:
     """Create an alert channel; link monitors to it with the monitor field ``channels``."""
     data = req.data
+    _audit_request(ctx, data)
     channel = Channel(
         tenant_id=ctx.tenant_id,
         name=data["name"],
@@ -127,8 +138,11 @@ async def channel_list(req: Request, ctx: Context) -> Page:
 )
 async def channel_update(req: Request, ctx: Context) -> dict[str, Any]:
     """Change a channel. ``config`` is a patch: keys given replace, ``null`` removes, ``***``
-    keeps the stored secret. Any update clears the failure flag."""
+    keeps the stored secret, except that a patch moving the channel to another destination
+    (URL origin; mail host, port, username, security) must give its secrets again or null
+    them. Any update clears the failure flag."""
     data = req.data
+    _audit_request(ctx, data)
     ctx.audit_target = str(data["id"])
     try:
         async with ctx.tx() as s:
@@ -141,7 +155,7 @@ async def channel_update(req: Request, ctx: Context) -> dict[str, Any]:
                 )
             if "config" in data:
                 base = channel.config if kind == channel.kind else {}
-                channel.config = validate_config(kind, merge_config(kind, base, data["config"]))
+                channel.config = apply_patch(kind, base, data["config"])
             channel.kind = kind
             for key in ("name", "remind_every", "enabled"):
                 if key in data:
@@ -193,8 +207,10 @@ async def channel_delete(req: Request, ctx: Context) -> dict[str, Any]:
 )
 async def channel_test(req: Request, ctx: Context) -> dict[str, Any]:
     """Send a test message now and report what the receiver said. Give ``id`` (optionally with a
-    ``config`` patch to try before saving), or ``kind`` and ``config`` for an unsaved channel."""
+    ``config`` patch to try before saving, under CHANNEL_UPDATE's destination rule), or
+    ``kind`` and ``config`` for an unsaved channel."""
     data = req.data
+    _audit_request(ctx, data)
     if "id" in data:
         ctx.audit_target = str(data["id"])
         async with ctx.services.db.session() as s:
@@ -202,7 +218,7 @@ async def channel_test(req: Request, ctx: Context) -> dict[str, Any]:
         kind, name = channel.kind, channel.name
         config = channel.config
         if "config" in data:
-            config = validate_config(kind, merge_config(kind, config, data["config"]))
+            config = apply_patch(kind, config, data["config"])
     elif "kind" in data and "config" in data:
         kind, name = data["kind"], "unsaved channel"
         config = validate_config(kind, data["config"])
