@@ -22,7 +22,7 @@ def create_app(settings: Any = None) -> Any:
     from starlette.routing import Mount, Route, WebSocketRoute
     from starlette.staticfiles import StaticFiles
 
-    from app import http, metrics
+    from app import egress, http, metrics
     from app.auth.authenticator import Authenticator
     from app.auth.local import LocalAuth
     from app.broker import create_broker
@@ -37,6 +37,8 @@ def create_app(settings: Any = None) -> Any:
     from app.ws.hub import Hub
 
     settings = settings or Settings.from_env()
+    # Check runners (collector, CHECK_NOW) take the CHECK_DENY_NETWORKS policy from here.
+    egress.install_check_policy(egress.EgressPolicy.for_checks(settings))
     policy = load_policy()
     router = build_router()
     policy.check_registry(router.specs)  # fail closed: every package needs an actions.json entry

@@ -13,10 +13,11 @@ decides what happens next:
   backoff, honouring ``retry_after`` when the receiver gave one.
 
 Every sender is bounded by ``Transport.timeout`` as a whole, not per socket
-operation. Error strings are built here from status codes and exception types,
-then scrubbed of every secret in the config (signing secret, SMTP password,
-header values, the URL itself, whose path is the credential for Slack and
-Discord), so they are safe to store in the attempt log and to log.
+operation, and connects only where ``Transport.egress`` (ALERT_DENY_NETWORKS)
+allows; a blocked destination is a permanent failure. Error strings are built
+here from status codes and exception types, then scrubbed of every secret in
+the config (signing secret, SMTP password, header values, the URL itself, whose
+path is the credential for Slack and Discord), so they are safe to store in the attempt log and to log.
 """
 
 from __future__ import annotations
@@ -28,17 +29,20 @@ import hashlib
 import hmac
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
 import httpx
 import orjson
 
+from app import egress
 from app.alerting import message
 from app.alerting.message import Alert
+from app.egress import EgressDenied, EgressPolicy
 
 SIGNATURE_HEADER = "X-Watchpost-Signature"
 DELIVERY_HEADER = "X-Watchpost-Delivery"
@@ -80,15 +84,20 @@ class Transport:
     timeout: float = 10.0
     # None = the system trust store; tests pass a context trusting their own CA.
     smtp_ssl_context: ssl.SSLContext | None = None
+    #: Where sends may connect (ALERT_DENY_NETWORKS); ``http`` must be built with the same.
+    egress: EgressPolicy = field(default_factory=lambda: EgressPolicy(setting="ALERT_DENY_NETWORKS"))
 
 
-def make_http_client() -> httpx.AsyncClient:
+def make_http_client(policy: EgressPolicy | None = None) -> httpx.AsyncClient:
     """The HTTP client a worker keeps for its lifetime (close it with ``aclose``).
 
     Redirects are not followed: a webhook that moved is a configuration error
     to surface, and following a POST redirect could leak the body elsewhere.
+    Every connection obeys ``policy`` (none: no restriction).
     """
-    return httpx.AsyncClient(follow_redirects=False, headers={"User-Agent": USER_AGENT})
+    return egress.http_client(
+        policy or EgressPolicy(), follow_redirects=False, headers={"User-Agent": USER_AGENT}
+    )
 
 
 # --------------------------------------------------------------------- masking
@@ -212,6 +221,10 @@ async def _post_json(
     except httpx.InvalidURL:
         return _failure(secrets, "the channel URL is not a valid URL; update the channel", permanent=True)
     except httpx.TransportError as exc:
+        denied = egress.denied_cause(exc)
+        if denied is not None:
+            # The destination itself is forbidden; retrying cannot change that.
+            return _failure(secrets, f"{denied}; update the channel", permanent=True)
         # The exception text can quote the URL; only its type and a scrubbed message go out.
         return _failure(
             secrets, f"could not reach the receiver ({type(exc).__name__}: {exc})", permanent=False
@@ -282,18 +295,44 @@ def build_email(config: Mapping[str, Any], alert: Alert) -> EmailMessage:
     return mail
 
 
+class _PinnedSMTP(smtplib.SMTP):
+    """smtplib.SMTP that connects to an address checked beforehand, not to a fresh lookup
+    of the name (which could answer differently); TLS still verifies the name."""
+
+    def __init__(self, address: str | None, host: str, port: int, **kwargs: Any) -> None:
+        self._address = address
+        super().__init__(host, port, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return super()._get_socket(self._address or host, port, timeout)  # type: ignore[misc, no-any-return]
+
+
+class _PinnedSMTP_SSL(smtplib.SMTP_SSL):
+    def __init__(self, address: str | None, host: str, port: int, **kwargs: Any) -> None:
+        self._address = address
+        super().__init__(host, port, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return super()._get_socket(self._address or host, port, timeout)  # type: ignore[misc, no-any-return]
+
+
 def _smtp_exchange(
-    config: Mapping[str, Any], mail: EmailMessage, timeout: float, context: ssl.SSLContext | None
+    config: Mapping[str, Any],
+    mail: EmailMessage,
+    timeout: float,
+    context: ssl.SSLContext | None,
+    address: str | None = None,
 ) -> dict[str, tuple[int, bytes]]:
-    """The blocking SMTP conversation; runs in a worker thread. Returns refused recipients."""
+    """The blocking SMTP conversation; runs in a worker thread. Returns refused recipients.
+    ``address``: the IP to connect to (already allowed by the egress policy); None = ``host``."""
     host, port = str(config["host"]), int(config["port"])
     security = config.get("security", "starttls")
     ctx = context or ssl.create_default_context()
     client: smtplib.SMTP
     if security == "tls":
-        client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=ctx)
+        client = _PinnedSMTP_SSL(address, host, port, timeout=timeout, context=ctx)
     else:
-        client = smtplib.SMTP(host, port, timeout=timeout)
+        client = _PinnedSMTP(address, host, port, timeout=timeout)
     with client:
         if security == "starttls":
             client.starttls(context=ctx)
@@ -359,9 +398,17 @@ async def send_email(config: Mapping[str, Any], alert: Alert, transport: Transpo
     # handful of them, so the whole exchange gets a few times that.
     try:
         async with asyncio.timeout(transport.timeout * 3):
+            address = None
+            if transport.egress.active:
+                allowed = await transport.egress.resolve(str(config["host"]), int(config["port"]))
+                if not allowed:
+                    raise OSError(f"{config['host']} has no address")
+                address = allowed[0]
             refused = await asyncio.to_thread(
-                _smtp_exchange, config, mail, transport.timeout, transport.smtp_ssl_context
+                _smtp_exchange, config, mail, transport.timeout, transport.smtp_ssl_context, address
             )
+    except EgressDenied as exc:
+        return _failure(secrets, f"{exc}; update the channel", permanent=True)
     except (smtplib.SMTPException, OSError) as exc:  # OSError covers socket, ssl and timeouts
         return _smtp_failure(exc, secrets)
     if refused:

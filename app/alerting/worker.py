@@ -32,6 +32,7 @@ from app.alerting import metrics, outbox, senders
 from app.alerting.backoff import RetryPolicy
 from app.alerting.outbox import Claimed
 from app.alerting.senders import SendResult, Transport
+from app.egress import EgressPolicy
 from app.models.base import utcnow
 from app.storage.db import Database
 
@@ -92,8 +93,11 @@ class DeliveryWorker:
         *,
         owner: str | None = None,
         smtp_ssl_context: ssl.SSLContext | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.db = db
+        #: ALERT_DENY_NETWORKS: where sends (and CHANNEL_TEST through this worker) may connect.
+        self.egress = egress or EgressPolicy(setting="ALERT_DENY_NETWORKS")
         self.options = options or DeliveryOptions()
         self.owner = owner or worker_id()
         self._smtp_ssl_context = smtp_ssl_context
@@ -108,7 +112,10 @@ class DeliveryWorker:
         """The shared HTTP client and timeout (CHANNEL_TEST borrows it); valid after ``start``."""
         if self._transport is None:
             self._transport = Transport(
-                senders.make_http_client(), self.options.timeout, smtp_ssl_context=self._smtp_ssl_context
+                senders.make_http_client(self.egress),
+                self.options.timeout,
+                smtp_ssl_context=self._smtp_ssl_context,
+                egress=self.egress,
             )
         return self._transport
 
@@ -265,7 +272,9 @@ async def start_delivery_workers(services: Any) -> None:
     if not getattr(settings, "delivery_workers_enabled", True):
         log.info("delivery workers disabled on this instance (DELIVERY_WORKERS_ENABLED=false)")
         return
-    worker = DeliveryWorker(services.db, DeliveryOptions.from_settings(settings))
+    worker = DeliveryWorker(
+        services.db, DeliveryOptions.from_settings(settings), egress=EgressPolicy.for_alerts(settings)
+    )
     await worker.start()
     services.extras["delivery_worker"] = worker
 

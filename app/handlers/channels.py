@@ -30,6 +30,7 @@ from app.alerting.channels import (
 from app.alerting.message import Alert
 from app.alerting.senders import Transport
 from app.context import Context
+from app.egress import EgressPolicy
 from app.errors import Conflict, InvalidData, NotFound
 from app.models.base import iso, utcnow
 from app.models.channel import Channel
@@ -242,7 +243,8 @@ async def channel_test(req: Request, ctx: Context) -> dict[str, Any]:
 
 @asynccontextmanager
 async def _transport(ctx: Context, kind: str) -> AsyncIterator[Transport]:
-    """The running worker's HTTP client when there is one, else a short-lived client.
+    """The running worker's HTTP client when there is one, else a short-lived client;
+    either way under ALERT_DENY_NETWORKS.
 
     The time budget stays inside the handler deadline (email gets a third of
     it: its bound is three socket timeouts).
@@ -255,9 +257,10 @@ async def _transport(ctx: Context, kind: str) -> AsyncIterator[Transport]:
     worker = ctx.services.extras.get("delivery_worker")
     if worker is not None:
         shared: Transport = worker.transport
-        yield Transport(shared.http, timeout, shared.smtp_ssl_context)
+        yield Transport(shared.http, timeout, shared.smtp_ssl_context, shared.egress)
         return
-    own = Transport(senders.make_http_client(), timeout)
+    policy = EgressPolicy.for_alerts(settings)
+    own = Transport(senders.make_http_client(policy), timeout, egress=policy)
     try:
         yield own
     finally:

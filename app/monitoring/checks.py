@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from app import egress
+from app.egress import EgressDenied, EgressPolicy
+
 #: At most this much of a body is read when looking for a keyword.
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_EXPECTED_STATUS: tuple[tuple[int, int], ...] = ((200, 399),)
@@ -105,16 +108,21 @@ def status_matches(code: int, ranges: Sequence[tuple[int, int]]) -> bool:
 
 
 class HttpClients:
-    """The shared httpx clients of one collector. Call :meth:`aclose` when it stops."""
+    """The shared httpx clients of one collector. Call :meth:`aclose` when it stops.
 
-    def __init__(self) -> None:
+    Every connection they open obeys ``policy`` (default: the process's
+    CHECK_DENY_NETWORKS policy, :func:`app.egress.check_policy`), redirects included.
+    """
+
+    def __init__(self, policy: EgressPolicy | None = None) -> None:
         # httpx logs every request at INFO; with thousands of checks a minute that
         # buries everything else. Failures are recorded as results instead.
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        self.policy = policy if policy is not None else egress.check_policy()
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
         headers = {"User-Agent": "Watchpost/1 (health check)"}
-        self.verifying = httpx.AsyncClient(verify=True, limits=limits, headers=headers)
-        self.insecure = httpx.AsyncClient(verify=False, limits=limits, headers=headers)
+        self.verifying = egress.http_client(self.policy, verify=True, limits=limits, headers=headers)
+        self.insecure = egress.http_client(self.policy, verify=False, limits=limits, headers=headers)
 
     def get(self, verify_tls: bool) -> httpx.AsyncClient:
         return self.verifying if verify_tls else self.insecure
@@ -232,12 +240,19 @@ def _fail(started: float, error: str, status: int | None, cert: dt.datetime | No
     return CheckOutcome(False, (time.perf_counter() - started) * 1000, status, error, cert)
 
 
-async def run_tcp_check(host: str, port: int, timeout: float) -> CheckOutcome:
-    """Open and close one TCP connection; latency is the connect time."""
+async def run_tcp_check(
+    host: str, port: int, timeout: float, policy: EgressPolicy | None = None
+) -> CheckOutcome:
+    """Open and close one TCP connection; latency is the connect time. The connection
+    obeys ``policy`` (default: the process's CHECK_DENY_NETWORKS policy)."""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            _reader, writer = await asyncio.open_connection(host, port)
+            _reader, writer = await egress.open_connection(
+                host, port, policy if policy is not None else egress.check_policy()
+            )
+    except EgressDenied as exc:
+        return _fail(started, str(exc), None, None)
     except TimeoutError:
         return _fail(started, f"timed out after {_seconds(timeout)}", None, None)
     except ConnectionRefusedError:

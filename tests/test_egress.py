@@ -1,0 +1,272 @@
+"""Egress policy (issue 14): CHECK_DENY_NETWORKS and ALERT_DENY_NETWORKS apply to the address
+actually connected to, after DNS, on every connection (redirects too).
+
+127.0.0.2 stands in for a private address: on Linux every 127.x address is loopback, so a
+receiver bound there is reachable unless the policy refuses it. The first tests drive
+app.egress and the check runners directly against real local servers; the rest go through a
+real server: CHECK_NOW, the collector, CHANNEL_TEST and outbox deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from app.alerting.message import Alert
+from app.alerting.senders import Transport, make_http_client, send
+from app.egress import EgressDenied, EgressPolicy, denied_cause, http_client, open_connection
+from app.models.base import utcnow
+from app.monitoring.checks import HttpClients, HttpSpec, run_http_check, run_tcp_check
+from app.protocol import PkgID
+from app.settings import parse_networks
+from tests.fixtures import PASSWORD, acreate_user, unique
+from tests.receivers import HttpReceiver, Reply
+from tests.server import ServerProcess, call, ok, sqlite_url, ws_connect
+
+PRIVATE = "127.0.0.2"
+DENY_PRIVATE = EgressPolicy(parse_networks(f"{PRIVATE}/32"), "CHECK_DENY_NETWORKS")
+DENY_LOOPBACK = EgressPolicy(parse_networks("127.0.0.0/8, ::1/128"), "CHECK_DENY_NETWORKS")
+
+
+@pytest.fixture
+def public() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as rx:
+        yield rx
+
+
+@pytest.fixture
+def private() -> Iterator[HttpReceiver]:
+    with HttpReceiver(host=PRIVATE) as rx:
+        yield rx
+
+
+def test_the_policy_judges_addresses_including_ipv4_mapped_ones() -> None:
+    assert DENY_PRIVATE.denies(PRIVATE)
+    assert DENY_PRIVATE.denies(f"::ffff:{PRIVATE}")  # the same socket destination, spelled in IPv6
+    assert not DENY_PRIVATE.denies("127.0.0.1")
+    assert not DENY_PRIVATE.denies("::1")
+    assert DENY_LOOPBACK.denies("::1") and DENY_LOOPBACK.denies("127.1.2.3")
+    assert not EgressPolicy().active and not EgressPolicy().denies(PRIVATE)
+    assert str(DENY_PRIVATE.refusal(PRIVATE, "db.internal")) == (
+        f"destination {PRIVATE} (db.internal) is blocked by CHECK_DENY_NETWORKS"
+    )
+    assert isinstance(DENY_PRIVATE.refusal(PRIVATE), OSError)
+    assert ipaddress.ip_address(PRIVATE) in DENY_PRIVATE.deny[0]
+
+
+async def test_http_client_refuses_a_denied_address_and_keeps_the_host_name(
+    public: HttpReceiver, private: HttpReceiver
+) -> None:
+    async with http_client(EgressPolicy()) as open_client:
+        assert (await open_client.get(private.url + "/")).status_code == 200  # reachable without a policy
+    async with http_client(DENY_PRIVATE) as client:
+        with pytest.raises(httpx.ConnectError) as caught:
+            await client.get(private.url + "/")
+        denied = denied_cause(caught.value)
+        assert denied is not None
+        assert str(denied) == f"destination {PRIVATE} is blocked by CHECK_DENY_NETWORKS"
+        # An allowed name: the socket goes to a checked address, the request still names the host.
+        assert (await client.get(f"http://localhost:{public.port}/by-name")).status_code == 200
+    assert len(private.requests) == 1
+    assert public.requests[-1].headers["host"] == f"localhost:{public.port}"
+
+
+async def test_a_name_resolving_to_denied_addresses_is_refused(public: HttpReceiver) -> None:
+    async with http_client(DENY_LOOPBACK) as client:
+        with pytest.raises(httpx.ConnectError) as caught:
+            await client.get(f"http://localhost:{public.port}/")
+    assert "(localhost) is blocked by CHECK_DENY_NETWORKS" in str(denied_cause(caught.value))
+    tcp = await run_tcp_check("localhost", public.port, 2.0, DENY_LOOPBACK)
+    assert tcp.ok is False and tcp.error is not None
+    assert tcp.error.endswith("(localhost) is blocked by CHECK_DENY_NETWORKS"), tcp.error
+    with pytest.raises(EgressDenied):
+        await open_connection("127.0.0.1", public.port, DENY_LOOPBACK)
+    assert public.requests == []
+    # The same TCP check without a policy connects.
+    assert (await run_tcp_check("localhost", public.port, 2.0, EgressPolicy())).ok is True
+
+
+async def test_a_redirect_to_a_denied_address_is_refused(public: HttpReceiver, private: HttpReceiver) -> None:
+    public.default = Reply(status=301, headers={"location": f"{private.url}/internal"})
+    clients = HttpClients(DENY_PRIVATE)
+    try:
+        outcome = await run_http_check(HttpSpec(url=f"{public.url}/start", timeout=5.0), clients)
+    finally:
+        await clients.aclose()
+    assert outcome.ok is False
+    assert (
+        outcome.error is not None
+        and f"destination {PRIVATE} is blocked by CHECK_DENY_NETWORKS" in outcome.error
+    )
+    assert [r.path for r in public.requests] == ["/start"] and private.requests == []
+
+
+async def test_alert_senders_fail_permanently_on_a_denied_destination(private: HttpReceiver) -> None:
+    policy = EgressPolicy(parse_networks(f"{PRIVATE}/32"), "ALERT_DENY_NETWORKS")
+    transport = Transport(make_http_client(policy), 5.0, egress=policy)
+    alert = Alert(monitor_name="api", state="down", at=utcnow(), kind="test")
+    try:
+        hook = await send("webhook", {"url": f"{private.url}/hook", "headers": {}}, alert, transport)
+        mail = await send(
+            "email",
+            {
+                "host": PRIVATE,
+                "port": 25,
+                "security": "none",
+                "from": "wp@example.com",
+                "to": ["a@example.com"],
+            },
+            alert,
+            transport,
+        )
+    finally:
+        await transport.http.aclose()
+    for result in (hook, mail):
+        assert (result.ok, result.permanent) == (False, True), result
+        assert result.error == f"destination {PRIVATE} is blocked by ALERT_DENY_NETWORKS; update the channel"
+    assert private.requests == []
+
+
+# ----------------------------------------------------------------------- through the server
+
+FAST = {
+    "CHECK_DENY_NETWORKS": f"{PRIVATE}/32",
+    "ALERT_DENY_NETWORKS": f"{PRIVATE}/32",
+    "COLLECTOR_ENABLED": "true",
+    "MONITOR_MIN_INTERVAL": "1",
+    "COLLECTOR_TICK": "0.2",
+    "COLLECTOR_JITTER": "0.2",
+    "DELIVERY_POLL_INTERVAL": "0.1",
+    "DELIVERY_BACKOFF_BASE": "0.1",
+    "DELIVERY_BACKOFF_CAP": "0.3",
+    "DELIVERY_MAX_ATTEMPTS": "4",
+    "WS_MESSAGE_RATE_LIMIT": "100000",
+}
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[ServerProcess]:
+    srv = ServerProcess(sqlite_url(), env=FAST).start()
+    yield srv
+    srv.stop()
+
+
+async def _check_now(ws: ClientConnection, monitor: dict[str, Any]) -> dict[str, Any]:
+    return dict((await ok(ws, PkgID.MONITOR_CHECK_NOW, {"monitor": monitor}))["result"])
+
+
+async def test_check_now_obeys_check_deny_networks(
+    guarded: ServerProcess, public: HttpReceiver, private: HttpReceiver
+) -> None:
+    editor = await acreate_user(guarded.database_url, {unique("t"): "editor"})
+    blocked = f"destination {PRIVATE} is blocked by CHECK_DENY_NETWORKS"
+    async with ws_connect(guarded, guarded.login(editor, PASSWORD)) as ws:
+        direct = await _check_now(ws, {"kind": "http", "url": f"{private.url}/"})
+        assert direct["ok"] is False and blocked in direct["error"], direct
+        tcp = await _check_now(ws, {"kind": "tcp", "host": PRIVATE, "port": private.port})
+        assert tcp["ok"] is False and tcp["error"] == blocked, tcp
+        public.script(Reply(status=302, headers={"location": f"{private.url}/hop"}))
+        hop = await _check_now(ws, {"kind": "http", "url": f"{public.url}/moved"})
+        assert hop["ok"] is False and blocked in hop["error"], hop
+        allowed = await _check_now(ws, {"kind": "http", "url": f"{public.url}/fine"})
+        assert allowed["ok"] is True, allowed
+    assert private.requests == []
+    assert [r.path for r in public.requests] == ["/moved", "/fine"]
+
+
+async def test_the_collector_obeys_check_deny_networks(guarded: ServerProcess, private: HttpReceiver) -> None:
+    editor = await acreate_user(guarded.database_url, {unique("t"): "editor"})
+    async with ws_connect(guarded, guarded.login(editor, PASSWORD)) as ws:
+        monitor = await ok(
+            ws,
+            PkgID.MONITOR_CREATE,
+            {"name": "internal", "kind": "http", "url": f"{private.url}/", "interval": 2, "timeout": 1},
+        )
+        rows: list[dict[str, Any]] = []
+        async with asyncio.timeout(20):
+            while not rows:
+                rows = list(await ok(ws, PkgID.CHECK_HISTORY, {"monitor_id": monitor["id"]}))
+                await asyncio.sleep(0.2)
+        await ok(ws, PkgID.MONITOR_DELETE, {"id": monitor["id"]})
+    assert rows[0]["ok"] is False
+    assert f"destination {PRIVATE} is blocked by CHECK_DENY_NETWORKS" in rows[0]["error"], rows[0]
+    assert private.requests == []
+
+
+async def test_channel_test_and_deliveries_obey_alert_deny_networks(
+    guarded: ServerProcess, public: HttpReceiver, private: HttpReceiver
+) -> None:
+    editor = await acreate_user(guarded.database_url, {unique("t"): "editor"})
+    blocked = f"destination {PRIVATE} is blocked by ALERT_DENY_NETWORKS; update the channel"
+    async with ws_connect(guarded, guarded.login(editor, PASSWORD)) as ws:
+        tried = await ok(
+            ws, PkgID.CHANNEL_TEST, {"kind": "webhook", "config": {"url": f"{private.url}/hook"}}
+        )
+        assert (tried["ok"], tried["permanent"], tried["error"]) == (False, True, blocked), tried
+        mail = await ok(
+            ws,
+            PkgID.CHANNEL_TEST,
+            {
+                "kind": "email",
+                "config": {
+                    "host": PRIVATE,
+                    "port": 2525,
+                    "security": "none",
+                    "from": "w@example.com",
+                    "to": ["a@example.com"],
+                },
+            },
+        )
+        assert (mail["ok"], mail["permanent"], mail["error"]) == (False, True, blocked), mail
+        fine = await ok(ws, PkgID.CHANNEL_TEST, {"kind": "webhook", "config": {"url": f"{public.url}/hook"}})
+        assert fine["ok"] is True, fine
+
+        channel = await ok(
+            ws,
+            PkgID.CHANNEL_CREATE,
+            {"name": unique("hook"), "kind": "webhook", "config": {"url": f"{private.url}/hook"}},
+        )
+        public.default = Reply(status=500)
+        monitor = await ok(
+            ws,
+            PkgID.MONITOR_CREATE,
+            {
+                "name": "api",
+                "kind": "http",
+                "url": f"{public.url}/api",
+                "interval": 60,
+                "timeout": 2,
+                "channels": [channel["id"]],
+            },
+        )
+        assert (await ok(ws, PkgID.MONITOR_CHECK_NOW, {"id": monitor["id"]}))["state"] == "down"
+        rows: list[dict[str, Any]] = []
+        async with asyncio.timeout(20):
+            while not rows or rows[0]["status"] in ("pending", "sending"):
+                rows = list(await ok(ws, PkgID.DELIVERY_LIST, {"channel_id": channel["id"]}))
+                await asyncio.sleep(0.1)
+        await ok(ws, PkgID.MONITOR_DELETE, {"id": monitor["id"]})
+    [row] = rows
+    assert (row["status"], row["attempts"], row["last_error"]) == ("failed", 1, blocked), row
+    assert private.requests == []
+
+
+async def test_without_deny_lists_the_same_destinations_are_reached(
+    server: ServerProcess, private: HttpReceiver
+) -> None:
+    editor = await acreate_user(server.database_url, {unique("t"): "editor"})
+    async with ws_connect(server, server.login(editor, PASSWORD)) as ws:
+        check = await _check_now(ws, {"kind": "http", "url": f"{private.url}/check"})
+        tcp = await _check_now(ws, {"kind": "tcp", "host": PRIVATE, "port": private.port})
+        test = await call(
+            ws, PkgID.CHANNEL_TEST, {"kind": "webhook", "config": {"url": f"{private.url}/hook"}}
+        )
+    assert check["ok"] is True and tcp["ok"] is True, (check, tcp)
+    assert test["data"]["ok"] is True, test
+    assert sorted(r.path for r in private.requests) == ["/check", "/hook"]
