@@ -241,3 +241,22 @@ async def test_audit_rows_record_the_patch_with_secrets_masked(
     text = json.dumps(rows)
     for secret in (*STORED, "updated-secret-2", "Bearer updated", "path-token", "query-token"):
         assert secret not in text
+
+
+async def test_channel_urls_get_the_strict_outbound_url_check(server: ServerProcess) -> None:
+    editor = await acreate_user(server.database_url, {unique("t"): "editor"})
+    async with ws_connect(server, server.login(editor, PASSWORD)) as ws:
+        channel = await _webhook(ws, "https://hooks.example.com/ok")
+        for url in (
+            "http://h.example/a b",
+            "http://h.example:0/",
+            "http://bad..host/",
+        ):
+            for pkg, data in (
+                (PkgID.CHANNEL_CREATE, {"name": unique("u"), "kind": "slack", "config": {"url": url}}),
+                (PkgID.CHANNEL_UPDATE, {"id": channel["id"], "config": {"url": url}}),
+                (PkgID.CHANNEL_TEST, {"kind": "discord", "config": {"url": url}}),
+            ):
+                resp = await call(ws, pkg, data)
+                assert resp["status_code"] == RSPCode.INVALID_DATA, (url, pkg, resp)
+                assert _paths(resp) == {"config.url"}, resp

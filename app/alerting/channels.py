@@ -37,6 +37,7 @@ from app.alerting.senders import MASK, valid_address
 from app.errors import InvalidData
 from app.models.base import iso
 from app.models.channel import Channel
+from app.urls import BadURL, check_http_url
 
 KINDS = ("webhook", "slack", "discord", "email")
 #: Monitor states a channel can subscribe to with ``on``.
@@ -119,12 +120,12 @@ def _invalid(path: str, msg: str) -> InvalidData:
 
 
 def _check_url(url: str) -> None:
+    # The one strict check for outbound URLs (monitors use it too): anything it
+    # accepts the senders can send, so a saved channel never fails on its URL.
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        raise _invalid("config.url", "is not a valid URL") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise _invalid("config.url", "must be an http:// or https:// URL with a host")
+        check_http_url(url)
+    except BadURL as exc:
+        raise _invalid("config.url", str(exc)) from None
 
 
 def validate_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
