@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -145,7 +146,9 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
-def http_client(policy: EgressPolicy, *, verify: bool = True, **kwargs: Any) -> httpx.AsyncClient:
+def http_client(
+    policy: EgressPolicy, *, verify: bool | ssl.SSLContext = True, **kwargs: Any
+) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` whose every connection (redirects included) obeys ``policy``.
 
     ``kwargs`` go to the client (``headers``, ``limits``, ``follow_redirects``…).

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +30,7 @@ from app.settings import parse_networks
 from tests.fixtures import PASSWORD, acreate_user, unique
 from tests.receivers import HttpReceiver, Reply
 from tests.server import ServerProcess, call, ok, sqlite_url, ws_connect
+from tests.targets import make_self_signed_cert
 
 PRIVATE = "127.0.0.2"
 DENY_PRIVATE = EgressPolicy(parse_networks(f"{PRIVATE}/32"), "CHECK_DENY_NETWORKS")
@@ -75,6 +78,32 @@ async def test_http_client_refuses_a_denied_address_and_keeps_the_host_name(
         assert (await client.get(f"http://localhost:{public.port}/by-name")).status_code == 200
     assert len(private.requests) == 1
     assert public.requests[-1].headers["host"] == f"localhost:{public.port}"
+
+
+async def test_tls_still_verifies_and_announces_the_name(tmp_path: Path) -> None:
+    cert, key, _ = make_self_signed_cert(tmp_path)  # valid for "localhost" and 127.0.0.1
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    seen_sni: list[str | None] = []
+    server_ctx.sni_callback = lambda _sock, name, _ctx: seen_sni.append(name)  # type: ignore[assignment,func-returns-value]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    trust = ssl.create_default_context(cafile=str(cert))
+    try:
+        async with http_client(DENY_PRIVATE, verify=trust) as client:
+            response = await client.get(f"https://localhost:{port}/")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert response.status_code == 200
+    assert seen_sni == ["localhost"]
 
 
 async def test_a_name_resolving_to_denied_addresses_is_refused(public: HttpReceiver) -> None:
