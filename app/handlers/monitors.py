@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app import quotas
 from app.alerting.channels import unknown_channel_ids
 from app.context import Context
 from app.errors import Conflict, InvalidData, NotFound
@@ -182,6 +183,7 @@ async def monitor_create(req: Request, ctx: Context) -> dict[str, Any]:
     monitor.rolled_until = floor_hour(now)
     try:
         async with ctx.tx() as s:
+            await quotas.reserve(s, ctx.tenant_id, ctx.settings, "monitors")
             await _check_members(s, ctx, values, None)
             await _check_channels(s, ctx, values["channels"])
             s.add(monitor)

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from app import quotas
 from app.auth.passwords import hash_secret, new_secret
 from app.client_time import parse_time
 from app.context import Context
@@ -81,6 +82,7 @@ async def token_create(req: Request, ctx: Context) -> dict[str, Any]:
     )
     try:
         async with ctx.tx() as s:
+            await quotas.reserve(s, ctx.tenant_id, ctx.settings, "api_tokens")
             s.add(tok)
             await s.flush()
             ctx.audit_target = str(tok.id)
