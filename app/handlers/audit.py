@@ -13,10 +13,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import col
 
+from app.client_time import parse_time
 from app.context import Context
-from app.errors import InvalidData, PermissionDenied
+from app.errors import PermissionDenied
 from app.models.audit import AuditEntry
-from app.models.base import iso, parse_iso
+from app.models.base import iso
 from app.protocol import PkgID, Request
 from app.routing import PackageRouter, obj
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
@@ -41,15 +42,6 @@ def audit_json(row: AuditEntry) -> dict[str, Any]:
         "client_addr": row.client_addr,
         "details": row.details,
     }
-
-
-def _time(data: dict[str, Any], key: str) -> Any:
-    try:
-        return parse_iso(data[key])
-    except ValueError:
-        raise InvalidData(
-            f"{key} must be an ISO 8601 time", errors=[{"path": key, "msg": "not an ISO 8601 time"}]
-        ) from None
 
 
 @router.package(
@@ -101,9 +93,9 @@ async def audit_list(req: Request, ctx: Context) -> Page:
         code = col(AuditEntry.status_code)
         stmt = stmt.where(code != 0 if data["failed"] else code == 0)
     if "since" in data:
-        stmt = stmt.where(col(AuditEntry.ts) >= _time(data, "since"))
+        stmt = stmt.where(col(AuditEntry.ts) >= parse_time(data["since"], "since"))
     if "until" in data:
-        stmt = stmt.where(col(AuditEntry.ts) < _time(data, "until"))
+        stmt = stmt.where(col(AuditEntry.ts) < parse_time(data["until"], "until"))
     stmt = stmt.order_by(col(AuditEntry.id).desc())
     async with ctx.services.db.session() as s:
         rows, meta = await paginate(s, stmt, data)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app import quotas
 from app.alerting import senders
 from app.alerting.channels import (
     CHANNEL_FIELDS,
@@ -96,6 +97,7 @@ async def channel_create(req: Request, ctx: Context) -> dict[str, Any]:
     )
     try:
         async with ctx.tx() as s:
+            await quotas.reserve(s, ctx.tenant_id, ctx.settings, "channels")
             s.add(channel)
             await s.flush()
             ctx.audit_target = str(channel.id)

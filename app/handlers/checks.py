@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlmodel import col
 
+from app.client_time import parse_time
 from app.context import Context
-from app.errors import Conflict, InvalidData, NotFound
+from app.errors import Conflict, NotFound
 from app.handlers.monitors import load
-from app.models.base import iso, parse_iso, utcnow
+from app.models.base import iso, utcnow
 from app.models.check import CheckResult
 from app.models.monitor import Monitor
 from app.monitoring import recorder, stats
@@ -20,32 +21,12 @@ from app.monitoring.state import State
 from app.monitoring.wire import result_to_wire
 from app.protocol import PkgID, Request
 from app.routing import ID, PackageRouter, obj
+from app.storage.keyset import MAX_BIG_ID, decode_cursor, encode_cursor
 from app.storage.pagination import Page
 
 router = PackageRouter()
 
 _WINDOW = {"enum": list(stats.WINDOWS)}
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
-
-
-def _cursor(r: CheckResult) -> str:
-    """``<microseconds since epoch>:<id>`` — integers, so the keyset is exact."""
-    ts = r.ts if r.ts.tzinfo else r.ts.replace(tzinfo=UTC)
-    return f"{(ts - _EPOCH) // _MICRO}:{r.id}"
-
-
-def _parse_cursor(raw: str) -> tuple[datetime, int]:
-    try:
-        ts_text, id_text = raw.split(":", 1)
-        return _EPOCH + int(ts_text) * _MICRO, int(id_text)
-    except (ValueError, OverflowError):
-        raise InvalidData(
-            "cursor is not one this server issued; pass meta.next_cursor from the previous page unchanged",
-            errors=[{"path": "cursor", "msg": "malformed cursor"}],
-        ) from None
 
 
 @router.package(
@@ -71,15 +52,10 @@ async def check_history(req: Request, ctx: Context) -> Page:
     stmt = select(CheckResult).where(col(CheckResult.monitor_id) == data["monitor_id"])
     for key, op in (("since", "ge"), ("until", "lt")):
         if key in data:
-            try:
-                bound = parse_iso(data[key])
-            except ValueError:
-                raise InvalidData(
-                    f"{key} must be an ISO 8601 time", errors=[{"path": key, "msg": "not a time"}]
-                ) from None
+            bound = parse_time(data[key], key)
             stmt = stmt.where(col(CheckResult.ts) >= bound if op == "ge" else col(CheckResult.ts) < bound)
     if "cursor" in data:
-        ts, rid = _parse_cursor(data["cursor"])
+        ts, rid = decode_cursor(data["cursor"], max_id=MAX_BIG_ID)
         stmt = stmt.where(
             or_(col(CheckResult.ts) < ts, and_(col(CheckResult.ts) == ts, col(CheckResult.id) < rid))
         )
@@ -89,7 +65,10 @@ async def check_history(req: Request, ctx: Context) -> Page:
         rows = list((await s.execute(stmt)).scalars().all())
     has_more = len(rows) > limit
     rows = rows[:limit]
-    meta = {"next_cursor": _cursor(rows[-1]) if has_more and rows else None, "has_more": has_more}
+    meta = {
+        "next_cursor": encode_cursor(rows[-1].ts, rows[-1].id or 0) if has_more and rows else None,
+        "has_more": has_more,
+    }
     return Page([result_to_wire(r) for r in rows], meta)
 
 

@@ -9,16 +9,16 @@ interval of its start. Changes publish EVENT_MONITOR_CHANGED (902) on
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.client_time import parse_time
 from app.context import Context
 from app.errors import Conflict, InvalidData, NotFound
-from app.models.base import parse_iso, utcnow
+from app.models.base import utcnow
 from app.models.maintenance import MaintenanceWindow
 from app.models.monitor import Monitor
 from app.monitoring.wire import window_to_wire
@@ -46,15 +46,6 @@ _EXAMPLE = {
     "monitors": [1, 3],
     "version": 1,
 }
-
-
-def _time(data: dict[str, Any], key: str) -> datetime:
-    try:
-        return parse_iso(data[key])
-    except ValueError:
-        raise InvalidData(
-            f"{key} must be an ISO 8601 time", errors=[{"path": key, "msg": "not a time"}]
-        ) from None
 
 
 async def _validate(session: AsyncSession, ctx: Context, w: MaintenanceWindow) -> None:
@@ -106,8 +97,8 @@ async def maintenance_create(req: Request, ctx: Context) -> dict[str, Any]:
         tenant_id=ctx.tenant_id,
         name=data["name"],
         description=data.get("description", ""),
-        starts_at=_time(data, "starts_at"),
-        ends_at=_time(data, "ends_at"),
+        starts_at=parse_time(data["starts_at"], "starts_at"),
+        ends_at=parse_time(data["ends_at"], "ends_at"),
         all_monitors=bool(data.get("all_monitors", False)),
         monitors=sorted(set(data.get("monitors") or [])),
     )
@@ -166,7 +157,7 @@ async def maintenance_update(req: Request, ctx: Context) -> dict[str, Any]:
             w.monitors = sorted(set(data["monitors"]))
         for key in ("starts_at", "ends_at"):
             if key in data:
-                setattr(w, key, _time(data, key))
+                setattr(w, key, parse_time(data[key], key))
         await _validate(s, ctx, w)
         w.version += 1
         w.updated_at = utcnow()

@@ -19,6 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app import quotas
+from app.alerting.channels import unknown_channel_ids
 from app.context import Context
 from app.errors import Conflict, InvalidData, NotFound
 from app.models.base import iso, utcnow
@@ -123,6 +125,16 @@ async def _check_members(
         )
 
 
+async def _check_channels(session: AsyncSession, ctx: Context, channel_ids: list[int]) -> None:
+    unknown = await unknown_channel_ids(session, ctx.tenant_id, channel_ids)
+    if unknown:
+        # Another tenant's channel looks exactly like a missing one.
+        raise InvalidData(
+            f"channels {unknown} are not alert channels of this tenant; CHANNEL_LIST shows their ids",
+            errors=[{"path": "channels", "msg": f"unknown channel ids {unknown}"}],
+        )
+
+
 def _normalise(values: dict[str, Any]) -> dict[str, Any]:
     values["method"] = str(values.get("method") or "GET").upper()
     values["timeout"] = float(values["timeout"])
@@ -171,7 +183,9 @@ async def monitor_create(req: Request, ctx: Context) -> dict[str, Any]:
     monitor.rolled_until = floor_hour(now)
     try:
         async with ctx.tx() as s:
+            await quotas.reserve(s, ctx.tenant_id, ctx.settings, "monitors")
             await _check_members(s, ctx, values, None)
+            await _check_channels(s, ctx, values["channels"])
             s.add(monitor)
             await s.flush()
             ctx.audit_target = str(monitor.id)
@@ -272,6 +286,8 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
             values = _normalise({**current, **data})
             validate_definition(values, min_interval=ctx.settings.monitor_min_interval)
             await _check_members(s, ctx, values, monitor_id)
+            if "channels" in data:  # ids saved before this check existed do not block other edits
+                await _check_channels(s, ctx, values["channels"])
             now = utcnow()
             changes: dict[str, Any] = {k: v for k, v in values.items() if current.get(k) != v}
             previous_state = monitor.state

@@ -14,13 +14,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app import quotas
 from app.context import Context
 from app.errors import Conflict, InvalidData, NotFound, PermissionDenied
 from app.models.base import iso, utcnow
 from app.models.tenant import Membership, Tenant
 from app.models.user import User
 from app.protocol import PkgID, Request
-from app.routing import ID, PackageRouter, obj
+from app.routing import ID, MAX_ID, PackageRouter, obj
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
@@ -28,6 +29,8 @@ router = PackageRouter()
 _SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 200}
 _ROLE = {"type": "string", "minLength": 1, "maxLength": 32}
+#: A quota override; null goes back to the setting.
+_QUOTA = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_ID}
 
 
 def tenant_json(t: Tenant, role: str | None = None) -> dict[str, Any]:
@@ -127,31 +130,65 @@ async def _visible_tenant(s: AsyncSession, ctx: Context, tenant_id: int) -> Tena
 @router.package(
     PkgID.TENANT_GET,
     schema=obj({"id": ID}),
-    response_example={"id": 1, "slug": "default"},
+    response_example={
+        "id": 1,
+        "slug": "default",
+        "quotas": {"monitors": {"limit": 10000, "override": None, "used": 12, "setting": "QUOTA_MONITORS"}},
+    },
 )
 async def tenant_get(req: Request, ctx: Context) -> dict[str, Any]:
-    """One tenant (default: the connection's)."""
+    """One tenant (default: the connection's) with its quotas: limit in force, override, usage."""
     tenant_id = req.data.get("id") or ctx.tenant_id
     async with ctx.services.db.session() as s:
-        return tenant_json(await _visible_tenant(s, ctx, tenant_id))
+        tenant = await _visible_tenant(s, ctx, tenant_id)
+        return {**tenant_json(tenant), "quotas": await quotas.summary(s, tenant, ctx.settings)}
 
 
 @router.package(
     PkgID.TENANT_UPDATE,
-    schema=obj({"name": _NAME}, ["name"]),
+    schema=obj(
+        {
+            "id": ID,
+            "name": _NAME,
+            "quotas": obj({name: _QUOTA for name in quotas.RESOURCES}),
+        }
+    ),
     audit=True,
-    response_example={"id": 1, "name": "Renamed"},
+    response_example={
+        "id": 1,
+        "name": "Renamed",
+        "quotas": {"monitors": {"limit": 50000, "override": 50000}},
+    },
 )
 async def tenant_update(req: Request, ctx: Context) -> dict[str, Any]:
-    """Rename the connection's tenant (admins)."""
-    ctx.audit_target = str(ctx.tenant_id)
+    """Rename a tenant (admins; default: the connection's) or, for platform administrators only,
+    set its quotas (``{"monitors": 50000}``; null returns to the QUOTA_* setting)."""
+    data = req.data
+    if "name" not in data and not data.get("quotas"):
+        raise InvalidData(
+            "nothing to change: send name and/or quotas", errors=[{"path": "data", "msg": "no change"}]
+        )
+    tenant_id = data.get("id") or ctx.tenant_id
+    if not ctx.identity.is_platform_admin:
+        if tenant_id != ctx.tenant_id:
+            raise PermissionDenied("only platform administrators may update another tenant")
+        if "quotas" in data:
+            raise PermissionDenied(
+                "only platform administrators may change a tenant's quotas; ask one to raise them"
+            )
+    ctx.audit_target = str(tenant_id)
     async with ctx.tx() as s:
-        tenant = await s.get(Tenant, ctx.tenant_id)
+        tenant = await s.get(Tenant, tenant_id)
         if tenant is None:
-            raise NotFound("the tenant no longer exists")
-        tenant.name = req.data["name"]
+            raise NotFound(f"no tenant {tenant_id}")
+        if "name" in data:
+            tenant.name = data["name"]
+        for name, value in (data.get("quotas") or {}).items():
+            setattr(tenant, quotas.RESOURCES[name].field, value)
         tenant.updated_at = utcnow()
-    return tenant_json(tenant)
+        await s.flush()
+        summary = await quotas.summary(s, tenant, ctx.settings)
+    return {**tenant_json(tenant), "quotas": summary}
 
 
 @router.package(

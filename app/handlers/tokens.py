@@ -8,10 +8,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from app import quotas
 from app.auth.passwords import hash_secret, new_secret
+from app.client_time import parse_time
 from app.context import Context
 from app.errors import Conflict, InvalidData, NotFound, PermissionDenied
-from app.models.base import iso, parse_iso, utcnow
+from app.models.base import iso, utcnow
 from app.models.token import ApiToken
 from app.models.user import User
 from app.protocol import PkgID, Request
@@ -63,12 +65,7 @@ async def token_create(req: Request, ctx: Context) -> dict[str, Any]:
         raise PermissionDenied(f"a token cannot carry role {role!r}, above your own {ctx.identity.role!r}")
     expires_at = None
     if req.data.get("expires_at"):
-        try:
-            expires_at = parse_iso(req.data["expires_at"])
-        except ValueError:
-            raise InvalidData(
-                "expires_at must be an ISO 8601 time", errors=[{"path": "expires_at", "msg": "not a time"}]
-            ) from None
+        expires_at = parse_time(req.data["expires_at"], "expires_at")
         if expires_at <= utcnow():
             raise InvalidData(
                 "expires_at must be in the future", errors=[{"path": "expires_at", "msg": "in the past"}]
@@ -85,6 +82,7 @@ async def token_create(req: Request, ctx: Context) -> dict[str, Any]:
     )
     try:
         async with ctx.tx() as s:
+            await quotas.reserve(s, ctx.tenant_id, ctx.settings, "api_tokens")
             s.add(tok)
             await s.flush()
             ctx.audit_target = str(tok.id)

@@ -16,11 +16,3 @@ def iso(value: datetime | None) -> str | None:
     if value.tzinfo is None:  # stored naive, in UTC (the common case: no conversion)
         return value.isoformat(timespec="milliseconds") + "Z"
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-def parse_iso(value: str) -> datetime:
-    """Parse an ISO 8601 time from a client; naive input is taken as UTC. Raises ValueError."""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)

@@ -16,6 +16,11 @@ class Tenant(SQLModel, table=True):
     name: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    #: Per-tenant overrides of QUOTA_MONITORS / QUOTA_CHANNELS / QUOTA_API_TOKENS, set by a
+    #: platform administrator; None follows the setting (app.quotas).
+    quota_monitors: int | None = None
+    quota_channels: int | None = None
+    quota_api_tokens: int | None = None
 
 
 class Membership(SQLModel, table=True):

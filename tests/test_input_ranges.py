@@ -1,0 +1,213 @@
+"""Times, cursors and page numbers from clients are range-checked into INVALID_DATA naming the
+field, never an internal error: over real sockets (SQLite and PostgreSQL) for every package
+that takes them, plus properties of the two parsers."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.client_time import MAX_TIME, MIN_TIME, parse_time
+from app.errors import InvalidData
+from app.protocol import PkgID, RSPCode
+from app.routing import MAX_ID
+from app.storage.keyset import MAX_BIG_ID, decode_cursor, encode_cursor
+from tests.fixtures import PASSWORD, acreate_user, unique
+from tests.server import ServerProcess, call, ok, ws_connect
+
+#: Out of range after conversion to UTC (the first two overflowed ``astimezone``), out of
+#: range before 1970, and not a time at all.
+BAD_TIMES = [
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "1969-12-31T23:59:59Z",
+    "0001-01-01T00:00:00Z",
+    "2026-13-01T00:00:00Z",
+    "yesterday",
+]
+
+BAD_CURSORS = [
+    "0:" + "9" * 60,  # id past any key
+    "9" * 40 + ":1",  # time past year 9999
+    "1:9223372036854775808",  # one past BIGINT
+    "1:0",
+    "-1:5",
+    "+1:5",
+    " 1:5",
+    "1_0:5",
+    "١:5",  # a non-ASCII digit int() would take
+    "1:5\n",
+    "1:5:7",
+    "",
+    ":",
+]
+
+
+def _assert_field_error(resp: dict[str, Any], field: str) -> None:
+    assert resp["status_code"] == RSPCode.INVALID_DATA, resp
+    assert resp["data"]["errors"][0]["path"] == field, resp
+    assert field in resp["data"]["msg"], resp
+
+
+async def test_out_of_range_times_are_invalid_data_naming_the_field(server: ServerProcess) -> None:
+    admin = await acreate_user(server.database_url, {unique("t"): "admin"})
+    async with ws_connect(server, server.login(admin, PASSWORD)) as ws:
+        monitor = await ok(ws, PkgID.MONITOR_CREATE, {"name": "p", "kind": "push", "interval": 60})
+        window = await ok(
+            ws,
+            PkgID.MAINTENANCE_CREATE,
+            {
+                "name": "w",
+                "starts_at": "2030-01-01T00:00:00Z",
+                "ends_at": "2030-01-02T00:00:00Z",
+                "all_monitors": True,
+            },
+        )
+        ok_window = {"name": "w2", "starts_at": "2030-01-01T00:00:00Z", "ends_at": "2030-01-02T00:00:00Z"}
+        cases: list[tuple[int, str, dict[str, Any]]] = [
+            (PkgID.CHECK_HISTORY, "since", {"monitor_id": monitor["id"]}),
+            (PkgID.CHECK_HISTORY, "until", {"monitor_id": monitor["id"]}),
+            (PkgID.AUDIT_LIST, "since", {}),
+            (PkgID.AUDIT_LIST, "until", {}),
+            (PkgID.MAINTENANCE_CREATE, "starts_at", {**ok_window, "all_monitors": True}),
+            (PkgID.MAINTENANCE_CREATE, "ends_at", {**ok_window, "all_monitors": True}),
+            (PkgID.MAINTENANCE_UPDATE, "starts_at", {"id": window["id"], "version": window["version"]}),
+            (PkgID.MAINTENANCE_UPDATE, "ends_at", {"id": window["id"], "version": window["version"]}),
+            (PkgID.TOKEN_CREATE, "expires_at", {"name": "tok", "role": "viewer"}),
+        ]
+        for pkg_id, field, base in cases:
+            for bad in BAD_TIMES:
+                resp = await call(ws, pkg_id, {**base, field: bad})
+                _assert_field_error(resp, field)
+        # the last representable time is still a time
+        history = await call(
+            ws, PkgID.CHECK_HISTORY, {"monitor_id": monitor["id"], "until": "9999-12-31T23:59:59Z"}
+        )
+        assert history["status_code"] == RSPCode.OK
+        far = await ok(
+            ws,
+            PkgID.MAINTENANCE_UPDATE,
+            {"id": window["id"], "version": window["version"], "ends_at": "9999-12-31T23:59:59+00:00"},
+        )
+        assert far["ends_at"].startswith("9999-12-31T23:59:59")
+        tok = await ok(
+            ws,
+            PkgID.TOKEN_CREATE,
+            {"name": "far", "role": "viewer", "expires_at": "9999-12-31T22:00:00-01:00"},
+        )
+        assert tok["expires_at"] == "9999-12-31T23:00:00.000Z"
+
+
+async def test_bad_cursors_are_invalid_data_and_issued_ones_page(server: ServerProcess) -> None:
+    editor = await acreate_user(server.database_url, {unique("t"): "editor"})
+    async with ws_connect(server, server.login(editor, PASSWORD)) as ws:
+        monitor = await ok(ws, PkgID.MONITOR_CREATE, {"name": "p", "kind": "push", "interval": 60})
+        for _ in range(3):
+            await ok(ws, PkgID.HEARTBEAT_PUSH, {"push_token": monitor["push_token"]})
+        for bad in BAD_CURSORS:
+            resp = await call(ws, PkgID.CHECK_HISTORY, {"monitor_id": monitor["id"], "cursor": bad})
+            _assert_field_error(resp, "cursor")
+        seen = []
+        cursor = None
+        while True:
+            data: dict[str, Any] = {"monitor_id": monitor["id"], "limit": 1}
+            if cursor:
+                data["cursor"] = cursor
+            page = await call(ws, PkgID.CHECK_HISTORY, data)
+            assert page["status_code"] == RSPCode.OK, page
+            seen += [r["id"] for r in page["data"]]
+            cursor = page["meta"]["next_cursor"]
+            if not cursor:
+                break
+        assert len(seen) == 3 and seen == sorted(seen, reverse=True)
+
+
+#: Every package with offset pagination, with the data it needs besides page/per_page.
+PAGINATED = [
+    (PkgID.MONITOR_LIST, {}),
+    (PkgID.INCIDENT_LIST, {}),
+    (PkgID.CHANNEL_LIST, {}),
+    (PkgID.DELIVERY_LIST, {}),
+    (PkgID.MAINTENANCE_LIST, {}),
+    (PkgID.TOKEN_LIST, {}),
+    (PkgID.TENANT_LIST, {}),
+    (PkgID.MEMBER_LIST, {}),
+    (PkgID.AUDIT_LIST, {}),
+]
+
+
+async def test_page_numbers_are_bounded_on_every_paginated_package(server: ServerProcess) -> None:
+    admin = await acreate_user(server.database_url, {unique("t"): "admin"})
+    async with ws_connect(server, server.login(admin, PASSWORD)) as ws:
+        for pkg_id, base in PAGINATED:
+            last = await call(ws, pkg_id, {**base, "page": MAX_ID, "per_page": 200})
+            assert last["status_code"] == RSPCode.OK and last["data"] == [], (pkg_id, last)
+            for page in (MAX_ID + 1, 2**63 - 1, 0, -1):
+                resp = await call(ws, pkg_id, {**base, "page": page})
+                assert resp["status_code"] == RSPCode.INVALID_DATA, (pkg_id, page, resp)
+                assert resp["data"]["errors"][0]["path"] == "page"
+
+
+# ----- the parsers themselves
+
+#: Fixed offsets (what ISO 8601 text carries), to the widest Python allows.
+_OFFSETS = st.builds(
+    timezone,
+    st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=40), st.datetimes(timezones=_OFFSETS).map(datetime.isoformat)))
+def test_parse_time_accepts_only_times_in_range(text: str) -> None:
+    try:
+        parsed = parse_time(text, "since")
+    except InvalidData as exc:
+        assert exc.errors and exc.errors[0]["path"] == "since"
+        return
+    assert parsed.tzinfo is not None and MIN_TIME <= parsed <= MAX_TIME
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=_OFFSETS))
+def test_parse_time_of_any_datetime_is_in_range_or_invalid(value: datetime) -> None:
+    try:
+        parsed = parse_time(value.isoformat(), "until")
+    except InvalidData:
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:
+            return
+        assert not (MIN_TIME <= utc <= MAX_TIME)
+        return
+    assert parsed == value and MIN_TIME <= parsed <= MAX_TIME
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=64), st.from_regex(r"[-+ ]?[0-9]{1,25}:[0-9]{1,25}\s?", fullmatch=True)))
+def test_decode_cursor_accepts_only_issued_forms(text: str) -> None:
+    try:
+        ts, row_id = decode_cursor(text)
+    except InvalidData as exc:
+        assert exc.errors and exc.errors[0]["path"] == "cursor"
+        return
+    assert MIN_TIME <= ts <= MAX_TIME and 1 <= row_id <= MAX_ID
+    assert re.fullmatch(r"[0-9]+:[0-9]+", text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)),
+    st.integers(min_value=1, max_value=MAX_BIG_ID),
+)
+def test_cursor_roundtrip(ts: datetime, row_id: int) -> None:
+    aware = ts.replace(tzinfo=UTC)
+    assert decode_cursor(encode_cursor(aware, row_id), max_id=MAX_BIG_ID) == (aware, row_id)
+    if row_id > MAX_ID:
+        with pytest.raises(InvalidData):
+            decode_cursor(encode_cursor(aware, row_id))
