@@ -131,3 +131,18 @@ async def test_stored_timeouts_are_capped_by_check_timeout_max(pg_db: Database) 
             await collector.stop()
     row = (await results(pg_db, old.id or 0))[0]
     assert row.error == "timed out after 1 s" and row.latency_ms is not None and row.latency_ms < 3000
+
+
+async def test_a_claim_skips_a_tenant_at_its_cap_and_reaches_the_others(pg_db: Database) -> None:
+    hostile, victim = await add_tenant(pg_db, "hostile"), await add_tenant(pg_db, "victim")
+    early = utcnow() - timedelta(minutes=5)
+    for i in range(30):  # older due rows than anything the victim has
+        await add_monitor(pg_db, hostile, name=f"h{i}", url="http://127.0.0.1:9/", interval=60, now=early)
+    for i in range(3):
+        await add_monitor(pg_db, victim, name=f"v{i}", url="http://127.0.0.1:9/", interval=60)
+    collector = Collector(pg_db, None, concurrency=10, owner="one")
+    claimed = await collector.claim(10)
+    per_tenant = {t: sum(1 for m in claimed if m.tenant_id == t) for t in (hostile, victim)}
+    # Alone the hostile tenant may hold 10 // 2; the victim's rows are reached although
+    # 25 older hostile rows are due.
+    assert per_tenant == {hostile: 5, victim: 3}, per_tenant
