@@ -27,15 +27,18 @@ from app.models.base import iso, utcnow
 from app.models.monitor import Monitor
 from app.monitoring import recorder
 from app.monitoring.checks import CheckOutcome, run_http_check, run_tcp_check
-from app.monitoring.collector import group_outcome
+from app.monitoring.collector import group_outcome, internal_error
 from app.monitoring.definition import (
     DEFAULTS,
     KINDS,
     MONITOR_FIELDS_SCHEMA,
+    effective_timeout,
     http_spec,
+    merge_update,
     monitor_to_wire,
     new_push_token,
     validate_definition,
+    with_defaults,
 )
 from app.monitoring.state import State
 from app.monitoring.stats import floor_hour
@@ -135,6 +138,14 @@ async def _check_channels(session: AsyncSession, ctx: Context, channel_ids: list
         )
 
 
+def _validate(values: dict[str, Any], ctx: Context) -> None:
+    validate_definition(
+        values,
+        min_interval=ctx.settings.monitor_min_interval,
+        timeout_max=ctx.settings.check_timeout_max,
+    )
+
+
 def _normalise(values: dict[str, Any]) -> dict[str, Any]:
     values["method"] = str(values.get("method") or "GET").upper()
     values["timeout"] = float(values["timeout"])
@@ -173,8 +184,8 @@ def _status_event(ctx: Context, monitor: Monitor, previous: str) -> None:
 )
 async def monitor_create(req: Request, ctx: Context) -> dict[str, Any]:
     """Create a monitor; its first check runs within the collector's jitter window."""
-    values = _normalise({**DEFAULTS, **req.data})
-    validate_definition(values, min_interval=ctx.settings.monitor_min_interval)
+    values = _normalise(with_defaults(req.data, timeout_max=ctx.settings.check_timeout_max))
+    _validate(values, ctx)
     now = utcnow()
     monitor = Monitor(tenant_id=ctx.tenant_id, **values)
     monitor.push_token = new_push_token() if monitor.kind == "push" else None
@@ -283,8 +294,8 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
                 "name": monitor.name,
                 "kind": monitor.kind,
             }
-            values = _normalise({**current, **data})
-            validate_definition(values, min_interval=ctx.settings.monitor_min_interval)
+            values = _normalise(merge_update(current, data, timeout_max=ctx.settings.check_timeout_max))
+            _validate(values, ctx)
             await _check_members(s, ctx, values, monitor_id)
             if "channels" in data:  # ids saved before this check existed do not block other edits
                 await _check_channels(s, ctx, values["channels"])
@@ -382,10 +393,19 @@ async def _probe(values: dict[str, Any] | Monitor, ctx: Context) -> CheckOutcome
     get = (lambda k: getattr(values, k)) if isinstance(values, Monitor) else values.get
     # Leave the handler deadline room to record the result.
     budget = max(0.5, ctx.settings.ws_handler_timeout - 2.0)
-    timeout = min(float(get("timeout") or budget), budget)
-    if get("kind") == "http":
-        return await run_http_check(dataclasses.replace(http_spec(values), timeout=timeout))
-    return await run_tcp_check(str(get("host")), int(get("port") or 0), timeout)
+    timeout = min(effective_timeout(get("timeout"), ctx.settings.check_timeout_max), budget)
+    try:
+        if get("kind") == "http":
+            spec = http_spec(
+                values,
+                timeout_max=ctx.settings.check_timeout_max,
+                max_body_bytes=ctx.settings.check_max_body_bytes,
+            )
+            return await run_http_check(dataclasses.replace(spec, timeout=timeout))
+        return await run_tcp_check(str(get("host")), int(get("port") or 0), timeout)
+    # A row stored before validation was strict: a failed result, not status 1.
+    except Exception as exc:  # noqa: BLE001
+        return internal_error(exc, get("url"))
 
 
 @router.package(
@@ -406,8 +426,12 @@ async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
     """Run one check now. With ``id`` the result is recorded (state, incidents, events) like a
     scheduled one; with ``monitor`` (an unsaved definition) it is only returned — "test before save"."""
     if "monitor" in req.data:
-        values = _normalise({**DEFAULTS, "name": "unsaved", **req.data["monitor"]})
-        validate_definition(values, min_interval=ctx.settings.monitor_min_interval)
+        values = _normalise(
+            with_defaults(
+                {"name": "unsaved", **req.data["monitor"]}, timeout_max=ctx.settings.check_timeout_max
+            )
+        )
+        _validate(values, ctx)
         if values["kind"] not in ("http", "tcp"):
             raise InvalidData(
                 f"only http and tcp definitions can be tested before saving, not {values['kind']}",

@@ -18,20 +18,24 @@ parsed with ``cryptography``, so it works with ``verify_tls=False`` too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import socket
 import ssl
 import time
+import urllib.parse
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 from app import egress
 from app.egress import EgressDenied, EgressPolicy
 
-#: At most this much of a body is read when looking for a keyword.
+#: At most this much of a body is read (CHECK_MAX_BODY_BYTES); the keyword is searched in it.
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_EXPECTED_STATUS: tuple[tuple[int, int], ...] = ((200, 399),)
 
@@ -58,6 +62,7 @@ class HttpSpec:
     follow_redirects: bool = True
     verify_tls: bool = True
     headers: dict[str, str] = field(default_factory=dict)
+    max_body_bytes: int = MAX_BODY_BYTES
 
 
 def parse_expected_status(value: Sequence[int | str] | None) -> tuple[tuple[int, int], ...]:
@@ -185,7 +190,7 @@ async def run_http_check(spec: HttpSpec, clients: HttpClients | None = None) -> 
     own = clients is None
     active = clients if clients is not None else HttpClients()
     try:
-        return await _http_once(spec, active.get(spec.verify_tls))
+        return scrub_outcome(await _http_once(spec, active.get(spec.verify_tls)), spec.url)
     finally:
         if own:
             await active.aclose()
@@ -202,23 +207,22 @@ async def _http_once(spec: HttpSpec, client: httpx.AsyncClient) -> CheckOutcome:
             async with client.stream(
                 spec.method,
                 spec.url,
-                headers=spec.headers or None,
+                # Ask for the body as sent: a compressed body would be inflated without a
+                # bound before we could count it. A server that compresses anyway is
+                # inflated by _BodyReader, bounded too.
+                headers={"Accept-Encoding": "identity", **spec.headers},
                 follow_redirects=spec.follow_redirects,
                 timeout=spec.timeout,
             ) as response:
                 status = response.status_code
                 cert = _cert_expiry(response)
-                body = b""
-                if spec.keyword is not None:
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) >= MAX_BODY_BYTES:
-                            break
-                else:
-                    await response.aread()
+                reader = _BodyReader(spec.max_body_bytes, response.headers.get("content-encoding", ""))
+                async for chunk in response.aiter_raw():
+                    if reader.feed(chunk):
+                        break  # the rest is never read: the connection is closed with the stream
     except TimeoutError:
         return _fail(started, f"timed out after {_seconds(spec.timeout)}", status, cert)
-    except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
+    except (httpx.HTTPError, OSError, ssl.SSLError, zlib.error) as exc:
         return _fail(started, _describe_error(exc, spec.timeout), status, cert)
     latency = (time.perf_counter() - started) * 1000
     if not status_matches(status, spec.expected_status):
@@ -229,9 +233,68 @@ async def _http_once(spec: HttpSpec, client: httpx.AsyncClient) -> CheckOutcome:
             f"status {status}, expected {format_expected_status(spec.expected_status)}",
             cert,
         )
-    if spec.keyword is not None and spec.keyword.encode() not in body:
-        return CheckOutcome(False, latency, status, f"keyword {spec.keyword!r} not found in the body", cert)
+    if spec.keyword is not None and spec.keyword.encode() not in reader.body:
+        where = f"the first {spec.max_body_bytes} bytes" if reader.truncated else "the body"
+        return CheckOutcome(False, latency, status, f"keyword {spec.keyword!r} not found in {where}", cert)
     return CheckOutcome(True, latency, status, None, cert)
+
+
+class _BodyReader:
+    """Keeps at most ``limit`` bytes of a response body (decoded when gzip/deflate), so a
+    check costs bounded memory whatever the target sends; ``truncated`` says it stopped early."""
+
+    def __init__(self, limit: int, encoding: str) -> None:
+        self.limit = limit
+        self.body = bytearray()
+        self.truncated = False
+        coding = encoding.strip().lower()
+        self._inflate: Any = None
+        if coding in ("gzip", "x-gzip"):
+            self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif coding == "deflate":
+            self._inflate = zlib.decompressobj()
+
+    def feed(self, chunk: bytes) -> bool:
+        """Add a raw chunk; True once ``limit`` bytes are held (stop reading)."""
+        room = self.limit - len(self.body)
+        # max_length bounds the output of this call: a small bomb cannot expand past room.
+        data = chunk if self._inflate is None else self._inflate.decompress(chunk, room + 1)
+        if len(data) > room:
+            self.body += data[:room]
+            self.truncated = True
+            return True
+        self.body += data
+        if self._inflate is not None and self._inflate.unconsumed_tail:
+            self.truncated = True  # more output pending than room
+            return True
+        return False
+
+
+def scrub_outcome(outcome: CheckOutcome, url: str | None) -> CheckOutcome:
+    """``outcome`` without the URL's credentials in its error (an exception text may quote
+    the URL; results are shown to every viewer and stored)."""
+    if outcome.error is None or not url:
+        return outcome
+    scrubbed = scrub_text(outcome.error, url)
+    return outcome if scrubbed == outcome.error else dataclasses.replace(outcome, error=scrubbed)
+
+
+def scrub_text(text: str, url: str | None) -> str:
+    """``text`` with the ``user:password`` of ``url`` (as sent and percent-decoded) replaced by ***."""
+    if not url or "@" not in url:
+        return text
+    netloc = url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" not in netloc:
+        return text
+    userinfo = netloc.rsplit("@", 1)[0]
+    secrets = {userinfo, urllib.parse.unquote(userinfo)}
+    for part in userinfo.split(":", 1):
+        if len(part) >= 3:  # a one-letter user name would mask every such letter in the text
+            secrets |= {part, urllib.parse.unquote(part)}
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _fail(started: float, error: str, status: int | None, cert: dt.datetime | None) -> CheckOutcome:

@@ -15,6 +15,19 @@ Recording is a compare-and-set on ``state_seq`` and ``lease_owner``: if a push,
 a CHECK_NOW, a PAUSE or another instance (after our lease expired) wrote
 first, our result is dropped and nothing is announced twice.
 
+Fair sharing between tenants: the slots of one instance are shared so that one
+tenant's slow or hanging targets cannot hold them all. While ``n`` tenants have
+checks in flight on this instance, each may hold at most
+``max(1, COLLECTOR_CONCURRENCY // (n + 1))`` of them; a claim skips tenants at
+their cap. The ``+ 1`` keeps a share free for a tenant that has nothing in
+flight yet, so its due checks start at the next tick instead of waiting for a
+hanging check to time out (at most CHECK_TIMEOUT_MAX).
+
+Failure containment: a runner that raises records a ``down`` result carrying
+"internal check error: <type>: <message>", like any other failure. If even
+recording fails, the lease is released with a growing back-off (30 s doubling
+to an hour) and one log line, so a bad row cannot loop.
+
 Scheduling keeps a fixed cadence (``next = previous due time + interval``) and
 only resets to ``now + interval`` when the collector has fallen behind. A new
 monitor's first check is spread over ``COLLECTOR_JITTER`` seconds (capped at
@@ -30,6 +43,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +54,15 @@ from app import metrics
 from app.models.base import utcnow
 from app.models.monitor import Monitor
 from app.monitoring import recorder
-from app.monitoring.checks import CheckOutcome, HttpClients, run_http_check, run_tcp_check
-from app.monitoring.definition import http_spec
+from app.monitoring.checks import (
+    MAX_BODY_BYTES,
+    CheckOutcome,
+    HttpClients,
+    run_http_check,
+    run_tcp_check,
+    scrub_text,
+)
+from app.monitoring.definition import effective_timeout, http_spec
 from app.monitoring.state import UP_LIKE, group_state
 
 if TYPE_CHECKING:
@@ -49,6 +70,15 @@ if TYPE_CHECKING:
     from app.storage.db import Database
 
 log = logging.getLogger("watchpost.collector")
+
+#: Beyond its own timeout a runner gets this long before the collector gives up on it
+#: (the runners bound themselves; this catches one that does not, e.g. a stuck resolver).
+PROBE_SLACK = 5.0
+#: Claim rounds per tick: each round fills the free slots or finds another tenant at its cap.
+MAX_CLAIM_ROUNDS = 8
+#: Back-off after a failed recording: 30 s, doubling, at most an hour.
+RECORD_BACKOFF_FIRST = 30.0
+RECORD_BACKOFF_MAX = 3600.0
 
 
 def instance_id() -> str:
@@ -65,13 +95,37 @@ def next_due(monitor: Monitor, now: datetime) -> datetime:
     return nxt if nxt > now else now + step
 
 
-async def probe(monitor: Monitor, clients: HttpClients | None) -> CheckOutcome:
-    """Run the monitor's check (http/tcp); push and group are decided by the caller."""
-    if monitor.kind == "http":
-        return await run_http_check(http_spec(monitor), clients)
-    if monitor.kind == "tcp":
-        return await run_tcp_check(str(monitor.host), int(monitor.port or 0), monitor.timeout)
-    raise ValueError(f"{monitor.kind} monitors are not probed")
+async def probe(
+    monitor: Monitor,
+    clients: HttpClients | None,
+    *,
+    timeout_max: float = 60.0,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> CheckOutcome:
+    """Run the monitor's check (http/tcp); push and group are decided by the caller.
+
+    Never raises (except cancellation): a runner failing for an unexpected reason, e.g. a
+    row stored before validation was strict, gives a failed outcome naming the error.
+    """
+    timeout = effective_timeout(monitor.timeout, timeout_max)
+    try:
+        async with asyncio.timeout(timeout + PROBE_SLACK):
+            if monitor.kind == "http":
+                spec = http_spec(monitor, timeout_max=timeout_max, max_body_bytes=max_body_bytes)
+                return await run_http_check(spec, clients)
+            if monitor.kind == "tcp":
+                return await run_tcp_check(str(monitor.host), int(monitor.port or 0), timeout)
+            raise ValueError(f"{monitor.kind!r} monitors are not probed")
+    except TimeoutError:
+        return CheckOutcome(False, None, None, f"timed out after {timeout:g} s")
+    except Exception as exc:  # noqa: BLE001 - any runner failure becomes a recorded result
+        return internal_error(exc, monitor.url)
+
+
+def internal_error(exc: BaseException, url: str | None) -> CheckOutcome:
+    """A failed outcome for an exception no runner turned into a sentence."""
+    text = scrub_text(f"internal check error: {type(exc).__name__}: {exc}", url)
+    return CheckOutcome(False, None, None, text[:300])
 
 
 def missed_push(monitor: Monitor) -> CheckOutcome:
@@ -99,6 +153,8 @@ class Collector:
         lease_margin: float = 30.0,
         jitter: float = 10.0,
         owner: str | None = None,
+        timeout_max: float = 60.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.db = db
         self.events = events
@@ -111,6 +167,12 @@ class Collector:
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._clients: HttpClients | None = None
+        self.timeout_max = timeout_max
+        self.max_body_bytes = max_body_bytes
+        #: Checks in flight on this instance per tenant (only tenants with at least one).
+        self._per_tenant: Counter[int] = Counter()
+        #: Consecutive failed recordings per monitor id, for the back-off.
+        self._record_failures: dict[int, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -165,9 +227,7 @@ class Collector:
                     await asyncio.sleep(min(30.0, self.tick * 2**failures))
                     continue
             for monitor in claimed:
-                task = asyncio.create_task(self._check(monitor), name=f"check-{monitor.id}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._start(monitor)
             if claimed and len(claimed) == free:
                 await asyncio.sleep(0)  # more may be due; claim again once slots free up
                 if len(self._tasks) >= self.concurrency:
@@ -177,13 +237,43 @@ class Collector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.tick)
 
+    def _start(self, monitor: Monitor) -> None:
+        tenant = monitor.tenant_id
+        self._per_tenant[tenant] += 1
+        task = asyncio.create_task(self._check(monitor), name=f"check-{monitor.id}")
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._per_tenant[tenant] -= 1
+            if self._per_tenant[tenant] <= 0:
+                del self._per_tenant[tenant]
+
+        task.add_done_callback(done)
+
+    def tenant_cap(self, busy_tenants: int) -> int:
+        """Slots one tenant may hold while ``busy_tenants`` tenants (itself included) have
+        checks in flight: a fair share that leaves one share free for a newcomer."""
+        return max(1, self.concurrency // (busy_tenants + 1))
+
     async def claim(self, limit: int) -> list[Monitor]:
-        """Lease up to ``limit`` due monitors to this instance; returns detached snapshots."""
+        """Lease up to ``limit`` due monitors to this instance; returns detached snapshots.
+
+        Tenants at their cap (see :meth:`tenant_cap`) are skipped; a round that meets a
+        tenant reaching its cap queries again without it, so one tenant's thousands of
+        due rows cannot hide another tenant's single due row.
+        """
         now = utcnow()
+        counts = Counter(self._per_tenant)
+        taken: list[Monitor] = []
+        seen: list[int] = []
         async with self.db.session() as session:
-            stmt = (
-                select(Monitor)
-                .where(
+            for _round in range(MAX_CLAIM_ROUNDS):
+                want = limit - len(taken)
+                if want <= 0:
+                    break
+                skip = [t for t, n in counts.items() if n >= self.tenant_cap(len(counts))]
+                stmt = select(Monitor).where(
                     col(Monitor.enabled).is_(True),
                     col(Monitor.next_check_at) <= now,
                     or_(
@@ -191,18 +281,32 @@ class Collector:
                         col(Monitor.lease_expires_at) < now,
                     ),
                 )
-                .order_by(col(Monitor.next_check_at))
-                .limit(limit)
-            )
-            if not self.db.is_sqlite:
-                stmt = stmt.with_for_update(skip_locked=True)
-            monitors = list((await session.execute(stmt)).scalars().all())
-            if not monitors:
+                if skip:
+                    stmt = stmt.where(col(Monitor.tenant_id).not_in(skip))
+                if seen:
+                    # Rows this transaction already locked are not skipped by SKIP LOCKED.
+                    stmt = stmt.where(col(Monitor.id).not_in(seen))
+                stmt = stmt.order_by(col(Monitor.next_check_at)).limit(want)
+                if not self.db.is_sqlite:
+                    stmt = stmt.with_for_update(skip_locked=True)
+                rows = list((await session.execute(stmt)).scalars().all())
+                capped = False
+                for m in rows:
+                    seen.append(m.id or 0)
+                    busy = len(counts) + (0 if counts[m.tenant_id] else 1)
+                    if counts[m.tenant_id] >= self.tenant_cap(busy):
+                        capped = True
+                        continue
+                    counts[m.tenant_id] += 1
+                    taken.append(m)
+                if len(rows) < want or not capped:
+                    break
+            if not taken:
                 await session.rollback()
                 return []
-            longest = max(m.timeout for m in monitors)
-            expires = now + timedelta(seconds=longest + self.lease_margin)
-            ids = [m.id for m in monitors]
+            longest = max(effective_timeout(m.timeout, self.timeout_max) for m in taken)
+            expires = now + timedelta(seconds=longest + PROBE_SLACK + self.lease_margin)
+            ids = [m.id for m in taken]
             await session.execute(
                 update(Monitor)
                 .where(col(Monitor.id).in_(ids))
@@ -210,10 +314,10 @@ class Collector:
                 .execution_options(synchronize_session=False)
             )
             await session.commit()
-            for m in monitors:
+            for m in taken:
                 session.expunge(m)
                 m.lease_owner, m.lease_expires_at = self.owner, expires
-            return monitors
+            return taken
 
     # -- checking ----------------------------------------------------------------------------
     async def _check(self, monitor: Monitor) -> None:
@@ -221,15 +325,57 @@ class Collector:
             await self.check_claimed(monitor)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("collector %s: checking monitor %s failed", self.owner, monitor.id)
+        except Exception as exc:  # noqa: BLE001 - logged in one line by _back_off
+            await self._back_off(monitor, exc)
+        else:
+            self._record_failures.pop(monitor.id or 0, None)
+
+    async def _back_off(self, monitor: Monitor, exc: Exception) -> None:
+        """Recording failed (a bad row, a database error): release the lease later and later,
+        with one log line each time, instead of a traceback every lease period."""
+        key = monitor.id or 0
+        failures = self._record_failures.get(key, 0) + 1
+        self._record_failures[key] = failures
+        delay = min(RECORD_BACKOFF_MAX, RECORD_BACKOFF_FIRST * 2 ** min(failures - 1, 20))
+        reason = scrub_text(f"{type(exc).__name__}: {exc}", monitor.url)[:300]
+        log.warning(
+            "collector %s: recording monitor %s failed %d time(s) in a row (%r); next try in %g s",
+            self.owner,
+            monitor.id,
+            failures,
+            reason,
+            delay,
+        )
+        try:
+            async with self.db.session() as session:
+                await session.execute(
+                    update(Monitor)
+                    .where(col(Monitor.id) == monitor.id, col(Monitor.lease_owner) == self.owner)
+                    .values(
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        next_check_at=utcnow() + timedelta(seconds=delay),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                await session.commit()
+        except Exception as release_exc:  # noqa: BLE001 - logged; nothing else to do
+            # The database itself is failing: the lease expires on its own.
+            log.warning(
+                "collector %s: could not release monitor %s (%s); its lease expires on its own",
+                self.owner,
+                monitor.id,
+                type(release_exc).__name__,
+            )
 
     async def check_claimed(self, monitor: Monitor) -> recorder.Recording | None:
         """Run and record one leased monitor; returns the recording, or None if it lost the race."""
         outcome: CheckOutcome | None = None
         if monitor.kind in ("http", "tcp"):
             started = time.perf_counter()
-            outcome = await probe(monitor, self._clients)
+            outcome = await probe(
+                monitor, self._clients, timeout_max=self.timeout_max, max_body_bytes=self.max_body_bytes
+            )
             metrics.CHECK_DURATION.labels(kind=monitor.kind).observe(time.perf_counter() - started)
         now = utcnow()
         async with self.db.session() as session:

@@ -9,17 +9,17 @@ which raises ``InvalidData`` with one ``errors`` entry per bad path.
 
 from __future__ import annotations
 
-import ipaddress
+import math
 import secrets
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from app.errors import InvalidData
 from app.models.base import iso
 from app.models.monitor import Monitor
-from app.monitoring.checks import HttpSpec, parse_expected_status
+from app.monitoring.checks import MAX_BODY_BYTES, HttpSpec, parse_expected_status
 from app.routing import ID, MAX_ID
+from app.urls import MASK, BadURL, check_http_url, mask_credentials, valid_hostname
 
 KINDS = ("http", "tcp", "push", "group")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -67,7 +67,8 @@ DEFAULTS: dict[str, Any] = {
     "host": None,
     "port": None,
     "interval": 60,
-    "timeout": 10.0,
+    # None: the default for the interval, see default_timeout (resolved before validation).
+    "timeout": None,
     "fail_threshold": 1,
     "recover_threshold": 1,
     "grace": 30,
@@ -84,23 +85,67 @@ def new_push_token() -> str:
     return "wpp_" + secrets.token_urlsafe(24)
 
 
-def _check_host(host: str) -> str | None:
-    if not host or len(host) > 253 or any(c.isspace() for c in host) or "/" in host:
-        return "host must be a host name or IP address, without scheme or path"
+#: The timeout a monitor gets when none is given, unless its interval asks for less.
+DEFAULT_TIMEOUT = 10.0
+
+
+def default_timeout(interval: Any, timeout_max: float) -> float:
+    """The smaller of 10 s and 80 % of the interval (and never above CHECK_TIMEOUT_MAX), so a
+    monitor without a timeout always fits its interval, even at the minimum interval."""
+    limit = min(DEFAULT_TIMEOUT, timeout_max)
+    if isinstance(interval, int | float) and not isinstance(interval, bool) and interval > 0:
+        limit = min(limit, round(0.8 * interval, 3))
+    return float(limit)
+
+
+def with_defaults(data: Mapping[str, Any], *, timeout_max: float) -> dict[str, Any]:
+    """A new definition: ``data`` over :data:`DEFAULTS`, the timeout fitted to the interval."""
+    values = {**DEFAULTS, **data}
+    if values.get("timeout") is None:
+        values["timeout"] = default_timeout(values["interval"], timeout_max)
+    return values
+
+
+def merge_update(
+    current: Mapping[str, Any], patch: Mapping[str, Any], *, timeout_max: float
+) -> dict[str, Any]:
+    """A MONITOR_UPDATE: ``patch`` over the stored definition.
+
+    A stored timeout equal to the default of the stored interval counts as "not set" and follows
+    a new interval (interval 60 -> 10 without a timeout gives 8 s, not a refusal about 10 s); an
+    explicit timeout stays and is validated against the new interval. A URL sent back exactly as
+    it was shown (credentials masked) keeps the stored credentials."""
+    values = {**current, **patch}
+    follows_interval = current.get("timeout") == default_timeout(current.get("interval"), timeout_max)
+    if patch.get("timeout") is None and "interval" in patch and follows_interval:
+        values["timeout"] = default_timeout(values["interval"], timeout_max)
+    if values.get("timeout") is None:
+        values["timeout"] = current.get("timeout") or default_timeout(values["interval"], timeout_max)
+    stored_url = current.get("url")
+    sent_url = patch.get("url")
+    if isinstance(sent_url, str) and stored_url and sent_url == mask_credentials(stored_url):
+        values["url"] = stored_url
+    return values
+
+
+def _url_problem(url: str) -> str | None:
     try:
-        ipaddress.ip_address(host.strip("[]"))
-        return None
-    except ValueError:
-        pass
-    labels = host.rstrip(".").split(".")
-    if not all(
-        label and len(label) <= 63 and label.replace("-", "").replace("_", "").isalnum() for label in labels
-    ):
-        return "host must be a host name or IP address, without scheme or path"
+        check_http_url(url)
+    except BadURL as exc:
+        return f"url: {exc}"
+    if _userinfo(url) == MASK:
+        # "***@" stands for stored credentials only in a URL sent back unchanged; a changed
+        # URL must not carry them to a new place (nor store the mask as a user name).
+        return "url: re-enter the credentials (user:password@): *** keeps them only when the URL is unchanged"
     return None
 
 
-def validate_definition(values: dict[str, Any], *, min_interval: int) -> None:
+def _userinfo(url: str) -> str | None:
+    netloc = url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    return netloc.rsplit("@", 1)[0] if "@" in netloc else None
+
+
+def validate_definition(values: dict[str, Any], *, min_interval: int, timeout_max: float) -> None:
     """Check a complete definition (defaults merged in); raise ``InvalidData`` listing every problem."""
     errors: list[dict[str, str]] = []
 
@@ -112,8 +157,13 @@ def validate_definition(values: dict[str, Any], *, min_interval: int) -> None:
     timeout = values["timeout"]
     if not (min_interval <= interval <= MAX_INTERVAL):
         bad("interval", f"interval must be between {min_interval} and {MAX_INTERVAL} seconds")
-    if timeout <= 0:
+    if not math.isfinite(timeout) or timeout <= 0:
         bad("timeout", "timeout must be a positive number of seconds")
+    elif timeout > timeout_max:
+        bad(
+            "timeout",
+            f"timeout ({timeout:g} s) is above the largest allowed ({timeout_max:g} s, CHECK_TIMEOUT_MAX)",
+        )
     elif timeout >= interval and kind in ("http", "tcp"):  # push and group monitors make no request
         bad("timeout", f"timeout ({timeout:g} s) must be shorter than interval ({interval} s)")
     if kind == "http":
@@ -121,9 +171,9 @@ def validate_definition(values: dict[str, Any], *, min_interval: int) -> None:
         if not url:
             bad("url", "an http monitor needs a url, e.g. https://example.com/health")
         else:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                bad("url", "url must be an absolute http:// or https:// URL with a host")
+            problem = _url_problem(url)
+            if problem:
+                bad("url", problem)
         if str(values.get("method", "GET")).upper() not in METHODS:
             bad("method", f"method must be one of {', '.join(METHODS)}")
         try:
@@ -135,9 +185,8 @@ def validate_definition(values: dict[str, Any], *, min_interval: int) -> None:
         if not host:
             bad("host", "a tcp monitor needs a host")
         else:
-            problem = _check_host(host)
-            if problem:
-                bad("host", problem)
+            if not valid_hostname(host):
+                bad("host", "host: must be a host name or IP address, without scheme, port or path")
         port = values.get("port")
         if port is None or not (1 <= port <= 65535):
             bad("port", "a tcp monitor needs a port between 1 and 65535")
@@ -156,17 +205,32 @@ def validate_definition(values: dict[str, Any], *, min_interval: int) -> None:
         raise InvalidData(f"invalid monitor: {errors[0]['msg']}", errors=errors)
 
 
-def http_spec(m: Monitor | dict[str, Any]) -> HttpSpec:
+def http_spec(
+    m: Monitor | Mapping[str, Any], *, timeout_max: float, max_body_bytes: int = MAX_BODY_BYTES
+) -> HttpSpec:
+    """What to probe; the timeout is capped by ``timeout_max`` (rows stored before the cap)."""
     get = (lambda k: getattr(m, k)) if isinstance(m, Monitor) else m.get
     return HttpSpec(
         url=str(get("url")),
         method=str(get("method") or "GET").upper(),
         expected_status=parse_expected_status(get("expected_status")),
         keyword=get("keyword") or None,
-        timeout=float(get("timeout") or 10),
+        timeout=effective_timeout(get("timeout"), timeout_max),
         follow_redirects=bool(get("follow_redirects")),
         verify_tls=bool(get("verify_tls")),
+        max_body_bytes=max_body_bytes,
     )
+
+
+def effective_timeout(timeout: Any, timeout_max: float) -> float:
+    """The timeout a check really gets: the stored one, capped by CHECK_TIMEOUT_MAX."""
+    try:
+        value = float(timeout)
+    except (TypeError, ValueError):
+        return min(DEFAULT_TIMEOUT, timeout_max)
+    if not math.isfinite(value) or value <= 0:
+        return min(DEFAULT_TIMEOUT, timeout_max)
+    return min(value, timeout_max)
 
 
 #: The wire fields of a monitor, in wire order.
@@ -216,6 +280,9 @@ def monitor_to_wire(m: Monitor | Mapping[str, Any], *, show_push_token: bool = T
         wire = {name: m[name] for name in WIRE_FIELDS}
     for name in _TIME_FIELDS:
         wire[name] = iso(wire[name])
+    # Credentials inside a target URL are write-only: shown masked everywhere (answers,
+    # events); the stored URL keeps them for the check.
+    wire["url"] = mask_credentials(wire["url"])
     if not show_push_token:
         wire["push_token"] = None
     return wire

@@ -36,6 +36,8 @@ async def start_monitoring(services: Any) -> None:
         tick=float(_setting(settings, "collector_tick", 1.0)),
         lease_margin=float(_setting(settings, "collector_lease_seconds", 30.0)),
         jitter=float(_setting(settings, "collector_jitter", 10.0)),
+        timeout_max=float(settings.check_timeout_max),
+        max_body_bytes=int(settings.check_max_body_bytes),
     )
     await collector.start()
     services.extras["collector"] = collector
