@@ -62,11 +62,15 @@ async def _limited(services: Services, *keys: tuple[str, int]) -> int | None:
     return None
 
 
-async def _body(request: Request) -> dict[str, Any] | Response:
+_LOGIN_USAGE = 'send JSON {"username": "...", "password": "..."}'
+_TOKEN_USAGE = 'send JSON {"refresh_token": "..."}'
+
+
+async def _body(request: Request, usage: str) -> dict[str, Any] | Response:
     try:
         return await read_json_object(request, _services(request).settings.http_max_body_bytes)
     except BodyError as exc:
-        return _error(exc.status, str(exc))
+        return _error(exc.status, f"{exc}; {usage}" if exc.status == 400 else str(exc))
 
 
 def _text_problem(name: str, value: str, max_length: int) -> str | None:
@@ -79,12 +83,12 @@ def _text_problem(name: str, value: str, max_length: int) -> str | None:
 
 
 async def _refresh_token(request: Request) -> str | Response:
-    body = await _body(request)
+    body = await _body(request, _TOKEN_USAGE)
     if isinstance(body, Response):
         return body
     token = body.get("refresh_token")
     if not isinstance(token, str) or not token:
-        return _error(400, 'send JSON {"refresh_token": "..."}')
+        return _error(400, _TOKEN_USAGE)
     problem = _text_problem("refresh_token", token, _TOKEN_MAX)
     if problem is not None:
         return _error(400, f"{problem}; send the refresh token exactly as issued")
@@ -93,13 +97,13 @@ async def _refresh_token(request: Request) -> str | Response:
 
 async def login(request: Request) -> Response:
     services = _services(request)
-    body = await _body(request)
+    body = await _body(request, _LOGIN_USAGE)
     if isinstance(body, Response):
         return body
     username = body.get("username")
     password = body.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username:
-        return _error(400, 'send JSON {"username": "...", "password": "..."}')
+        return _error(400, _LOGIN_USAGE)
     problem = _text_problem("username", username, _USERNAME_MAX) or _text_problem(
         "password", password, services.settings.password_max_length
     )

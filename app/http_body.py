@@ -56,7 +56,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict):
-        raise BodyError(400, "send a JSON object")
+        raise BodyError(400, "the body is not a JSON object")
     return body
 
 
