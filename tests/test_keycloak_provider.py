@@ -302,6 +302,20 @@ async def test_jwks_refresh_rate_is_bounded(idp: OIDCServer) -> None:
         await prov.close()
 
 
+async def test_unknown_key_from_another_issuer_is_refused_without_waiting(idp: OIDCServer) -> None:
+    prov = make_provider(idp, jwks_min_refresh_interval=5.0)
+    await prov.start()
+    try:
+        hits, started = idp.jwks_hits, time.monotonic()
+        with pytest.raises(InvalidToken, match="not issued by"):
+            await prov.verify_async(
+                idp.issue_token("alice", kid="made-up", iss="https://evil.example/realms/x")
+            )
+        assert time.monotonic() - started < 1.0 and idp.jwks_hits == hits
+    finally:
+        await prov.close()
+
+
 async def test_start_tolerates_idp_down_and_loads_keys_on_first_use(idp: OIDCServer) -> None:
     token = idp.issue_token("alice")
     idp.set_down(True)

@@ -421,8 +421,21 @@ class KeycloakProvider:
         try:
             return self.verify(token)
         except UnknownKey:
+            self._check_unverified_issuer(token)
             await self.refresh_jwks_for_unknown_key(seen)
             return self.verify(token)
+
+    def _check_unverified_issuer(self, token: str) -> None:
+        """Refuse at once, without waiting for a key fetch, a token that does not even
+        claim our issuer (the claim is checked again, signed, once the key is known)."""
+        if not self._issuer_known:
+            return
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("The token is not a well-formed JWT.") from exc
+        if claims.get("iss") != self.issuer:
+            raise InvalidToken(f"The token was not issued by {self.issuer}.")
 
     def _claims(self, claims: dict[str, Any]) -> KeycloakClaims:
         if claims.get("typ") != "Bearer":
