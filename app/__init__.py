@@ -28,10 +28,11 @@ def create_app(settings: Any = None) -> Any:
     from app.broker import create_broker
     from app.context import Services
     from app.events import EventBus
+    from app.forwarded import ForwardedMiddleware
     from app.handlers import build_router
     from app.limits import create_limiter
     from app.rbac import load_policy
-    from app.settings import Settings
+    from app.settings import Settings, parse_networks
     from app.storage.db import Database
     from app.ws.endpoint import websocket_endpoint
     from app.ws.hub import Hub
@@ -122,7 +123,11 @@ def create_app(settings: Any = None) -> Any:
             name="static",
         ),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(http.HTTPMetricsMiddleware)])
+    middleware = [
+        Middleware(ForwardedMiddleware, trusted=parse_networks(settings.forwarded_allow_ips, allow_any=True)),
+        Middleware(http.HTTPMetricsMiddleware),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.services = services
     return app
 

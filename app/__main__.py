@@ -44,6 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
         ws_per_message_deflate=settings.ws_per_message_deflate,
         timeout_graceful_shutdown=int(settings.ws_drain_timeout) + 5,
         server_header=False,
+        # uvicorn would trust X-Forwarded-For from 127.0.0.1 (or its own reading of
+        # FORWARDED_ALLOW_IPS); app.forwarded applies our setting to HTTP and WebSocket alike.
+        proxy_headers=False,
     )
     server = _make_server_class()(config, app)
     server.run()

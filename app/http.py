@@ -18,6 +18,7 @@ from app import __version__, metrics
 from app.auth.errors import IdentityUnavailable, InvalidCredentials
 from app.context import Services
 from app.errors import Unavailable
+from app.http_body import BodyError, has_control_chars, read_json_object
 
 log = logging.getLogger("watchpost.http")
 
@@ -36,37 +37,86 @@ def _error(status: int, msg: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": msg, **extra}, status_code=status)
 
 
-async def _json_body(request: Request) -> dict[str, Any] | None:
-    try:
-        body = await request.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
+#: The per-address login bucket is this many times the per-(username, address) one:
+#: several people behind one NAT must not lock each other out, while one address
+#: still cannot try passwords against many accounts at more than this multiple.
+LOGIN_ADDRESS_SCALE = 5
+_USERNAME_MAX = 150
+_TOKEN_MAX = 16 * 1024
 
 
 def _client_ip(request: Request) -> str:
+    """The peer, or the client a trusted proxy names (``app.forwarded``)."""
     return request.client.host if request.client else "unknown"
 
 
-async def _limited(services: Services, *keys: str) -> int | None:
+async def _limited(services: Services, *keys: tuple[str, int]) -> int | None:
+    """Count one request against each (key, scale) bucket; the first refusal wins."""
     if not services.settings.rate_limit_enabled:
         return None
-    for key in keys:
-        retry = await services.limiter.hit_http(key)
+    for key, scale in keys:
+        retry = await services.limiter.hit_http(key, scale)
         if retry is not None:
             metrics.RATE_LIMIT_HITS.labels(limit_type="http").inc()
             return retry
     return None
 
 
+_LOGIN_USAGE = 'send JSON {"username": "...", "password": "..."}'
+_TOKEN_USAGE = 'send JSON {"refresh_token": "..."}'
+
+
+async def _body(request: Request, usage: str) -> dict[str, Any] | Response:
+    try:
+        return await read_json_object(request, _services(request).settings.http_max_body_bytes)
+    except BodyError as exc:
+        return _error(exc.status, f"{exc}; {usage}" if exc.status == 400 else str(exc))
+
+
+def _text_problem(name: str, value: str, max_length: int) -> str | None:
+    """Why ``value`` cannot be used as ``name`` (checked before any lookup or hashing)."""
+    if len(value) > max_length:
+        return f"{name} is longer than {max_length} characters"
+    if has_control_chars(value):
+        return f"{name} must not contain control characters (U+0000 to U+001F, U+007F)"
+    return None
+
+
+async def _refresh_token(request: Request) -> str | Response:
+    body = await _body(request, _TOKEN_USAGE)
+    if isinstance(body, Response):
+        return body
+    token = body.get("refresh_token")
+    if not isinstance(token, str) or not token:
+        return _error(400, _TOKEN_USAGE)
+    problem = _text_problem("refresh_token", token, _TOKEN_MAX)
+    if problem is not None:
+        return _error(400, f"{problem}; send the refresh token exactly as issued")
+    return token
+
+
 async def login(request: Request) -> Response:
     services = _services(request)
-    body = await _json_body(request)
-    username = body.get("username") if body else None
-    password = body.get("password") if body else None
-    if not isinstance(username, str) or not isinstance(password, str) or not username or len(username) > 150:
-        return _error(400, 'send JSON {"username": "...", "password": "..."}')
-    retry = await _limited(services, f"login-ip:{_client_ip(request)}", f"login-user:{username.lower()}")
+    body = await _body(request, _LOGIN_USAGE)
+    if isinstance(body, Response):
+        return body
+    username = body.get("username")
+    password = body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username:
+        return _error(400, _LOGIN_USAGE)
+    problem = _text_problem("username", username, _USERNAME_MAX) or _text_problem(
+        "password", password, services.settings.password_max_length
+    )
+    if problem is not None:
+        return _error(400, problem)
+    address = _client_ip(request)
+    # Guesses against one account are limited per address, so a stranger cannot
+    # lock a user out everywhere; the wider per-address bucket bounds spraying.
+    retry = await _limited(
+        services,
+        (f"login-ip:{address}", LOGIN_ADDRESS_SCALE),
+        (f"login-user:{username.lower()}@{address}", 1),
+    )
     if retry is not None:
         return _error(429, f"too many login attempts; retry in {retry} ms", retry_after_ms=retry)
     provider = services.extras.get("keycloak")
@@ -107,11 +157,10 @@ async def _audit_login(services: Services, request: Request, username: str, code
 
 async def refresh(request: Request) -> Response:
     services = _services(request)
-    body = await _json_body(request)
-    token = body.get("refresh_token") if body else None
-    if not isinstance(token, str) or not token:
-        return _error(400, 'send JSON {"refresh_token": "..."}')
-    retry = await _limited(services, f"refresh-ip:{_client_ip(request)}")
+    token = await _refresh_token(request)
+    if isinstance(token, Response):
+        return token
+    retry = await _limited(services, (f"refresh-ip:{_client_ip(request)}", 1))
     if retry is not None:
         return _error(429, f"too many requests; retry in {retry} ms", retry_after_ms=retry)
     provider = services.extras.get("keycloak")
@@ -128,10 +177,9 @@ async def refresh(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     services = _services(request)
-    body = await _json_body(request)
-    token = body.get("refresh_token") if body else None
-    if not isinstance(token, str) or not token:
-        return _error(400, 'send JSON {"refresh_token": "..."}')
+    token = await _refresh_token(request)
+    if isinstance(token, Response):
+        return token
     provider = services.extras.get("keycloak")
     try:
         if provider is not None:

@@ -9,7 +9,8 @@ Semantics, the same in every backend:
 - **connections**: at most ``max_connections_per_user`` registered at once;
   :meth:`Limiter.acquire_connection` answers False at the limit (close 4008).
 - **HTTP**: a token bucket per key of ``http_burst`` tokens refilling at
-  ``http_per_minute``.
+  ``http_per_minute``; a caller may ask for a bucket ``scale`` times as large
+  (capacity and rate), e.g. for a limit shared by everyone behind one address.
 
 :class:`MemoryLimiter` is per process (the embedded default); the Redis backend
 (:mod:`app.limits_redis`) shares the limits across instances. Build either with
@@ -50,8 +51,12 @@ class Limiter(abc.ABC):
         """Forget a connection registered with :meth:`acquire_connection`."""
 
     @abc.abstractmethod
-    async def hit_http(self, key: str) -> int | None:
-        """Count one HTTP request for ``key`` (IP or username); None or ``retry_after_ms``."""
+    async def hit_http(self, key: str, scale: int = 1) -> int | None:
+        """Count one HTTP request for ``key``; None or ``retry_after_ms``.
+
+        ``scale`` multiplies the bucket's capacity and refill rate; one key must
+        always be used with the same scale.
+        """
 
     async def refresh_connections(self, user_key: str, conn_ids: Collection[str]) -> None:  # noqa: B027
         """Mark ``conn_ids`` of ``user_key`` as still open.
@@ -108,6 +113,7 @@ class MemoryLimiter(Limiter):
         self._clock = clock
         self._messages: dict[str, TokenBucket] = {}
         self._http: dict[str, TokenBucket] = {}
+        self._http_scaled: dict[int, dict[str, TokenBucket]] = {}
         self._connections: dict[str, set[str]] = {}
         self._last_sweep = clock()
 
@@ -116,8 +122,9 @@ class MemoryLimiter(Limiter):
             self._messages, user_key, self.message_rate_per_minute, self.message_rate_per_minute
         )
 
-    async def hit_http(self, key: str) -> int | None:
-        return self._take(self._http, key, self.http_burst, self.http_per_minute)
+    async def hit_http(self, key: str, scale: int = 1) -> int | None:
+        buckets = self._http_scaled.setdefault(scale, {}) if scale != 1 else self._http
+        return self._take(buckets, key, self.http_burst * scale, self.http_per_minute * scale)
 
     async def acquire_connection(self, user_key: str, conn_id: str) -> bool:
         conns = self._connections.setdefault(user_key, set())
@@ -151,6 +158,10 @@ class MemoryLimiter(Limiter):
         for buckets, capacity, per_minute in (
             (self._messages, self.message_rate_per_minute, self.message_rate_per_minute),
             (self._http, self.http_burst, self.http_per_minute),
+            *(
+                (scaled, self.http_burst * scale, self.http_per_minute * scale)
+                for scale, scaled in self._http_scaled.items()
+            ),
         ):
             full = [k for k, b in buckets.items() if b.is_full(capacity, per_minute / 60.0, now)]
             for key in full:

@@ -266,13 +266,13 @@ class RedisLimiter(Limiter):
 
     # -- HTTP -------------------------------------------------------------------
 
-    async def hit_http(self, key: str) -> int | None:
+    async def hit_http(self, key: str, scale: int = 1) -> int | None:
         if time.monotonic() < self._skip_redis_until:
             return None if self.fail_open else FAIL_CLOSED_RETRY_MS
         try:
             granted, wait_ms = await self._bucket(
                 keys=[f"{self.prefix}lim:http:{key}"],
-                args=[self.http_burst, self.http_per_minute / 60000.0, 1],
+                args=[self.http_burst * scale, self.http_per_minute * scale / 60000.0, 1],
             )
         except (RedisError, OSError) as exc:
             self._failed("http", exc)

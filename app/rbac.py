@@ -13,6 +13,10 @@ from pathlib import Path
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "actions.json"
 PUBLIC = "public"
+#: A package any authenticated connection may call, with or without a tenant role:
+#: a platform administrator who belongs to no tenant yet must still be able to ask
+#: who it is, refresh its token, list and create tenants.
+AUTHENTICATED = "authenticated"
 
 
 class RBACConfigError(RuntimeError):
@@ -38,9 +42,12 @@ class Policy:
         return self.ws.get(pkg_id)
 
     def allows(self, pkg_id: int, role: str | None) -> bool:
+        """Only ever asked about authenticated connections (the handshake refuses the rest)."""
         needed = self.ws.get(pkg_id)
         if needed is None:
             return False
+        if needed == AUTHENTICATED:
+            return True
         return self.rank(role) >= self.roles.index(needed)
 
     def api_token_role(self, issued: str, member: str) -> str:
@@ -76,7 +83,7 @@ def load_policy(path: Path | str | None = None) -> Policy:
         if not str(key).isdigit():
             problems.append(f"ws key {key!r} is not a package id")
             continue
-        if role not in roles:
+        if role not in roles and role != AUTHENTICATED:
             problems.append(f"ws {key} names unknown role {role!r}")
             continue
         ws[int(key)] = role

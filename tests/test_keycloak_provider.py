@@ -292,10 +292,26 @@ async def test_jwks_refresh_rate_is_bounded(idp: OIDCServer) -> None:
         results = await asyncio.gather(*(prov.verify_async(t) for t in bogus), return_exceptions=True)
         assert all(isinstance(r, UnknownKey) for r in results)
         assert idp.jwks_hits == 2  # twenty unknown kids, one fetch
-        for token in bogus:
-            with pytest.raises(UnknownKey):
-                await prov.verify_async(token)
-        assert idp.jwks_hits == 2
+        # Inside the bound, unknown kids wait for the next allowed fetch and share it.
+        started = time.monotonic()
+        results = await asyncio.gather(*(prov.verify_async(t) for t in bogus), return_exceptions=True)
+        assert all(isinstance(r, UnknownKey) for r in results)
+        assert idp.jwks_hits == 3
+        assert time.monotonic() - started >= 0.3
+    finally:
+        await prov.close()
+
+
+async def test_unknown_key_from_another_issuer_is_refused_without_waiting(idp: OIDCServer) -> None:
+    prov = make_provider(idp, jwks_min_refresh_interval=5.0)
+    await prov.start()
+    try:
+        hits, started = idp.jwks_hits, time.monotonic()
+        with pytest.raises(InvalidToken, match="not issued by"):
+            await prov.verify_async(
+                idp.issue_token("alice", kid="made-up", iss="https://evil.example/realms/x")
+            )
+        assert time.monotonic() - started < 1.0 and idp.jwks_hits == hits
     finally:
         await prov.close()
 

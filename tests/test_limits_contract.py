@@ -104,6 +104,15 @@ async def test_http_bucket_allows_the_burst_then_refills(make_limiter: LimiterFa
     assert await limiter.hit_http("10.0.0.1") is None
 
 
+async def test_scaled_http_bucket_is_larger_and_refills_faster(make_limiter: LimiterFactory) -> None:
+    limiter = await make_limiter(http_per_minute=60, http_burst=2)
+    assert [await limiter.hit_http("ip:10.0.0.1", scale=5) for _ in range(10)] == [None] * 10
+    retry = await limiter.hit_http("ip:10.0.0.1", scale=5)
+    assert retry is not None and 0 < retry <= 200  # five tokens per second
+    assert [await limiter.hit_http("user:10.0.0.1") for _ in range(2)] == [None] * 2
+    assert await limiter.hit_http("user:10.0.0.1") is not None
+
+
 async def test_create_limiter_picks_the_backend(redis_url: str, redis_prefix: str) -> None:
     memory = create_limiter(None, message_rate_per_minute=5)
     assert isinstance(memory, MemoryLimiter) and memory.message_rate_per_minute == 5

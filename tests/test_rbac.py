@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.handlers import build_router
+from app.protocol import PkgID
 from app.rbac import RBACConfigError, load_policy
 
 
@@ -22,8 +23,16 @@ def test_role_ladder() -> None:
     assert not policy.allows(100, "viewer")
     assert policy.allows(100, "editor") and policy.allows(100, "owner")
     assert not policy.allows(700, "editor")
-    assert not policy.allows(1, None)
+    assert not policy.allows(4, None)
     assert not policy.allows(99999, "owner")
+
+
+def test_session_packages_need_no_tenant_role() -> None:
+    policy = load_policy()
+    for pkg_id in (PkgID.PING, PkgID.WHOAMI, PkgID.AUTH_REFRESH, PkgID.TENANT_LIST, PkgID.TENANT_CREATE):
+        assert policy.allows(pkg_id, None), pkg_id
+    assert not policy.allows(PkgID.SUBSCRIBE, None)
+    assert not policy.allows(PkgID.TENANT_GET, None)
 
 
 def test_missing_entry_fails_closed(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ a user. Three kinds of credential:
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Protocol
 
@@ -32,6 +33,11 @@ from app.rbac import Policy
 from app.storage.db import Database
 
 API_TOKEN_PREFIX = "wpt_"
+#: JWTs (base64url and dots) and API tokens are printable ASCII without spaces.
+_NOT_TOKEN_CHAR = re.compile(r"[^\x21-\x7e]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Longest tenant slug the database holds.
+_SLUG_MAX = 64
 
 
 class ExternalVerifier(Protocol):
@@ -55,6 +61,13 @@ class Authenticator:
         """Raises InvalidToken / TokenExpired (close 4001) or NotAMember (close 4003)."""
         if not token:
             raise InvalidToken("no credential: send 'Authorization: Bearer <token>'")
+        # Checked before any lookup: a NUL reaching PostgreSQL is a server error, not a 4xxx.
+        if _NOT_TOKEN_CHAR.search(token):
+            raise InvalidToken("the token contains characters no token has (controls, spaces, non-ASCII)")
+        if tenant_slug is not None and (len(tenant_slug) > _SLUG_MAX or _CONTROL.search(tenant_slug)):
+            raise NotAMember(
+                f"?tenant= must be a tenant slug: at most {_SLUG_MAX} characters, no control characters"
+            )
         if token.startswith(API_TOKEN_PREFIX):
             return await self._api_token(token, tenant_slug)
         async with self.db.session() as s:
@@ -107,7 +120,7 @@ class Authenticator:
                 ).scalar_one_or_none()
                 if tenant is not None:
                     return tenant, self.policy.roles[-1]
-            raise NotAMember(f"not a member of tenant {slug!r}")
+            raise NotAMember(f"not a member of tenant {slug!a}")
         row = (await s.execute(stmt.limit(1))).first()
         if row is not None:
             return row[0], row[1]
@@ -133,7 +146,7 @@ class Authenticator:
             if api.expires_at is not None and api.expires_at <= utcnow():
                 raise TokenExpired("the API token has expired")
             if tenant_slug and tenant_slug != tenant.slug:
-                raise NotAMember(f"this API token belongs to tenant {tenant.slug!r}, not {tenant_slug!r}")
+                raise NotAMember(f"this API token belongs to tenant {tenant.slug!r}, not {tenant_slug!a}")
             creator_role = (
                 await s.execute(
                     select(col(Membership.role)).where(

@@ -12,7 +12,11 @@ leeway, and the configured audience in ``aud`` or our client id as ``azp``.
 ``verify_async`` additionally refreshes the key set once when a token names an
 unknown ``kid`` — so Keycloak key rotation works without a restart — but never
 more often than once per ``jwks_min_refresh_interval``, so tokens with made-up key
-ids cannot turn us into a request amplifier against Keycloak.
+ids cannot turn us into a request amplifier against Keycloak. A token whose key is
+unknown inside that bound waits for the next allowed refresh (at most the interval)
+instead of being refused: right after a rotation, the first tokens signed with the
+new key would otherwise fail. Every token waiting at the same time shares that one
+refresh; a key still unknown after it is refused.
 
 Roles and tenants:
 - A platform administrator is a user holding the realm role ``admin_role``
@@ -196,6 +200,7 @@ class KeycloakProvider:
         self._keys: dict[str, RSAPublicKey] = {}
         self._jwks_lock = asyncio.Lock()
         self._jwks_attempted_at: float | None = None  # monotonic time of the last fetch attempt
+        self._jwks_attempts = 0  # fetch attempts finished: tells a waiter whether one ended meanwhile
         self._jwks_error: IdentityUnavailable | None = None  # why the last attempt failed, if it did
 
     def _new_client(self) -> KeycloakOpenID:
@@ -310,23 +315,51 @@ class KeycloakProvider:
                 if self._jwks_error is not None:
                     raise IdentityUnavailable(str(self._jwks_error))
                 return False
-            self._jwks_attempted_at = now
-            try:
-                if not self._issuer_known:
-                    await self._discover_issuer()
-                certs = await self._call("the signing keys request", self._openid.a_certs())
-            except IdentityUnavailable as exc:
-                self._jwks_error = exc
-                raise
-            except InvalidCredentials as exc:
-                self._jwks_error = IdentityUnavailable("Keycloak refused to publish the realm signing keys.")
-                raise self._jwks_error from exc
-            self._jwks_error = None
-            keys = _parse_jwks(certs)
-            if not keys:
-                log.warning("Keycloak published no usable RS256 signing keys; every token will be refused")
-            self._keys = keys
+            await self._fetch_jwks()
             return True
+
+    async def _fetch_jwks(self) -> None:
+        """One fetch of the key set; the caller holds ``_jwks_lock``."""
+        self._jwks_attempted_at = time.monotonic()
+        try:
+            if not self._issuer_known:
+                await self._discover_issuer()
+            certs = await self._call("the signing keys request", self._openid.a_certs())
+        except IdentityUnavailable as exc:
+            self._jwks_error = exc
+            raise
+        except InvalidCredentials as exc:
+            self._jwks_error = IdentityUnavailable("Keycloak refused to publish the realm signing keys.")
+            raise self._jwks_error from exc
+        finally:
+            # Counted when done: a token found unknown while this fetch was in flight
+            # is answered by it rather than by a second fetch.
+            self._jwks_attempts += 1
+        self._jwks_error = None
+        keys = _parse_jwks(certs)
+        if not keys:
+            log.warning("Keycloak published no usable RS256 signing keys; every token will be refused")
+        self._keys = keys
+
+    async def refresh_jwks_for_unknown_key(self, seen: int) -> None:
+        """Make sure a fetch of the key set ends after ``seen`` fetches had ended
+        (``_jwks_attempts`` read before the key was found missing).
+
+        Waits (at most ``jwks_min_refresh_interval``) for the next fetch the bound
+        allows, rather than refusing a token whose key Keycloak may have just added.
+        Callers arriving while one waits queue on the lock and then share its
+        result. Raises ``IdentityUnavailable`` when that fetch failed.
+        """
+        async with self._jwks_lock:
+            if self._jwks_attempts == seen:
+                if self._jwks_attempted_at is not None:
+                    # The clock is monotonic, so this never exceeds the interval.
+                    wait = self.jwks_min_refresh_interval - (time.monotonic() - self._jwks_attempted_at)
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                await self._fetch_jwks()
+            elif self._jwks_error is not None:
+                raise IdentityUnavailable(str(self._jwks_error))
 
     async def _discover_issuer(self) -> None:
         config = await self._call("the OpenID discovery request", self._openid.a_well_known())
@@ -384,13 +417,25 @@ class KeycloakProvider:
         Raises what ``verify`` raises, or ``IdentityUnavailable`` when the key set
         had to be refreshed but Keycloak could not be reached.
         """
+        seen = self._jwks_attempts
         try:
             return self.verify(token)
         except UnknownKey:
-            await self.refresh_jwks()
-            # Retry even without a fetch of our own: a concurrent caller may have
-            # just loaded the key while we waited.
+            self._check_unverified_issuer(token)
+            await self.refresh_jwks_for_unknown_key(seen)
             return self.verify(token)
+
+    def _check_unverified_issuer(self, token: str) -> None:
+        """Refuse at once, without waiting for a key fetch, a token that does not even
+        claim our issuer (the claim is checked again, signed, once the key is known)."""
+        if not self._issuer_known:
+            return
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("The token is not a well-formed JWT.") from exc
+        if claims.get("iss") != self.issuer:
+            raise InvalidToken(f"The token was not issued by {self.issuer}.")
 
     def _claims(self, claims: dict[str, Any]) -> KeycloakClaims:
         if claims.get("typ") != "Bearer":
