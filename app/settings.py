@@ -69,7 +69,7 @@ class Settings:
     #: Clock skew allowed on ``exp``/``nbf``/``iat``, seconds.
     keycloak_leeway: float = 10.0
     #: Unknown ``kid`` refreshes the realm keys at most this often, seconds.
-    keycloak_jwks_min_refresh_interval: float = 10.0
+    keycloak_jwks_min_refresh_interval: float = 5.0
     # --- websocket limits (DESIGN.md §6)
     ws_max_frame_bytes: int = 64 * 1024
     ws_send_queue_max: int = 1000

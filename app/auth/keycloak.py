@@ -171,7 +171,7 @@ class KeycloakProvider:
         issuer: str | None = None,
         leeway: float = 10.0,
         http_timeout: float = 5.0,
-        jwks_min_refresh_interval: float = 10.0,
+        jwks_min_refresh_interval: float = 5.0,
         tenant_groups_claim: str = "groups",
         tenant_roles: tuple[str, ...] = DEFAULT_TENANT_ROLES,
     ) -> None:
