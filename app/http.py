@@ -119,7 +119,7 @@ async def login(request: Request) -> Response:
     )
     if retry is not None:
         return _error(429, f"too many login attempts; retry in {retry} ms", retry_after_ms=retry)
-    provider = services.extras.get("keycloak")
+    provider = services.keycloak
     try:
         if provider is not None:
             tokens = await provider.login(username, password)
@@ -163,7 +163,7 @@ async def refresh(request: Request) -> Response:
     retry = await _limited(services, (f"refresh-ip:{_client_ip(request)}", 1))
     if retry is not None:
         return _error(429, f"too many requests; retry in {retry} ms", retry_after_ms=retry)
-    provider = services.extras.get("keycloak")
+    provider = services.keycloak
     try:
         tokens = await (
             provider.refresh(token) if provider is not None else services.local_auth.refresh(token)
@@ -180,7 +180,7 @@ async def logout(request: Request) -> Response:
     token = await _refresh_token(request)
     if isinstance(token, Response):
         return token
-    provider = services.extras.get("keycloak")
+    provider = services.keycloak
     try:
         if provider is not None:
             from app.auth.keycloak_identity import KeycloakIdentity

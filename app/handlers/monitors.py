@@ -88,7 +88,7 @@ def first_due(monitor: Monitor, ctx: Context) -> Any:
     now = utcnow()
     if monitor.kind == "push":
         return now + timedelta(seconds=monitor.interval + monitor.grace)
-    spread = min(float(monitor.interval), float(getattr(ctx.settings, "collector_jitter", 10.0)))
+    spread = min(float(monitor.interval), ctx.settings.collector_jitter)
     return now + timedelta(seconds=random.uniform(0, max(0.0, spread)))
 
 
@@ -493,6 +493,6 @@ class _LostRace(Exception):
 
 
 def _wake_collector(ctx: Context) -> None:
-    collector = ctx.services.extras.get("collector")
+    collector = ctx.services.collector
     if collector is not None:
         collector.wake()
