@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     # Check runners (collector, CHECK_NOW) take the CHECK_DENY_NETWORKS policy from here.
     egress.install_check_policy(egress.EgressPolicy.for_checks(settings))
-    policy = load_policy()
+    policy = load_policy(settings.actions_path)
     router = build_router()
     policy.check_registry(router.specs)  # fail closed: every package needs an actions.json entry
     router.policy = policy

@@ -16,11 +16,12 @@ from app.storage.db import Database
 
 
 async def create_user(username: str, password: str, tenant_slug: str, role: str, platform_admin: bool) -> int:
-    policy = load_policy()
+    settings = Settings.from_env()
+    policy = load_policy(settings.actions_path)
     if role not in policy.roles:
         print(f"unknown role {role!r}; one of {', '.join(policy.roles)}", file=sys.stderr)
         return 2
-    db = Database(Settings.from_env().database_url)
+    db = Database(settings.database_url)
     try:
         async with db.session() as s:
             if (await s.execute(select(User).where(col(User.username) == username))).scalar_one_or_none():
