@@ -72,7 +72,7 @@ class Settings:
     keycloak_jwks_min_refresh_interval: float = 5.0
     #: The role file (least role per package and route); None = the actions.json shipped with the server.
     actions_path: str | None = None
-    # --- websocket limits (DESIGN.md §6)
+    # --- websocket limits (close codes: docs/protocol.md, "Connecting")
     ws_max_frame_bytes: int = 64 * 1024
     ws_send_queue_max: int = 1000
     ws_send_queue_bytes: int = 1024 * 1024
