@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, cast, func, select, update
@@ -83,7 +83,7 @@ def show_token(ctx: Context) -> bool:
     return ctx.services.policy.role_at_least(ctx.identity.role, "editor")
 
 
-def first_due(monitor: Monitor, ctx: Context) -> Any:
+def first_due(monitor: Monitor, ctx: Context) -> datetime:
     """When a new or resumed monitor is first checked: spread over the jitter window."""
     now = utcnow()
     if monitor.kind == "push":
