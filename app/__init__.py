@@ -8,14 +8,20 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from app.context import Services
+    from app.settings import Settings
 
 __version__ = "0.1.0"
 
 log = logging.getLogger("watchpost")
 
 
-def create_app(settings: Any = None) -> Any:
+def create_app(settings: Settings | None = None) -> Starlette:
     """Build the Starlette app from settings (default: the environment)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -40,7 +46,7 @@ def create_app(settings: Any = None) -> Any:
     settings = settings or Settings.from_env()
     # Check runners (collector, CHECK_NOW) take the CHECK_DENY_NETWORKS policy from here.
     egress.install_check_policy(egress.EgressPolicy.for_checks(settings))
-    policy = load_policy()
+    policy = load_policy(settings.actions_path)
     router = build_router()
     policy.check_registry(router.specs)  # fail closed: every package needs an actions.json entry
     router.policy = policy
@@ -62,7 +68,7 @@ def create_app(settings: Any = None) -> Any:
         on_redis_error=lambda op: metrics.REDIS_ERRORS.labels(component=f"limits_{op}").inc(),
     )
     db = Database(settings.database_url)
-    local_auth = LocalAuth(settings, db, secret="")  # key loaded in the lifespan
+    local_auth = LocalAuth(settings, db)  # key loaded in the lifespan
     services = Services(
         settings=settings,
         db=db,
@@ -78,11 +84,10 @@ def create_app(settings: Any = None) -> Any:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        from app.auth.local import load_or_create_secret
         from app.bootstrap import bootstrap_admin
 
         metrics.set_app_info(__version__, settings.environment)
-        local_auth._secret = await load_or_create_secret(db, settings.jwt_secret)
+        await local_auth.load_key()
         await bootstrap_admin(services)
         await broker.start()
         await limiter.start()
@@ -132,7 +137,7 @@ def create_app(settings: Any = None) -> Any:
     return app
 
 
-async def _start_components(services: Any) -> None:
+async def _start_components(services: Services) -> None:
     """Background components (collector, delivery workers, IdP); each module adds its line."""
     from app.auth.keycloak_mode import start_keycloak
 
@@ -145,7 +150,7 @@ async def _start_components(services: Any) -> None:
     await start_delivery_workers(services)  # outbox drain; no-op with DELIVERY_WORKERS_ENABLED=false
 
 
-async def _stop_components(services: Any) -> None:
+async def _stop_components(services: Services) -> None:
     """Stop what :func:`_start_components` started, in reverse order."""
     from app.alerting.worker import stop_delivery_workers
 

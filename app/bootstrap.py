@@ -8,11 +8,9 @@ import sys
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
 
-from app.auth.passwords import hash_password
+from app.auth.accounts import add_local_user
 from app.context import Services
-from app.models.tenant import Membership, Tenant
 from app.models.user import User
 
 log = logging.getLogger("watchpost.bootstrap")
@@ -26,17 +24,16 @@ async def bootstrap_admin(services: Services) -> None:
         if (await s.execute(select(func.count()).select_from(User))).scalar_one() > 0:
             return
         password = settings.admin_password or secrets.token_urlsafe(12)
-        user = User(
-            username=settings.admin_username, password_hash=hash_password(password), is_platform_admin=True
-        )
-        tenant = (await s.execute(select(Tenant).where(col(Tenant.slug) == "default"))).scalar_one_or_none()
-        if tenant is None:
-            tenant = Tenant(slug="default", name="Default")
-            s.add(tenant)
-        s.add(user)
         try:
-            await s.flush()
-            s.add(Membership(tenant_id=tenant.id, user_id=user.id, role=services.policy.roles[-1]))  # type: ignore[arg-type]
+            await add_local_user(
+                s,
+                username=settings.admin_username,
+                password=password,
+                tenant_slug="default",
+                tenant_name="Default",
+                role=services.policy.roles[-1],
+                platform_admin=True,
+            )
             await s.commit()
         except IntegrityError:  # another instance bootstrapped first
             await s.rollback()

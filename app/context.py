@@ -1,6 +1,9 @@
 """What a handler gets: the app's services and the request's context.
 
 ``Services`` is built once by ``create_app``; ``Context`` once per request.
+The background components (collector, delivery worker, Keycloak) are typed
+fields that their start hooks fill in during the app's lifespan and clear on
+shutdown; ``None`` means the component does not run on this instance.
 Handlers touch the database through :meth:`Context.tx`, which commits, writes
 the audit row in the same transaction, and only then publishes the events the
 handler queued with :meth:`Context.publish` — an event never announces a change
@@ -9,6 +12,7 @@ that was rolled back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,11 +26,15 @@ from app.models.audit import AuditEntry
 from app.protocol import PkgID
 
 if TYPE_CHECKING:
+    from app.alerting.worker import DeliveryWorker
     from app.auth.authenticator import Authenticator
+    from app.auth.keycloak import KeycloakProvider
+    from app.auth.keycloak_sessions import KeycloakSessionWatch
     from app.auth.local import LocalAuth
     from app.broker.base import Broker
     from app.events import EventBus
     from app.limits import Limiter
+    from app.monitoring.collector import Collector
     from app.rbac import Policy
     from app.routing import PackageRouter
     from app.settings import Settings
@@ -48,8 +56,14 @@ class Services:
     local_auth: LocalAuth
     authenticator: Authenticator
     hub: Hub
-    #: Other components by name (collector, delivery workers, keycloak provider…).
-    extras: dict[str, Any] = field(default_factory=dict)
+    # Set by the start hooks in create_app's lifespan, cleared by the stop hooks.
+    collector: Collector | None = None
+    #: Rollups and retention (app.monitoring.retention), runs beside the collector.
+    housekeeping: asyncio.Task[None] | None = None
+    delivery_worker: DeliveryWorker | None = None
+    #: Set in Keycloak mode (KEYCLOAK_BASE_URL); the HTTP login routes use it instead of local users.
+    keycloak: KeycloakProvider | None = None
+    keycloak_watch: KeycloakSessionWatch | None = None
 
 
 @dataclass

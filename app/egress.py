@@ -35,7 +35,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from app.settings import parse_networks
+from app.settings import Settings, parse_networks
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -52,12 +52,12 @@ class EgressPolicy:
     setting: str = "CHECK_DENY_NETWORKS"
 
     @classmethod
-    def for_checks(cls, settings: Any) -> EgressPolicy:
-        return cls(parse_networks(getattr(settings, "check_deny_networks", "")), "CHECK_DENY_NETWORKS")
+    def for_checks(cls, settings: Settings) -> EgressPolicy:
+        return cls(parse_networks(settings.check_deny_networks), "CHECK_DENY_NETWORKS")
 
     @classmethod
-    def for_alerts(cls, settings: Any) -> EgressPolicy:
-        return cls(parse_networks(getattr(settings, "alert_deny_networks", "")), "ALERT_DENY_NETWORKS")
+    def for_alerts(cls, settings: Settings) -> EgressPolicy:
+        return cls(parse_networks(settings.alert_deny_networks), "ALERT_DENY_NETWORKS")
 
     @property
     def active(self) -> bool:

@@ -119,7 +119,7 @@ async def login(request: Request) -> Response:
     )
     if retry is not None:
         return _error(429, f"too many login attempts; retry in {retry} ms", retry_after_ms=retry)
-    provider = services.extras.get("keycloak")
+    provider = services.keycloak
     try:
         if provider is not None:
             tokens = await provider.login(username, password)
@@ -163,7 +163,7 @@ async def refresh(request: Request) -> Response:
     retry = await _limited(services, (f"refresh-ip:{_client_ip(request)}", 1))
     if retry is not None:
         return _error(429, f"too many requests; retry in {retry} ms", retry_after_ms=retry)
-    provider = services.extras.get("keycloak")
+    provider = services.keycloak
     try:
         tokens = await (
             provider.refresh(token) if provider is not None else services.local_auth.refresh(token)
@@ -180,7 +180,7 @@ async def logout(request: Request) -> Response:
     token = await _refresh_token(request)
     if isinstance(token, Response):
         return token
-    provider = services.extras.get("keycloak")
+    provider = services.keycloak
     try:
         if provider is not None:
             from app.auth.keycloak_identity import KeycloakIdentity
@@ -233,35 +233,20 @@ async def metrics_endpoint(request: Request) -> Response:
 
 async def _refresh_backlog_gauges(services: Services) -> None:
     """Collector lag and outbox depth are database facts shared by every instance:
-    read them when scraped (two indexed counts) instead of keeping them in memory."""
-    from sqlalchemy import func, or_, select
-    from sqlmodel import col
+    read them when scraped (two indexed counts, the domain's own queries) instead of
+    keeping them in memory."""
+    from app.alerting.outbox import pending_count
+    from app.monitoring.collector import due_count
 
-    from app.models.base import utcnow
-    from app.models.delivery import Delivery
-    from app.models.monitor import Monitor
-
-    now = utcnow()
     try:
         async with asyncio.timeout(2.0):
-            async with services.db.session() as s:
-                lag = await s.scalar(
-                    select(func.count())
-                    .select_from(Monitor)
-                    .where(
-                        col(Monitor.enabled).is_(True),
-                        col(Monitor.next_check_at) <= now,
-                        or_(col(Monitor.lease_expires_at).is_(None), col(Monitor.lease_expires_at) < now),
-                    )
-                )
-                depth = await s.scalar(
-                    select(func.count()).select_from(Delivery).where(col(Delivery.status) == "pending")
-                )
+            lag = await due_count(services.db)
+            depth = await pending_count(services.db, in_flight=False)
     except Exception:  # noqa: BLE001 - the scrape still answers; db_errors_total tells why
         metrics.DB_ERRORS.inc()
         return
-    metrics.COLLECTOR_LAG.set(lag or 0)
-    metrics.OUTBOX_DEPTH.set(depth or 0)
+    metrics.COLLECTOR_LAG.set(lag)
+    metrics.OUTBOX_DEPTH.set(depth)
 
 
 async def dashboard(request: Request) -> Response:

@@ -22,7 +22,7 @@ BEARER_SUBPROTOCOL_PREFIX = "bearer."
 
 
 class PkgID(enum.IntEnum):
-    """Every package id the server knows. Ranges: DESIGN.md §2."""
+    """Every package id the server knows; one hundred-block per area. Table: docs/packages.md."""
 
     PING = 1
     WHOAMI = 2

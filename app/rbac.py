@@ -1,4 +1,4 @@
-"""actions.json: the one place that says who may do what (DESIGN.md §3).
+"""actions.json: the least role of every package and HTTP route (docs/protocol.md, "RBAC").
 
 Loaded once at start. ``check_registry`` makes the server refuse to start
 (fail closed) when a registered package has no entry or names an unknown role.

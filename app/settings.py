@@ -70,7 +70,9 @@ class Settings:
     keycloak_leeway: float = 10.0
     #: Unknown ``kid`` refreshes the realm keys at most this often, seconds.
     keycloak_jwks_min_refresh_interval: float = 5.0
-    # --- websocket limits (DESIGN.md §6)
+    #: The role file (least role per package and route); None = the actions.json shipped with the server.
+    actions_path: str | None = None
+    # --- websocket limits (close codes: docs/protocol.md, "Connecting")
     ws_max_frame_bytes: int = 64 * 1024
     ws_send_queue_max: int = 1000
     ws_send_queue_bytes: int = 1024 * 1024

@@ -112,3 +112,65 @@ async def test_every_family_has_samples_after_a_session(metrics_server: ServerPr
     for name, rows in s.items():
         for labels, _ in rows:
             assert "admin" not in labels.values(), (name, labels)
+
+
+async def _seed_backlog(database_url: str) -> None:
+    """Monitors in every claim state and deliveries in every status, straight in the database."""
+    from datetime import timedelta
+
+    from app.models.base import utcnow
+    from app.models.channel import Channel
+    from app.models.delivery import Delivery
+    from app.models.monitor import Monitor
+    from app.storage.db import Database
+
+    now = utcnow()
+    past, future = now - timedelta(minutes=5), now + timedelta(minutes=5)
+    db = Database(database_url)
+    try:
+        async with db.session() as s:
+
+            def monitor(name: str, **fields: object) -> Monitor:
+                return Monitor(tenant_id=1, name=name, kind="http", url="http://127.0.0.1:9/", **fields)
+
+            s.add_all(
+                [
+                    *(monitor(f"due-{i}", next_check_at=past) for i in range(3)),
+                    monitor("lease-expired", next_check_at=past, lease_owner="gone", lease_expires_at=past),
+                    monitor("leased", next_check_at=past, lease_owner="busy", lease_expires_at=future),
+                    monitor("disabled", next_check_at=past, enabled=False),
+                    monitor("not-yet", next_check_at=future),
+                ]
+            )
+            channel = Channel(tenant_id=1, name="hook", kind="webhook", config={"url": "http://127.0.0.1:9/"})
+            s.add(channel)
+            await s.flush()
+            for i, status in enumerate(("pending", "pending", "sending", "sent", "failed")):
+                s.add(
+                    Delivery(
+                        tenant_id=1,
+                        channel_id=channel.id or 0,
+                        dedupe_key=f"seed-{i}",
+                        monitor_name="m",
+                        state="down",
+                        status=status,
+                    )
+                )
+            await s.commit()
+    finally:
+        await db.close()
+
+
+async def test_backlog_gauges_count_what_collector_and_workers_would_take() -> None:
+    """collector_lag counts the monitors the collector would claim (enabled, due, lease free
+    or expired); outbox_depth counts pending deliveries, not those being sent or finished."""
+    srv = ServerProcess(
+        sqlite_url(), env={"COLLECTOR_ENABLED": "false", "DELIVERY_WORKERS_ENABLED": "false"}
+    ).start()
+    try:
+        await _seed_backlog(srv.database_url)
+        s = _samples(srv.get("/metrics")[1].decode())
+    finally:
+        srv.stop()
+    assert _value(s, "collector_lag") == 4
+    assert _value(s, "outbox_depth") == 2

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -469,10 +469,14 @@ async def purge_finished(db: Database, *, older_than: dt.datetime, batch: int = 
     return len(ids)
 
 
-async def pending_count(db: Database, channel_ids: Sequence[int] | None = None) -> int:
-    """How many deliveries are still waiting (pending or in flight); for tests and health."""
+async def pending_count(
+    db: Database, channel_ids: Sequence[int] | None = None, *, in_flight: bool = True
+) -> int:
+    """How many deliveries are still waiting: pending, and (``in_flight``) being sent right now.
+    The ``outbox_depth`` gauge counts pending only."""
+    statuses = ("pending", "sending") if in_flight else ("pending",)
     async with db.session() as s:
-        stmt = select(col(Delivery.id)).where(col(Delivery.status).in_(("pending", "sending")))
+        stmt = select(func.count()).select_from(Delivery).where(col(Delivery.status).in_(statuses))
         if channel_ids is not None:
             stmt = stmt.where(col(Delivery.channel_id).in_(list(channel_ids)))
-        return len((await s.execute(stmt)).scalars().all())
+        return int(await s.scalar(stmt) or 0)

@@ -26,7 +26,7 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.alerting import metrics, outbox, senders
 from app.alerting.backoff import RetryPolicy
@@ -35,6 +35,10 @@ from app.alerting.senders import SendResult, Transport
 from app.egress import EgressPolicy
 from app.models.base import utcnow
 from app.storage.db import Database
+
+if TYPE_CHECKING:
+    from app.context import Services
+    from app.settings import Settings
 
 log = logging.getLogger("watchpost.alerting")
 
@@ -54,29 +58,22 @@ class DeliveryOptions:
     retention_days: int = 30
 
     @classmethod
-    def from_settings(cls, settings: object) -> DeliveryOptions:
-        """Read ``delivery_*`` attributes where the settings object has them, else keep defaults."""
-
-        def get(name: str, default: float) -> float:
-            return float(getattr(settings, name, default))
-
-        base = cls()
-        policy = RetryPolicy(
-            base=get("delivery_backoff_base", base.policy.base),
-            cap=get("delivery_backoff_cap", base.policy.cap),
-            max_attempts=int(get("delivery_max_attempts", base.policy.max_attempts)),
-        )
-        timeout = get("delivery_timeout", base.timeout)
+    def from_settings(cls, settings: Settings) -> DeliveryOptions:
+        timeout = settings.delivery_timeout
         return cls(
             timeout=timeout,
-            poll_interval=get("delivery_poll_interval", base.poll_interval),
-            batch=int(get("delivery_batch", base.batch)),
+            poll_interval=settings.delivery_poll_interval,
+            batch=settings.delivery_batch,
             # Far longer than one send, so a live worker never loses its lease.
-            lease=max(get("delivery_lease", base.lease), timeout * 4 + 10),
-            policy=policy,
-            flag_after=int(get("channel_flag_after", base.flag_after)),
-            reminder_interval=get("reminder_scan_interval", base.reminder_interval),
-            retention_days=int(get("delivery_retention_days", base.retention_days)),
+            lease=max(settings.delivery_lease, timeout * 4 + 10),
+            policy=RetryPolicy(
+                base=settings.delivery_backoff_base,
+                cap=settings.delivery_backoff_cap,
+                max_attempts=settings.delivery_max_attempts,
+            ),
+            flag_after=settings.channel_flag_after,
+            reminder_interval=settings.reminder_scan_interval,
+            retention_days=settings.delivery_retention_days,
         )
 
 
@@ -266,21 +263,21 @@ class DeliveryWorker:
             )
 
 
-async def start_delivery_workers(services: Any) -> None:
+async def start_delivery_workers(services: Services) -> None:
     """Lifespan hook: start this instance's worker unless DELIVERY_WORKERS_ENABLED=false."""
     settings = services.settings
-    if not getattr(settings, "delivery_workers_enabled", True):
+    if not settings.delivery_workers_enabled:
         log.info("delivery workers disabled on this instance (DELIVERY_WORKERS_ENABLED=false)")
         return
     worker = DeliveryWorker(
         services.db, DeliveryOptions.from_settings(settings), egress=EgressPolicy.for_alerts(settings)
     )
     await worker.start()
-    services.extras["delivery_worker"] = worker
+    services.delivery_worker = worker
 
 
-async def stop_delivery_workers(services: Any) -> None:
+async def stop_delivery_workers(services: Services) -> None:
     """Lifespan hook: finish in-flight sends and hand back leases; call before the database closes."""
-    worker = services.extras.pop("delivery_worker", None)
+    worker, services.delivery_worker = services.delivery_worker, None
     if worker is not None:
         await worker.stop()

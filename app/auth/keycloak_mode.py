@@ -3,7 +3,7 @@
 ``start_keycloak`` builds the provider from settings, loads the realm keys
 (Keycloak being down is tolerated: keys load on first use), plugs token
 verification into the authenticator, exposes the provider to the HTTP login
-routes as ``services.extras["keycloak"]`` and starts the session watch.
+routes as ``services.keycloak`` and starts the session watch.
 ``stop_keycloak`` undoes it on shutdown.
 """
 
@@ -46,7 +46,7 @@ async def start_keycloak(services: Services) -> None:
     await provider.start()
     identity = KeycloakIdentity(provider)
     services.authenticator.external = identity
-    services.extras["keycloak"] = provider
+    services.keycloak = provider
     watch = KeycloakSessionWatch(
         provider,
         identity,
@@ -56,15 +56,15 @@ async def start_keycloak(services: Services) -> None:
     )
     services.broker.add_listener(CONTROL_TOPIC, watch.on_control)
     watch.start()
-    services.extras["keycloak_watch"] = watch
+    services.keycloak_watch = watch
 
 
 async def stop_keycloak(services: Services) -> None:
     """Call once on shutdown, after connections are drained."""
-    watch = services.extras.pop("keycloak_watch", None)
-    if isinstance(watch, KeycloakSessionWatch):
+    watch, services.keycloak_watch = services.keycloak_watch, None
+    if watch is not None:
         await watch.stop()
         services.broker.remove_listener(CONTROL_TOPIC, watch.on_control)
-    provider = services.extras.pop("keycloak", None)
-    if isinstance(provider, KeycloakProvider):
+    provider, services.keycloak = services.keycloak, None
+    if provider is not None:
         await provider.close()

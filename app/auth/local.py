@@ -69,10 +69,24 @@ async def load_or_create_secret(db: Database, configured: str | None) -> str:
 
 
 class LocalAuth:
-    def __init__(self, settings: Settings, db: Database, secret: str) -> None:
+    """Local users' tokens. The signing key comes from JWT_SECRET or the database, so it is
+    read in the app's lifespan (:meth:`load_key`), not at construction."""
+
+    def __init__(self, settings: Settings, db: Database, secret: str | None = None) -> None:
         self.settings = settings
         self.db = db
-        self._secret = secret
+        self._key = secret
+
+    async def load_key(self) -> None:
+        """Use JWT_SECRET, or the key stored in the database (created on the first start)."""
+        self._key = await load_or_create_secret(self.db, self.settings.jwt_secret)
+
+    @property
+    def _secret(self) -> str:
+        # An empty HS256 key would sign tokens anyone can forge: refuse instead.
+        if not self._key:
+            raise RuntimeError("LocalAuth has no signing key; call load_key() at start-up")
+        return self._key
 
     def issue_access(self, user: User, session_id: int | str, ttl: int | None = None) -> tuple[str, int]:
         ttl = ttl or self.settings.access_token_ttl

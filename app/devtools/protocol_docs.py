@@ -163,7 +163,8 @@ def _package_section(p: PackageInfo) -> list[str]:
         out += ["Response: _not documented; add `response_example=` to `@router.package`._", ""]
         return out
     out += [
-        "Response `data` shape" + (" (with `meta`: pagination, DESIGN.md §2):" if p.paginated else ":"),
+        "Response `data` shape"
+        + (" (with `meta`: pagination, see [protocol.md](protocol.md#response)):" if p.paginated else ":"),
         "",
     ]
     out += ["```json", _block(shape_of(p.response_example)), "```", ""]
@@ -200,7 +201,8 @@ def render(report: Report) -> str:
         f"One WebSocket endpoint, `/web`, subprotocol `{SUBPROTOCOL}`. A request is "
         '`{"pkg_id", "req_id", "data"}`; its one response is '
         '`{"pkg_id", "req_id", "status_code", "data"}` plus `meta` for paginated lists '
-        "(DESIGN.md §2). The role is the least role that may call the package (actions.json); "
+        "([protocol.md](protocol.md#response)). "
+        "The role is the least role that may call the package (actions.json); "
         "higher roles may too.",
         "",
         "Add a package with `make new-ws-handlers`, list the registry with `make ws-handlers`, "

@@ -255,10 +255,10 @@ async def _transport(ctx: Context, kind: str) -> AsyncIterator[Transport]:
     budget = max(1.0, float(settings.ws_handler_timeout) - 1.0)
     if kind == "email":
         budget /= 3
-    timeout = min(float(getattr(settings, "delivery_timeout", 10.0)), budget)
-    worker = ctx.services.extras.get("delivery_worker")
+    timeout = min(settings.delivery_timeout, budget)
+    worker = ctx.services.delivery_worker
     if worker is not None:
-        shared: Transport = worker.transport
+        shared = worker.transport
         yield Transport(shared.http, timeout, shared.smtp_ssl_context, shared.egress)
         return
     policy = EgressPolicy.for_alerts(settings)

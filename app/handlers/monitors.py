@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, cast, func, select, update
@@ -83,12 +83,12 @@ def show_token(ctx: Context) -> bool:
     return ctx.services.policy.role_at_least(ctx.identity.role, "editor")
 
 
-def first_due(monitor: Monitor, ctx: Context) -> Any:
+def first_due(monitor: Monitor, ctx: Context) -> datetime:
     """When a new or resumed monitor is first checked: spread over the jitter window."""
     now = utcnow()
     if monitor.kind == "push":
         return now + timedelta(seconds=monitor.interval + monitor.grace)
-    spread = min(float(monitor.interval), float(getattr(ctx.settings, "collector_jitter", 10.0)))
+    spread = min(float(monitor.interval), ctx.settings.collector_jitter)
     return now + timedelta(seconds=random.uniform(0, max(0.0, spread)))
 
 
@@ -493,6 +493,6 @@ class _LostRace(Exception):
 
 
 def _wake_collector(ctx: Context) -> None:
-    collector = ctx.services.extras.get("collector")
+    collector = ctx.services.collector
     if collector is not None:
         collector.wake()

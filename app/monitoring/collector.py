@@ -47,7 +47,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlmodel import col
 
 from app import metrics
@@ -84,6 +84,23 @@ RECORD_BACKOFF_MAX = 3600.0
 def instance_id() -> str:
     """A lease owner name unique to this process (host:pid:random)."""
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def due_condition(now: datetime) -> ColumnElement[bool]:
+    """Monitors the collector may claim at ``now``: enabled, due, and not leased by a live check."""
+    return and_(
+        col(Monitor.enabled).is_(True),
+        col(Monitor.next_check_at) <= now,
+        or_(col(Monitor.lease_expires_at).is_(None), col(Monitor.lease_expires_at) < now),
+    )
+
+
+async def due_count(db: Database) -> int:
+    """How many monitors are waiting for a collector right now (the ``collector_lag`` gauge)."""
+    async with db.session() as s:
+        return int(
+            await s.scalar(select(func.count()).select_from(Monitor).where(due_condition(utcnow()))) or 0
+        )
 
 
 def next_due(monitor: Monitor, now: datetime) -> datetime:
@@ -273,14 +290,7 @@ class Collector:
                 if want <= 0:
                     break
                 skip = [t for t, n in counts.items() if n >= self.tenant_cap(len(counts))]
-                stmt = select(Monitor).where(
-                    col(Monitor.enabled).is_(True),
-                    col(Monitor.next_check_at) <= now,
-                    or_(
-                        col(Monitor.lease_expires_at).is_(None),
-                        col(Monitor.lease_expires_at) < now,
-                    ),
-                )
+                stmt = select(Monitor).where(due_condition(now))
                 if skip:
                     stmt = stmt.where(col(Monitor.tenant_id).not_in(skip))
                 if seen:

@@ -1,9 +1,11 @@
-"""Extension point called inside the transaction that records a state change.
+"""What runs inside the transaction that records a state change.
 
-The alerting module fills :func:`on_state_change` in: it inserts outbox rows
-(one pending delivery per linked channel) with the same ``session``, so the
-state change and its alerts commit together or not at all, and a transition
-that lost the compare-and-set (another instance recorded it) alerts nobody.
+:func:`on_state_change` calls the alerting outbox directly (a fixed import of
+:func:`app.alerting.outbox.enqueue_for_transition`, not a registration): it
+inserts outbox rows (one pending delivery per linked channel) with the same
+``session``, so the state change and its alerts commit together or not at all,
+and a transition that lost the compare-and-set (another instance recorded it)
+alerts nobody. This is the one place monitoring depends on alerting.
 """
 
 from __future__ import annotations

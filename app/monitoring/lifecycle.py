@@ -12,19 +12,18 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.monitoring.collector import Collector
 from app.monitoring.retention import housekeeping_loop
 
+if TYPE_CHECKING:
+    from app.context import Services
+
 log = logging.getLogger("watchpost.monitoring")
 
 
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
-
-
-async def start_monitoring(services: Any) -> None:
+async def start_monitoring(services: Services) -> None:
     settings = services.settings
     if not settings.collector_enabled:
         log.info("collector disabled (COLLECTOR_ENABLED=false): this instance runs no checks")
@@ -33,30 +32,30 @@ async def start_monitoring(services: Any) -> None:
         services.db,
         services.events,
         concurrency=settings.collector_concurrency,
-        tick=float(_setting(settings, "collector_tick", 1.0)),
-        lease_margin=float(_setting(settings, "collector_lease_seconds", 30.0)),
-        jitter=float(_setting(settings, "collector_jitter", 10.0)),
-        timeout_max=float(settings.check_timeout_max),
-        max_body_bytes=int(settings.check_max_body_bytes),
+        tick=settings.collector_tick,
+        lease_margin=settings.collector_lease_seconds,
+        jitter=settings.collector_jitter,
+        timeout_max=settings.check_timeout_max,
+        max_body_bytes=settings.check_max_body_bytes,
     )
     await collector.start()
-    services.extras["collector"] = collector
-    services.extras["monitoring_housekeeping"] = asyncio.create_task(
+    services.collector = collector
+    services.housekeeping = asyncio.create_task(
         housekeeping_loop(
             services.db,
-            every=float(_setting(settings, "rollup_interval", 300)),
+            every=float(settings.rollup_interval),
             retention=timedelta(days=settings.retention_days),
         ),
         name="monitoring-housekeeping",
     )
 
 
-async def stop_monitoring(services: Any) -> None:
-    task = services.extras.pop("monitoring_housekeeping", None)
+async def stop_monitoring(services: Services) -> None:
+    task, services.housekeeping = services.housekeeping, None
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    collector = services.extras.pop("collector", None)
+    collector, services.collector = services.collector, None
     if collector is not None:
         await collector.stop()

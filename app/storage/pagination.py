@@ -1,4 +1,4 @@
-"""Offset pagination helpers shared by list handlers (DESIGN.md §2 ``meta``)."""
+"""Offset pagination helpers shared by list handlers (``meta``: docs/protocol.md, "Response")."""
 
 from __future__ import annotations
 

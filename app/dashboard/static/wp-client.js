@@ -5,7 +5,7 @@
 
 export const PROTOCOL = "watchpost.v1";
 
-// Package ids this module itself speaks; the full table is in docs/protocol.md.
+// Package ids this module itself speaks; the full table is in docs/packages.md.
 export const Pkg = Object.freeze({
   PING: 1,
   WHOAMI: 2,
