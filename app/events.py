@@ -8,33 +8,32 @@ carries revocations between instances.
 
 from __future__ import annotations
 
+import functools
 import logging
-import re
 from typing import Any
 
 from app import metrics
 from app.broker.base import Broker, BrokerUnavailable
+from app.rbac import Policy, load_policy
 
 log = logging.getLogger("watchpost.events")
 
 CONTROL_TOPIC = "_control"
 
-#: Tenant-relative topics a client may subscribe to, with the least role to read them.
-TOPIC_RULES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"monitors"), "viewer"),
-    (re.compile(r"monitor\.[1-9][0-9]{0,18}"), "viewer"),
-    (re.compile(r"incidents"), "viewer"),
-    (re.compile(r"maintenance"), "viewer"),
-    (re.compile(r"deliveries"), "editor"),
-]
+
+def topic_role(name: str, policy: Policy | None = None) -> str | None:
+    """Least role that may read ``name`` (actions.json ``topics``); None for a topic that does not exist.
+
+    Callers that hold the server's policy pass it. Without one, the policy is
+    read from the default actions.json once; that fallback exists only until
+    every caller passes the policy it was given.
+    """
+    return (policy or _default_policy()).topic_role(name)
 
 
-def topic_role(name: str) -> str | None:
-    """Least role that may read ``name``; None for a topic that does not exist."""
-    for pattern, role in TOPIC_RULES:
-        if pattern.fullmatch(name):
-            return role
-    return None
+@functools.cache
+def _default_policy() -> Policy:
+    return load_policy()
 
 
 def scoped(tenant_id: int, topic: str) -> str:

@@ -69,3 +69,86 @@ def test_server_refuses_to_start_without_entry(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "no 'ws' entry for registered package ids [2]" in proc.stderr
+
+
+def _write(tmp_path: Path, raw: dict[str, object]) -> Path:
+    path = tmp_path / "actions.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_topic_roles_come_from_actions_json(tmp_path: Path) -> None:
+    from app.events import topic_role
+
+    policy = load_policy()
+    assert policy.topic_role("monitors") == "viewer"
+    assert policy.topic_role("deliveries") == "editor"
+    raw = json.loads(Path("actions.json").read_text())
+    raw["topics"]["deliveries"] = "admin"
+    raw["topics"]["status.{id}"] = "owner"
+    changed = load_policy(_write(tmp_path, raw))
+    assert changed.topic_role("deliveries") == "admin"
+    assert changed.topic_role("status.7") == "owner"
+    # events.topic_role asks the policy it is given; it keeps no table of its own.
+    assert topic_role("deliveries", changed) == "admin"
+    assert topic_role("status.7", policy) is None
+
+
+def test_topic_id_placeholder_matches_object_ids_only() -> None:
+    policy = load_policy()
+    for name in ("monitor.1", "monitor.42", "monitor.9223372036854775807"):
+        assert policy.topic_role(name) == "viewer", name
+    for name in (
+        "monitor.0",
+        "monitor.01",
+        "monitor.x",
+        "monitor.1.2",
+        "monitor.",
+        "monitors.1",
+        "monitor.1 ",
+    ):
+        assert policy.topic_role(name) is None, name
+    assert policy.topic_role("monitor." + "1" * 20) is None  # longer than any 64-bit id
+
+
+@pytest.mark.parametrize("name", ["monitor.*", "monitor.[0-9]+", "Monitors", "a..b", "monitor.{name}", ""])
+def test_topic_templates_are_names_not_patterns(tmp_path: Path, name: str) -> None:
+    raw = json.loads(Path("actions.json").read_text())
+    raw["topics"][name] = "viewer"
+    with pytest.raises(RBACConfigError, match="is not a topic name"):
+        load_policy(_write(tmp_path, raw))
+
+
+def test_topics_section_is_required_and_checked(tmp_path: Path) -> None:
+    raw = json.loads(Path("actions.json").read_text())
+    raw["topics"]["monitors"] = "superuser"
+    with pytest.raises(RBACConfigError, match="topic 'monitors' names unknown role 'superuser'"):
+        load_policy(_write(tmp_path, raw))
+    del raw["topics"]
+    with pytest.raises(RBACConfigError, match="'topics' must map each subscribable topic"):
+        load_policy(_write(tmp_path, raw))
+
+
+def test_an_http_section_is_refused_not_ignored(tmp_path: Path) -> None:
+    raw = json.loads(Path("actions.json").read_text())
+    raw["http"] = {"/metrics": {"GET": "admin"}}
+    with pytest.raises(RBACConfigError, match="'http' section is not read: HTTP routes are public"):
+        load_policy(_write(tmp_path, raw))
+    del raw["http"]
+    raw["topic"] = {}
+    with pytest.raises(RBACConfigError, match=r"unknown sections \['topic'\]"):
+        load_policy(_write(tmp_path, raw))
+
+
+def test_allowed_packages_is_the_routers_answer() -> None:
+    policy = load_policy()
+    specs = build_router().specs
+    viewer = policy.allowed_packages("viewer", specs)
+    assert PkgID.MONITOR_GET in viewer and PkgID.SUBSCRIBE in viewer
+    assert PkgID.MONITOR_CREATE not in viewer and PkgID.TOKEN_CREATE not in viewer
+    assert viewer == sorted(viewer)
+    for role in (None, *policy.roles):
+        assert policy.allowed_packages(role, specs) == [p for p in sorted(specs) if policy.allows(p, role)]
+    assert policy.allowed_packages(None, specs) == sorted(
+        p for p, needed in policy.ws.items() if needed == "authenticated" and p in specs
+    )
