@@ -238,8 +238,8 @@ def render(report: Report) -> str:
             "## Topics",
             "",
             "Tenant-relative names for SUBSCRIBE; `{id}` stands for an object id (a positive integer of "
-            "up to 19 digits, no leading zero). The role is the least role that may read the topic (actions.json "
-            "`topics`); higher roles may too.",
+            "up to 19 digits, no leading zero). The role is the least role that may read the topic "
+            "(actions.json `topics`); higher roles may too.",
             "",
             "| topic | role |",
             "|---|---|",
