@@ -152,3 +152,41 @@ def test_allowed_packages_is_the_routers_answer() -> None:
     assert policy.allowed_packages(None, specs) == sorted(
         p for p, needed in policy.ws.items() if needed == "authenticated" and p in specs
     )
+
+
+def _role_literals(path: Path, roles: set[str]) -> list[str]:
+    """String constants in ``path`` that are role names, outside ``response_example=`` (docs)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    examples = {
+        id(node)
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call)
+        for kw in call.keywords
+        if kw.arg == "response_example"
+        for node in ast.walk(kw.value)
+    }
+    return [
+        f"{path}:{node.lineno} {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in roles and id(node) not in examples
+    ]
+
+
+def test_no_role_rule_is_written_outside_actions_json() -> None:
+    """Package, topic and field rules name no role in code: they ask the policy."""
+    import re
+
+    roles = set(load_policy().roles)
+    app = Path("app")
+    python = [*app.glob("handlers/*.py"), *app.glob("ws/*.py"), *app.glob("monitoring/*.py")]
+    python += [*app.glob("alerting/*.py"), app / "events.py", app / "routing.py"]
+    found = [hit for path in sorted(python) for hit in _role_literals(path, roles)]
+    names = "|".join(sorted(roles))
+    quoted = re.compile("[\"'`](" + names + ")[\"'`]")
+    for path in sorted(app.glob("dashboard/static/*.js")):
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if quoted.search(line):
+                found.append(f"{path}:{lineno} {line.strip()}")
+    assert found == []
