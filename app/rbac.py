@@ -22,7 +22,7 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "actions.json"
 #: a platform administrator who belongs to no tenant yet must still be able to ask
 #: who it is, refresh its token, list and create tenants.
 AUTHENTICATED = "authenticated"
-#: The one placeholder a topic name may carry: an object id (a positive 64-bit integer).
+#: The one placeholder a topic name may carry: an object id (a positive integer of up to 19 digits).
 #: Topics are fixed templates, not regular expressions, so actions.json cannot make
 #: matching a client's topic name expensive.
 _ID_PLACEHOLDER = "{id}"
