@@ -51,7 +51,7 @@ def test_the_python_client_uses_the_generated_enums() -> None:
     from app.client import RSPCode as ClientRSP
 
     for ours, theirs in ((ClientPkg, PkgID), (ClientRSP, RSPCode), (ClientClose, CloseCode)):
-        assert ours is not theirs
+        assert ours.__module__ == "app.client.constants"
         assert {m.name: int(m) for m in ours} == {m.name: int(m) for m in theirs}
 
 
