@@ -55,7 +55,7 @@ new-ws-handlers: $(STAMP) ## scaffold a package: make new-ws-handlers name=devic
 ws-handlers: $(STAMP) ## table of registered packages; flags actions.json ids without handler and vice versa
 	$(BIN)/python -m app.devtools.handlers_table $(ARGS)
 
-ws-docs: $(STAMP) ## regenerate docs/packages.md (the protocol reference) from the handler registry
+ws-docs: $(STAMP) ## regenerate docs/packages.md and the clients' wire constants (app/client/constants.py, wp-client.js) from the registry
 	$(BIN)/python -m app.devtools.protocol_docs
 
 bench: $(STAMP) ## load-test a real server on PostgreSQL + Redis vs a bare echo (~6 min): make bench [ARGS="--quick"]

@@ -9,7 +9,6 @@ carries revocations between instances.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from app import metrics
@@ -18,23 +17,6 @@ from app.broker.base import Broker, BrokerUnavailable
 log = logging.getLogger("watchpost.events")
 
 CONTROL_TOPIC = "_control"
-
-#: Tenant-relative topics a client may subscribe to, with the least role to read them.
-TOPIC_RULES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"monitors"), "viewer"),
-    (re.compile(r"monitor\.[1-9][0-9]{0,18}"), "viewer"),
-    (re.compile(r"incidents"), "viewer"),
-    (re.compile(r"maintenance"), "viewer"),
-    (re.compile(r"deliveries"), "editor"),
-]
-
-
-def topic_role(name: str) -> str | None:
-    """Least role that may read ``name``; None for a topic that does not exist."""
-    for pattern, role in TOPIC_RULES:
-        if pattern.fullmatch(name):
-            return role
-    return None
 
 
 def scoped(tenant_id: int, topic: str) -> str:

@@ -98,6 +98,12 @@ def _roles_file(tmp_path: Path, changes: dict[str, tuple[str, str]]) -> Path:
     return path
 
 
+def _write(tmp_path: Path, raw: dict[str, object]) -> Path:
+    path = tmp_path / "actions.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
 async def test_server_enforces_the_roles_of_actions_path(tmp_path: Path) -> None:
     """A server started with ACTIONS_PATH answers by that file: SERVER_INFO raised to owner
     is refused to a viewer, who may call it under the shipped file."""
@@ -119,3 +125,114 @@ async def test_server_enforces_the_roles_of_actions_path(tmp_path: Path) -> None
         srv.stop()
     assert refused["status_code"] == RSPCode.PERMISSION_DENIED, refused
     assert allowed["status_code"] == RSPCode.OK, allowed
+
+
+def test_topic_roles_come_from_actions_json(tmp_path: Path) -> None:
+    policy = load_policy()
+    assert policy.topic_role("monitors") == "viewer"
+    assert policy.topic_role("deliveries") == "editor"
+    raw = json.loads(Path("actions.json").read_text())
+    raw["topics"]["deliveries"] = "admin"
+    raw["topics"]["status.{id}"] = "owner"
+    changed = load_policy(_write(tmp_path, raw))
+    assert changed.topic_role("deliveries") == "admin"
+    assert changed.topic_role("status.7") == "owner"
+    assert policy.topic_role("status.7") is None
+
+
+def test_topic_id_placeholder_matches_object_ids_only() -> None:
+    policy = load_policy()
+    for name in ("monitor.1", "monitor.42", "monitor.9223372036854775807"):
+        assert policy.topic_role(name) == "viewer", name
+    for name in (
+        "monitor.0",
+        "monitor.01",
+        "monitor.x",
+        "monitor.1.2",
+        "monitor.",
+        "monitors.1",
+        "monitor.1 ",
+    ):
+        assert policy.topic_role(name) is None, name
+    assert policy.topic_role("monitor." + "1" * 20) is None  # longer than any 64-bit id
+
+
+@pytest.mark.parametrize("name", ["monitor.*", "monitor.[0-9]+", "Monitors", "a..b", "monitor.{name}", ""])
+def test_topic_templates_are_names_not_patterns(tmp_path: Path, name: str) -> None:
+    raw = json.loads(Path("actions.json").read_text())
+    raw["topics"][name] = "viewer"
+    with pytest.raises(RBACConfigError, match="is not a topic name"):
+        load_policy(_write(tmp_path, raw))
+
+
+def test_topics_section_is_required_and_checked(tmp_path: Path) -> None:
+    raw = json.loads(Path("actions.json").read_text())
+    raw["topics"]["monitors"] = "superuser"
+    with pytest.raises(RBACConfigError, match="topic 'monitors' names unknown role 'superuser'"):
+        load_policy(_write(tmp_path, raw))
+    del raw["topics"]
+    with pytest.raises(RBACConfigError, match="'topics' must map each subscribable topic"):
+        load_policy(_write(tmp_path, raw))
+
+
+def test_an_http_section_is_refused_not_ignored(tmp_path: Path) -> None:
+    raw = json.loads(Path("actions.json").read_text())
+    raw["http"] = {"/metrics": {"GET": "admin"}}
+    with pytest.raises(RBACConfigError, match="'http' section is not read: HTTP routes are public"):
+        load_policy(_write(tmp_path, raw))
+    del raw["http"]
+    raw["topic"] = {}
+    with pytest.raises(RBACConfigError, match=r"unknown sections \['topic'\]"):
+        load_policy(_write(tmp_path, raw))
+
+
+def test_allowed_packages_is_the_routers_answer() -> None:
+    policy = load_policy()
+    specs = build_router().specs
+    viewer = policy.allowed_packages("viewer", specs)
+    assert PkgID.MONITOR_GET in viewer and PkgID.SUBSCRIBE in viewer
+    assert PkgID.MONITOR_CREATE not in viewer and PkgID.TOKEN_CREATE not in viewer
+    assert viewer == sorted(viewer)
+    for role in (None, *policy.roles):
+        assert policy.allowed_packages(role, specs) == [p for p in sorted(specs) if policy.allows(p, role)]
+    assert policy.allowed_packages(None, specs) == sorted(
+        p for p, needed in policy.ws.items() if needed == "authenticated" and p in specs
+    )
+
+
+def _role_literals(path: Path, roles: set[str]) -> list[str]:
+    """String constants in ``path`` that are role names, outside ``response_example=`` (docs)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    examples = {
+        id(node)
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call)
+        for kw in call.keywords
+        if kw.arg == "response_example"
+        for node in ast.walk(kw.value)
+    }
+    return [
+        f"{path}:{node.lineno} {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in roles and id(node) not in examples
+    ]
+
+
+def test_no_role_rule_is_written_outside_actions_json() -> None:
+    """Package, topic and field rules name no role in code: they ask the policy."""
+    import re
+
+    roles = set(load_policy().roles)
+    app = Path("app")
+    python = [*app.glob("handlers/*.py"), *app.glob("ws/*.py"), *app.glob("monitoring/*.py")]
+    python += [*app.glob("alerting/*.py"), app / "events.py", app / "routing.py"]
+    found = [hit for path in sorted(python) for hit in _role_literals(path, roles)]
+    names = "|".join(sorted(roles))
+    quoted = re.compile("[\"'`](" + names + ")[\"'`]")
+    for path in sorted(app.glob("dashboard/static/*.js")):
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if quoted.search(line):
+                found.append(f"{path}:{lineno} {line.strip()}")
+    assert found == []

@@ -173,3 +173,22 @@ async def test_mutations_are_audited_in_the_same_database(server: ServerProcess)
     ]
     assert all(r.req_id for r in rows[1:])
     assert tok["token"] not in server.log_text()
+
+
+async def test_whoami_lists_the_packages_the_role_may_call(server: ServerProcess) -> None:
+    slug = unique("t")
+    viewer = await acreate_user(server.database_url, {slug: "viewer"})
+    editor = await acreate_user(server.database_url, {slug: "editor"})
+    async with ws_connect(server, server.login(viewer, PASSWORD)) as ws:
+        allowed = (await ok(ws, PkgID.WHOAMI))["packages"]
+        assert PkgID.MONITOR_LIST in allowed and PkgID.SUBSCRIBE in allowed
+        assert PkgID.MONITOR_CREATE not in allowed and PkgID.TOKEN_CREATE not in allowed
+        # What WHOAMI leaves out is exactly what the router refuses.
+        resp = await call(ws, PkgID.MONITOR_CREATE, {"name": "x", "kind": "tcp", "host": "h", "port": 1})
+        assert resp["status_code"] == RSPCode.PERMISSION_DENIED
+        resp = await call(ws, PkgID.MONITOR_LIST, {})
+        assert resp["status_code"] == RSPCode.OK
+    async with ws_connect(server, server.login(editor, PASSWORD)) as ws:
+        more = (await ok(ws, PkgID.WHOAMI))["packages"]
+        assert PkgID.MONITOR_CREATE in more and PkgID.TOKEN_CREATE not in more
+        assert set(allowed) < set(more)

@@ -96,3 +96,12 @@ def test_table_flags_actions_without_handler_and_handlers_without_actions(tmp_pa
     assert " 555  ?" in missing_handler
     missing_role = text.split("no actions.json 'ws' entry", 1)[1].split("\n\n", 1)[0]
     assert "   1  PING" in missing_role
+
+
+def test_reference_lists_every_topic_with_its_role_from_actions_json() -> None:
+    text = protocol_docs.render(collect())
+    section = text.split("\n## Topics\n", 1)[1]
+    topics = json.loads((ROOT / "actions.json").read_text())["topics"]
+    assert topics
+    for name, role in topics.items():
+        assert f"\n| `{name}` | {role} |" in section, name

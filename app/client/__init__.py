@@ -1,7 +1,6 @@
 """Async Python client for Watchpost's ``/web`` WebSocket endpoint.
 
-    from app.client import WatchpostClient, Event, Resync, NotFound
-    from app.protocol import PkgID
+    from app.client import WatchpostClient, Event, Resync, NotFound, PkgID
 
     async with WatchpostClient("ws://127.0.0.1:8000/web", token) as client:
         print(await client.call(PkgID.WHOAMI))
@@ -13,9 +12,14 @@
                     print(item.topic, item.seq, item.data)
 
 ``python -m app.client --help`` is a small CLI on top of it.
+
+The package imports nothing from the server: its wire constants
+(:mod:`app.client.constants`) are generated from app/protocol.py by
+``make ws-docs``.
 """
 
 from app.client.client import Response, TokenProvider, WatchpostClient
+from app.client.constants import CloseCode, PkgID, RSPCode
 from app.client.errors import (
     AuthenticationFailed,
     Conflict,
@@ -38,12 +42,15 @@ from app.client.transport import full_jitter
 
 __all__ = [
     "AuthenticationFailed",
+    "CloseCode",
     "Conflict",
     "ConnectionLost",
     "Event",
     "InvalidData",
     "NotFound",
     "PermissionDenied",
+    "PkgID",
+    "RSPCode",
     "RateLimited",
     "RequestTimeout",
     "Response",

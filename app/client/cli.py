@@ -26,9 +26,9 @@ import httpx
 import orjson
 
 from app.client.client import WatchpostClient
+from app.client.constants import PkgID, RSPCode
 from app.client.errors import ConnectionLost, RequestTimeout, WatchpostError
 from app.client.subscription import Event, Resync
-from app.protocol import PkgID, RSPCode
 
 DEFAULT_URL = "ws://127.0.0.1:8000/web"
 

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from websockets.exceptions import ConnectionClosed
 
+from app.client.constants import CloseCode, PkgID
 from app.client.errors import (
     AUTH_CLOSE_CODES,
     AuthenticationFailed,
@@ -45,7 +46,6 @@ from app.client.transport import (
     open_socket,
     parse_frame,
 )
-from app.protocol import CloseCode, PkgID
 
 log = logging.getLogger("app.client")
 

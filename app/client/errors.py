@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.protocol import CloseCode, RSPCode
+from app.client.constants import CloseCode, RSPCode
 
 
 class WatchpostError(Exception):

@@ -20,9 +20,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
+from app.client.constants import SUBPROTOCOL
 from app.client.errors import AUTH_CLOSE_CODES, AuthenticationFailed, ConnectionLost, describe_close
 from app.client.subscription import Event
-from app.protocol import SUBPROTOCOL
 
 log = logging.getLogger("app.client")
 

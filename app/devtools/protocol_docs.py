@@ -1,5 +1,7 @@
 """``make ws-docs``: write ``docs/packages.md``, the protocol reference, from the registry.
 
+It also regenerates the clients' wire constants (:mod:`app.devtools.client_constants`).
+
     python -m app.devtools.protocol_docs [--check] [--output docs/packages.md]
 
 Every registered package gets its id, name, least role, handler, request
@@ -14,7 +16,7 @@ cannot drift from the code:
 - request example: built from the schema (``examples``/``default``/``enum``
   first, then a placeholder per type) for the required keys and those with a
   default;
-- role: actions.json.
+- role: actions.json (``ws`` for packages, ``topics`` for topics).
 
 The output is deterministic (sorted by id, stable JSON), so
 ``tests/test_ws_docs.py`` can compare the committed file with a fresh render.
@@ -28,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.devtools import client_constants
 from app.devtools.registry_report import PackageInfo, Report, collect
 from app.protocol import PROTOCOL_VERSION, SUBPROTOCOL, RSPCode
 
@@ -232,28 +235,52 @@ def render(report: Report) -> str:
         out += ["| id | name |", "|---:|---|"]
         out += [f"| {e.pkg_id} | {e.name} |" for e in report.events]
         out.append("")
+    if report.topics:
+        out += [
+            "## Topics",
+            "",
+            "Tenant-relative names for SUBSCRIBE; `{id}` stands for an object id (a positive integer of "
+            "up to 19 digits, no leading zero). The role is the least role that may read the topic "
+            "(actions.json `topics`); higher roles may too.",
+            "",
+            "| topic | role |",
+            "|---|---|",
+        ]
+        out += [f"| `{name}` | {role} |" for name, role in report.topics.items()]
+        out.append("")
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make ws-docs", description="Write the protocol reference.")
+    parser = argparse.ArgumentParser(
+        prog="make ws-docs",
+        description="Write the protocol reference and the clients' generated wire constants.",
+    )
     parser.add_argument("--output", type=Path, default=OUTPUT, help="default: docs/packages.md")
-    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if the file is stale")
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if a file is stale")
     args = parser.parse_args(argv)
-    text = render(collect())
-    current = args.output.read_text() if args.output.exists() else None
-    if args.check:
-        if current != text:
-            print(f"{args.output} is stale: run `make ws-docs` and commit it", file=sys.stderr)
-            return 1
-        return 0
-    if current != text:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-        print(f"wrote {args.output}")
-    else:
-        print(f"{args.output} is up to date")
-    return 0
+    try:
+        targets = {
+            args.output: render(collect()),
+            **client_constants.outputs(client_constants.JS_OUTPUT.read_text()),
+        }
+    except client_constants.GeneratedBlockMissing as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    stale = 0
+    for path, text in targets.items():
+        current = path.read_text() if path.exists() else None
+        if current == text:
+            if not args.check:
+                print(f"{path} is up to date")
+        elif args.check:
+            print(f"{path} is stale: run `make ws-docs` and commit it", file=sys.stderr)
+            stale += 1
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -77,6 +77,8 @@ class Report:
     handlers_without_role: list[int] = field(default_factory=list)
     #: PkgID members below 900 with neither handler nor actions.json entry.
     unused_pkg_ids: list[tuple[int, str]] = field(default_factory=list)
+    #: actions.json "topics": topic name (``{id}`` for an object id) -> least role, in file order.
+    topics: dict[str, str] = field(default_factory=dict)
 
     @property
     def consistent(self) -> bool:
@@ -131,4 +133,5 @@ def collect(actions_path: Path = DEFAULT_PATH) -> Report:
             for m in sorted(PkgID, key=int)
             if m.value < FIRST_EVENT_ID and m.value not in specs and m.value not in ws
         ],
+        topics={str(k): str(v) for k, v in (raw.get("topics") or {}).items()},
     )

@@ -29,11 +29,22 @@ async def ping(req: Request, ctx: Context) -> dict[str, Any]:
 @router.package(
     PkgID.WHOAMI,
     schema=obj({}),
-    response_example={"user": "admin", "tenant": "default", "roles": ["owner"], "platform_admin": True},
+    response_example={
+        "user": "admin",
+        "tenant": "default",
+        "roles": ["owner"],
+        "platform_admin": True,
+        "packages": [1, 2, 3, 4, 5, 6, 100],
+    },
 )
 async def whoami(req: Request, ctx: Context) -> dict[str, Any]:
-    """Who this connection acts as."""
+    """Who this connection acts as, and which packages its role may call.
+
+    ``packages`` is the router's own answer (actions.json) for this role, so a
+    client can show only what it may use without knowing the role rules.
+    """
     ident = ctx.identity
+    policy = ctx.services.policy
     return {
         "user": ident.username,
         "user_id": ident.user_id,
@@ -43,6 +54,7 @@ async def whoami(req: Request, ctx: Context) -> dict[str, Any]:
         "platform_admin": ident.is_platform_admin,
         "auth": ident.kind,
         "expires_at": ident.expires_at,
+        "packages": policy.allowed_packages(ident.role, ctx.services.router.specs),
     }
 
 

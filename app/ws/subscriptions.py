@@ -17,7 +17,7 @@ from typing import Any
 from app import metrics
 from app.broker.base import Broker, BrokerUnavailable, HistoryResult
 from app.errors import InvalidData, PermissionDenied, Unavailable
-from app.events import scoped, topic_role
+from app.events import scoped
 from app.rbac import Policy
 from app.ws.connection import Connection
 
@@ -56,7 +56,7 @@ class Subscription:
 def check_topics(conn: Connection, policy: Policy, names: list[str]) -> None:
     problems = []
     for name in names:
-        role = topic_role(name)
+        role = policy.topic_role(name)
         if role is None:
             problems.append({"path": name, "msg": f"unknown topic {name!r}"})
         elif not policy.role_at_least(conn.identity.role, role):
@@ -185,7 +185,7 @@ async def drop_unpermitted(conn: Connection, broker: Broker, policy: Policy) -> 
     dropped = []
     async with conn.sub_lock:  # after any SUBSCRIBE in progress, which checked the old role
         for key, sub in list(conn.subscriptions.items()):
-            role = topic_role(sub.name)
+            role = policy.topic_role(sub.name)
             if role is None or not policy.role_at_least(conn.identity.role, role):
                 del conn.subscriptions[key]
                 broker.remove_listener(key, sub)

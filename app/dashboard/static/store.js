@@ -5,11 +5,10 @@
 const MIN_PAINT_INTERVAL_MS = 250;
 
 export const STATES = ["up", "down", "degraded", "pending", "maintenance", "paused"];
-export const EDIT_ROLES = new Set(["editor", "admin", "owner"]);
 
 export const model = {
   me: null, // WHOAMI answer
-  canEdit: false,
+  canEdit: false, // the server lets this connection call every package the editing controls send
   tenants: [],
   tenant: null, // slug the socket is bound to (null: the server's default)
   monitors: new Map(), // id -> row (summary fields merged with event fields)

@@ -3,7 +3,7 @@
 
 import { errorText, $, toast } from "./dom.js";
 import { applyIncident, incidentFromEvent, isOpenIncident } from "./incidents.js";
-import { EDIT_ROLES, invalidate, listFrom, mergeMonitor, model, monitorChanged, monitorId, session } from "./store.js";
+import { invalidate, listFrom, mergeMonitor, model, monitorChanged, monitorId, session } from "./store.js";
 import { Pkg, State, WatchpostError } from "./wp-client.js";
 
 const SUMMARY_SETTLE_MS = 3000; // quiet summary refresh this long after the last state change…
@@ -68,28 +68,51 @@ export async function loadIncidents() {
   }
 }
 
-function setRoles(roles) {
-  model.canEdit = roles.some((r) => EDIT_ROLES.has(r));
-}
+// The packages the editing controls send (monitor form, pause/resume/check/delete, incident
+// acknowledge). Which roles may call them is the server's business (actions.json): the controls
+// show when WHOAMI's `packages` contains every one of them.
+const EDIT_PACKAGES = [
+  Pkg.MONITOR_CREATE,
+  Pkg.MONITOR_UPDATE,
+  Pkg.MONITOR_DELETE,
+  Pkg.MONITOR_PAUSE,
+  Pkg.MONITOR_RESUME,
+  Pkg.MONITOR_CHECK_NOW,
+  Pkg.INCIDENT_ACK,
+];
 
-/** EVENT_ROLE_CHANGED (905): an admin changed our role; show or hide the editing controls now. */
-export function applyRoleChange(data) {
-  const roles = Array.isArray(data?.roles) ? data.roles : [];
-  if (model.me) model.me = { ...model.me, roles };
-  setRoles(roles);
+let identityGeneration = 0;
+
+/** Asks WHOAMI who we are and what we may call; an answer overtaken by a newer question is dropped. */
+async function loadIdentity() {
+  const generation = ++identityGeneration;
+  const me = await session.client.call(Pkg.WHOAMI, {});
+  if (generation !== identityGeneration) return;
+  model.me = me;
+  const allowed = new Set(Array.isArray(me?.packages) ? me.packages : []);
+  model.canEdit = EDIT_PACKAGES.every((p) => allowed.has(p));
+  model.tenant = me?.tenant ?? model.tenant;
   invalidate("role");
 }
 
-async function loadIdentity() {
-  model.me = await session.client.call(Pkg.WHOAMI, {});
-  setRoles(model.me?.roles ?? (model.me?.role ? [model.me.role] : []));
-  model.tenant = model.me?.tenant ?? model.tenant;
+/**
+ * EVENT_ROLE_CHANGED (905): an admin changed our role. The connection already has the new role,
+ * so WHOAMI tells which packages it may call now; the name shows at once, the controls follow.
+ */
+export function applyRoleChange(data) {
+  const roles = Array.isArray(data?.roles) ? data.roles : [];
+  if (model.me) model.me = { ...model.me, roles };
+  invalidate("role");
+  loadIdentity().catch(() => {}); // a lost answer is retried by the reload after the reconnect
+}
+
+async function loadTenants() {
   try {
     model.tenants = listFrom(await session.client.call(Pkg.TENANT_LIST, { per_page: 100 }));
   } catch {
     model.tenants = [];
   }
-  invalidate("role", "tenants");
+  invalidate("tenants");
 }
 
 let summaryLoads = 0;
@@ -101,7 +124,7 @@ export function reloadAll() {
     reloadAllAgain = true;
     return reloadAllRunning;
   }
-  reloadAllRunning = Promise.all([loadIdentity(), loadSummary(), loadIncidents()])
+  reloadAllRunning = Promise.all([loadIdentity().then(loadTenants), loadSummary(), loadIncidents()])
     .catch((err) => {
       if (!(err instanceof WatchpostError && err.kind === "disconnected")) {
         toast(`Loading failed: ${errorText(err)}`, "error");
