@@ -183,8 +183,8 @@ async def logout(request: Request) -> Response:
     provider = services.extras.get("keycloak")
     try:
         if provider is not None:
-            from app.auth.keycloak_identity import KeycloakIdentity
-            from app.auth.keycloak_sessions import end_session
+            from app.auth.keycloak.identity import KeycloakIdentity
+            from app.auth.keycloak.sessions import end_session
 
             keycloak_sid = await provider.logout(token)
             identity = services.authenticator.external

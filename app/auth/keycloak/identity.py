@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.auth.errors import InvalidToken
-from app.auth.keycloak import KeycloakClaims, KeycloakProvider
+from app.auth.keycloak.provider import KeycloakClaims, KeycloakProvider
 from app.models.tenant import Membership, Tenant
 from app.models.user import User
 

@@ -34,8 +34,8 @@ from app.protocol import CloseCode
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from app.auth.keycloak import KeycloakProvider
-    from app.auth.keycloak_identity import KeycloakIdentity
+    from app.auth.keycloak.identity import KeycloakIdentity
+    from app.auth.keycloak.provider import KeycloakProvider
     from app.events import EventBus
     from app.ws.connection import Connection
     from app.ws.hub import Hub

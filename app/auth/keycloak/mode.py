@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.auth.keycloak import KeycloakProvider
-from app.auth.keycloak_identity import KeycloakIdentity
-from app.auth.keycloak_sessions import KeycloakSessionWatch
+from app.auth.keycloak.identity import KeycloakIdentity
+from app.auth.keycloak.provider import KeycloakProvider
+from app.auth.keycloak.sessions import KeycloakSessionWatch
 from app.events import CONTROL_TOPIC
 
 if TYPE_CHECKING:
