@@ -47,12 +47,13 @@ async def start_keycloak(services: Services) -> None:
     identity = KeycloakIdentity(provider)
     services.authenticator.external = identity
     services.extras["keycloak"] = provider
+    hub = services.hub
     watch = KeycloakSessionWatch(
         provider,
         identity,
-        services.hub,
-        services.events,
-        float(services.settings.keycloak_introspect_interval),
+        live_sessions=lambda: hub.session_ids("keycloak"),
+        announce=hub.announce,
+        interval=float(services.settings.keycloak_introspect_interval),
     )
     services.broker.add_listener(CONTROL_TOPIC, watch.on_control)
     watch.start()
