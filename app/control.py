@@ -15,8 +15,8 @@ release and this one understand each other during a rolling upgrade.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import orjson
 
@@ -31,6 +31,8 @@ log = logging.getLogger("watchpost.control")
 class RevokeToken:
     """An API token was revoked: its connections close (4001)."""
 
+    kind: ClassVar[str] = "revoke_token"
+
     token_id: int
 
 
@@ -41,12 +43,16 @@ class RevokeSession:
     ``session_id`` is a local session's id as text or a Keycloak ``sid``.
     """
 
+    kind: ClassVar[str] = "revoke_session"
+
     session_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class RevokeMembership:
     """A member was removed from a tenant: their connections to it close (4001)."""
+
+    kind: ClassVar[str] = "revoke_membership"
 
     user_id: int
     tenant_id: int
@@ -55,6 +61,8 @@ class RevokeMembership:
 @dataclass(frozen=True, slots=True)
 class MemberRoleChanged:
     """A member's role in a tenant changed: their connections to it take the new role now."""
+
+    kind: ClassVar[str] = "member_role"
 
     user_id: int
     tenant_id: int
@@ -66,15 +74,7 @@ ControlMessage = RevokeToken | RevokeSession | RevokeMembership | MemberRoleChan
 
 def encode(message: ControlMessage) -> dict[str, Any]:
     """The ``data`` of the control frame carrying ``message``."""
-    match message:
-        case RevokeToken(token_id):
-            return {"kind": "revoke_token", "token_id": token_id}
-        case RevokeSession(session_id):
-            return {"kind": "revoke_session", "session_id": session_id}
-        case RevokeMembership(user_id, tenant_id):
-            return {"kind": "revoke_membership", "user_id": user_id, "tenant_id": tenant_id}
-        case MemberRoleChanged(user_id, tenant_id, role):
-            return {"kind": "member_role", "user_id": user_id, "tenant_id": tenant_id, "role": role}
+    return {"kind": message.kind, **{f.name: getattr(message, f.name) for f in fields(message)}}
 
 
 def decode(frame: str) -> ControlMessage | None:
@@ -90,10 +90,10 @@ def decode(frame: str) -> ControlMessage | None:
     if not isinstance(data, dict):
         return None
     kind = data.get("kind")
-    if kind == "revoke_token":
+    if kind == RevokeToken.kind:
         token_id = _int(data.get("token_id"))
         return None if token_id is None else RevokeToken(token_id)
-    if kind == "revoke_session":
+    if kind == RevokeSession.kind:
         session_id = data.get("session_id")
         # Earlier releases sent a local session's id as a number.
         if _int(session_id) is not None:
@@ -102,10 +102,10 @@ def decode(frame: str) -> ControlMessage | None:
     user_id, tenant_id = _int(data.get("user_id")), _int(data.get("tenant_id"))
     if user_id is None or tenant_id is None:
         return None
-    if kind == "revoke_membership":
+    if kind == RevokeMembership.kind:
         return RevokeMembership(user_id, tenant_id)
     role = data.get("role")
-    if kind == "member_role" and isinstance(role, str):
+    if kind == MemberRoleChanged.kind and isinstance(role, str):
         return MemberRoleChanged(user_id, tenant_id, role)
     return None
 
