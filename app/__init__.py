@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 async def _start_components(services: Services) -> None:
     """Background components (collector, delivery workers, IdP); each module adds its line."""
-    from app.auth.keycloak_mode import start_keycloak
+    from app.auth.keycloak.mode import start_keycloak
 
     await start_keycloak(services)  # no-op unless KEYCLOAK_BASE_URL is set
     from app.monitoring.lifecycle import start_monitoring
@@ -158,6 +158,6 @@ async def _stop_components(services: Services) -> None:
     from app.monitoring.lifecycle import stop_monitoring
 
     await stop_monitoring(services)
-    from app.auth.keycloak_mode import stop_keycloak
+    from app.auth.keycloak.mode import stop_keycloak
 
     await stop_keycloak(services)

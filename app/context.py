@@ -28,8 +28,8 @@ from app.protocol import PkgID
 if TYPE_CHECKING:
     from app.alerting.worker import DeliveryWorker
     from app.auth.authenticator import Authenticator
-    from app.auth.keycloak import KeycloakProvider
-    from app.auth.keycloak_sessions import KeycloakSessionWatch
+    from app.auth.keycloak.provider import KeycloakProvider
+    from app.auth.keycloak.sessions import KeycloakSessionWatch
     from app.auth.local import LocalAuth
     from app.broker.base import Broker
     from app.events import EventBus

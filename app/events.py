@@ -38,10 +38,3 @@ class EventBus:
             return None
         metrics.EVENTS_PUBLISHED.inc()
         return seq
-
-    async def control(self, kind: str, **data: Any) -> None:
-        try:
-            await self.broker.publish(CONTROL_TOPIC, CONTROL_TOPIC, 0, {"kind": kind, **data})
-        except BrokerUnavailable as exc:
-            metrics.BROKER_ERRORS.inc()
-            log.warning("control message %s not published: broker unavailable (%s)", kind, exc)

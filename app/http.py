@@ -14,9 +14,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import __version__, metrics
+from app import __version__, control, metrics
 from app.auth.errors import IdentityUnavailable, InvalidCredentials
 from app.context import Services
+from app.control import RevokeSession
 from app.errors import Unavailable
 from app.http_body import BodyError, has_control_chars, read_json_object
 
@@ -183,18 +184,18 @@ async def logout(request: Request) -> Response:
     provider = services.keycloak
     try:
         if provider is not None:
-            from app.auth.keycloak_identity import KeycloakIdentity
-            from app.auth.keycloak_sessions import end_session
+            from app.auth.keycloak.identity import KeycloakIdentity
+            from app.auth.keycloak.sessions import end_session
 
             keycloak_sid = await provider.logout(token)
             identity = services.authenticator.external
             if keycloak_sid is not None and isinstance(identity, KeycloakIdentity):
                 # Refused everywhere from now on; live sockets close at once.
-                await end_session(identity, services.hub, services.events, keycloak_sid)
+                await end_session(identity, services.hub.announce, keycloak_sid)
         else:
             session_id = await services.local_auth.logout(token)
             if session_id is not None:
-                await services.events.control("revoke_session", session_id=session_id)
+                await control.publish(services.broker, RevokeSession(str(session_id)))
     except InvalidCredentials as exc:
         return _error(401, str(exc))
     except (IdentityUnavailable, Unavailable) as exc:

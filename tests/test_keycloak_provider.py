@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.auth.errors import IdentityUnavailable, InvalidCredentials, InvalidToken, TokenExpired, UnknownKey
-from app.auth.keycloak import KeycloakProvider, parse_tenant_groups
+from app.auth.keycloak.provider import KeycloakProvider, parse_tenant_groups
 from tests.oidc_server import OIDCServer, new_rsa_key
 
 

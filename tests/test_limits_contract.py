@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from app.limits import Limiter, MemoryLimiter, create_limiter
-from app.limits_redis import FAIL_CLOSED_RETRY_MS, RedisLimiter
+from app.limits import Limiter, create_limiter
+from app.limits.memory import MemoryLimiter
+from app.limits.redis import FAIL_CLOSED_RETRY_MS, RedisLimiter
 
 LimiterFactory = Callable[..., Awaitable[Limiter]]
 RedisLimiterFactory = Callable[..., Awaitable[RedisLimiter]]

@@ -7,7 +7,7 @@ a user. Three kinds of credential:
   capped at the creator's current role in that tenant.
 - local JWTs (``iss == "watchpost"``), checked with the server key and their
   session (a logged-out session is refused);
-- Keycloak JWTs, verified locally against the realm's JWKS (``app.auth.keycloak``).
+- Keycloak JWTs, verified locally against the realm's JWKS (``app.auth.keycloak.provider``).
 """
 
 from __future__ import annotations

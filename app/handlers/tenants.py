@@ -14,8 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app import quotas
+from app import control, quotas
 from app.context import Context
+from app.control import MemberRoleChanged, RevokeMembership
 from app.errors import Conflict, InvalidData, NotFound, PermissionDenied
 from app.models.base import iso, utcnow
 from app.models.tenant import Membership, Tenant
@@ -303,8 +304,8 @@ async def member_update(req: Request, ctx: Context) -> dict[str, Any]:
         user = await s.get(User, m.user_id)
         assert user is not None
     if changed:
-        await ctx.services.events.control(
-            "member_role", user_id=req.data["user_id"], tenant_id=ctx.tenant_id, role=req.data["role"]
+        await control.publish(
+            ctx.services.broker, MemberRoleChanged(req.data["user_id"], ctx.tenant_id, req.data["role"])
         )
     return member_json(m, user)
 
@@ -326,7 +327,5 @@ async def member_remove(req: Request, ctx: Context) -> dict[str, Any]:
         if m.role == owner and await _owners(s, ctx) <= 1:
             raise Conflict("the tenant's last owner cannot be removed")
         await s.delete(m)
-    await ctx.services.events.control(
-        "revoke_membership", user_id=req.data["user_id"], tenant_id=ctx.tenant_id
-    )
+    await control.publish(ctx.services.broker, RevokeMembership(req.data["user_id"], ctx.tenant_id))
     return {"user_id": req.data["user_id"], "removed": True}

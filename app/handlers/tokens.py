@@ -8,10 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from app import quotas
+from app import control, quotas
 from app.auth.passwords import hash_secret, new_secret
 from app.client_time import parse_time
 from app.context import Context
+from app.control import RevokeToken
 from app.errors import Conflict, InvalidData, NotFound, PermissionDenied
 from app.models.base import iso, utcnow
 from app.models.token import ApiToken
@@ -127,5 +128,6 @@ async def token_revoke(req: Request, ctx: Context) -> dict[str, Any]:
             raise NotFound(f"no token {req.data['id']} in this tenant")
         if tok.revoked_at is None:
             tok.revoked_at = utcnow()
-    await ctx.services.events.control("revoke_token", token_id=tok.id)
+    assert tok.id is not None
+    await control.publish(ctx.services.broker, RevokeToken(tok.id))
     return {"id": tok.id, "revoked_at": iso(tok.revoked_at)}

@@ -1,16 +1,20 @@
-"""All live connections of this instance: revocation, role changes, drain, counts."""
+"""All live connections of this instance: revocation, role changes, drain, counts.
+
+The hub is the only place that closes or updates connections because of a
+control message (``app.control``), whichever instance published it and whatever
+the identity kind (local session, Keycloak session, API token).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
-from typing import Any
 
-import orjson
-
-from app import metrics
+from app import control, metrics
+from app.auth.identity import Identity
 from app.broker.base import Broker
+from app.control import ControlMessage, MemberRoleChanged, RevokeMembership, RevokeSession, RevokeToken
 from app.events import CONTROL_TOPIC
 from app.protocol import CloseCode, PkgID, encode_response
 from app.rbac import Policy
@@ -45,57 +49,58 @@ class Hub:
         metrics.WS_ACTIVE.set(len(self.connections))
 
     def _on_control(self, _topic: str, _seq: int, frame: str) -> None:
-        """Revocations published by any instance (TOKEN_REVOKE, /logout, member removal)."""
-        try:
-            data: dict[str, Any] = orjson.loads(frame)["data"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return
-        kind = data.get("kind")
-        if kind == "member_role":
-            self._on_role_change(data)
+        """Control messages published by any instance, this one included."""
+        message = control.decode(frame)
+        if message is not None:
+            self.apply(message)
+
+    async def announce(self, message: ControlMessage) -> None:
+        """Apply ``message`` here at once, then tell every instance.
+
+        For callers that must not depend on the broker to act locally (a session
+        ended at Keycloak); the broker's echo back to this instance finds nothing
+        left to do.
+        """
+        self.apply(message)
+        await control.publish(self.broker, message)
+
+    def apply(self, message: ControlMessage) -> None:
+        """Close the connections a revocation covers, or give a member's connections a new role."""
+        if isinstance(message, MemberRoleChanged):
+            self.change_member_role(message)
             return
         for conn in list(self.connections):
-            ident = conn.identity
-            if (
-                (kind == "revoke_token" and ident.kind == "api" and ident.token_id == data.get("token_id"))
-                or (
-                    kind == "revoke_session"
-                    and ident.kind == "local"
-                    and ident.session_id == str(data.get("session_id"))
-                )
-                or (
-                    kind == "revoke_membership"
-                    and ident.user_id == data.get("user_id")
-                    and ident.tenant_id == data.get("tenant_id")
-                    and not ident.is_platform_admin
-                )
-            ):
-                log.info("closing %s: credential revoked (%s)", conn.conn_id, kind)
-                conn.close_soon(CloseCode.AUTH_FAILED, "credential revoked")
+            reason = _revoked(message, conn.identity)
+            if reason is not None and not conn.closed:
+                log.info("closing %s: %s (%s)", conn.conn_id, reason, message)
+                conn.close_soon(CloseCode.AUTH_FAILED, reason)
 
-    def _on_role_change(self, data: dict[str, Any]) -> None:
+    def session_ids(self, kind: str) -> set[str]:
+        """Session ids of this instance's open connections whose identity is of ``kind``."""
+        return {
+            conn.identity.session_id
+            for conn in self.connections
+            if conn.identity.kind == kind and conn.identity.session_id and not conn.closed
+        }
+
+    def change_member_role(self, message: MemberRoleChanged) -> None:
         """MEMBER_UPDATE on any instance: the member's sockets in that tenant take the new role now.
 
         An API token of that member gets the lower of the role it was issued with
         and the new one (as when it connects). Topics the new role may not read
         are dropped, and each socket is told with EVENT_ROLE_CHANGED.
         """
-        member_role = data.get("role")
-        if not isinstance(member_role, str) or member_role not in self.policy.roles:
+        if message.role not in self.policy.roles:
             return
         for conn in list(self.connections):
             ident = conn.identity
-            if (
-                conn.closed
-                or ident.user_id != data.get("user_id")
-                or ident.tenant_id != data.get("tenant_id")
-            ):
+            if conn.closed or ident.user_id != message.user_id or ident.tenant_id != message.tenant_id:
                 continue
-            role = member_role
+            role = message.role
             if ident.kind == "api":
                 if ident.token_role not in self.policy.roles:
                     continue  # its issued role is unknown: never raise it; the next connect decides
-                role = self.policy.api_token_role(ident.token_role, member_role)
+                role = self.policy.api_token_role(ident.token_role, message.role)
             if ident.role == role:
                 continue
             log.info("%s (%s): role %s -> %s", conn.conn_id, ident.username, ident.role, role)
@@ -156,3 +161,19 @@ class Hub:
                 )
             await asyncio.sleep(0)
         log.info("drain complete")
+
+
+def _revoked(message: ControlMessage, ident: Identity) -> str | None:
+    """The close reason when ``message`` revokes the credential behind ``ident``, else None."""
+    match message:
+        case RevokeToken(token_id):
+            hit = ident.kind == "api" and ident.token_id == token_id
+        case RevokeSession(session_id):
+            if ident.kind == "keycloak" and ident.session_id == session_id:
+                return "session ended at the identity provider"
+            hit = ident.kind == "local" and ident.session_id == session_id
+        case RevokeMembership(user_id, tenant_id):
+            hit = ident.user_id == user_id and ident.tenant_id == tenant_id and not ident.is_platform_admin
+        case _:
+            hit = False
+    return "credential revoked" if hit else None

@@ -51,7 +51,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from app.limits import Limiter
+from app.limits.base import Limiter
 
 log = logging.getLogger(__name__)
 

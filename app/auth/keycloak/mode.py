@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.auth.keycloak import KeycloakProvider
-from app.auth.keycloak_identity import KeycloakIdentity
-from app.auth.keycloak_sessions import KeycloakSessionWatch
+from app.auth.keycloak.identity import KeycloakIdentity
+from app.auth.keycloak.provider import KeycloakProvider
+from app.auth.keycloak.sessions import KeycloakSessionWatch
 from app.events import CONTROL_TOPIC
 
 if TYPE_CHECKING:
@@ -47,12 +47,13 @@ async def start_keycloak(services: Services) -> None:
     identity = KeycloakIdentity(provider)
     services.authenticator.external = identity
     services.keycloak = provider
+    hub = services.hub
     watch = KeycloakSessionWatch(
         provider,
         identity,
-        services.hub,
-        services.events,
-        float(services.settings.keycloak_introspect_interval),
+        live_sessions=lambda: hub.session_ids("keycloak"),
+        announce=hub.announce,
+        interval=float(services.settings.keycloak_introspect_interval),
     )
     services.broker.add_listener(CONTROL_TOPIC, watch.on_control)
     watch.start()

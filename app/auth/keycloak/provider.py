@@ -26,7 +26,7 @@ Roles and tenants:
   ``groups`` claim (Keycloak's "Group Membership" mapper with "Full group path"
   on). They only *seed* our memberships table: when a subject (``sub``) first
   connects, its user row is created with a membership for each such group of an
-  existing tenant (``app.auth.keycloak_identity``). After that the memberships
+  existing tenant (``app.auth.keycloak.identity``). After that the memberships
   table is the source of truth — MEMBER_ADD/UPDATE/REMOVE decide, and later group
   changes in Keycloak do not touch it.
 
@@ -35,7 +35,7 @@ token by itself. Callers bound live connections by re-checking with
 ``introspect_active`` periodically (default every 60 s,
 ``KEYCLOAK_INTROSPECT_INTERVAL``) and by the token's own expiry (Keycloak's access
 token lifespan, 5 minutes by default, after which an in-band refresh with a dead
-session fails); see ``app.auth.keycloak_sessions`` for the exact bounds.
+session fails); see ``app.auth.keycloak.sessions`` for the exact bounds.
 """
 
 from __future__ import annotations

@@ -15,14 +15,13 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import orjson
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.auth.errors import InvalidToken
-from app.auth.keycloak import KeycloakClaims, KeycloakProvider
+from app.auth.keycloak.provider import KeycloakClaims, KeycloakProvider
 from app.models.tenant import Membership, Tenant
 from app.models.user import User
 
@@ -71,19 +70,12 @@ class KeycloakIdentity:
             kept = [(sid, at) for sid, at in self._revoked.items() if at >= cutoff]
             self._revoked = dict(kept[-_REVOKED_MAX:])
 
-    def learn_revocation(self, frame: str) -> str | None:
-        """Record a ``revoke_session`` control frame from any instance; returns the
-        session id when it was not known to be revoked yet."""
-        try:
-            data = orjson.loads(frame)["data"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return None
-        if isinstance(data, dict) and data.get("kind") == "revoke_session":
-            sid = data.get("session_id")
-            if isinstance(sid, str) and sid not in self._revoked:
-                self.revoke_session(sid)
-                return sid
-        return None
+    def learn_revocation(self, session_id: str) -> bool:
+        """Record a session revoked on any instance; True when it was not known to be revoked yet."""
+        if session_id in self._revoked:
+            return False
+        self.revoke_session(session_id)
+        return True
 
     def forget_sessions_except(self, live: Iterable[str]) -> None:
         keep = set(live)

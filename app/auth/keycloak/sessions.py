@@ -19,67 +19,57 @@ itself reach this server. Two mechanisms bound it:
 
 While Keycloak is unreachable, connections are kept: their tokens' expiry still
 bounds them.
+
+This module only revokes and announces (a ``RevokeSession`` control message); the
+hub closes the sockets, here and on every other instance.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
 
+from app import control
 from app.auth.errors import IdentityUnavailable
-from app.protocol import CloseCode
+from app.control import ControlMessage, RevokeSession
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    from app.auth.keycloak import KeycloakProvider
-    from app.auth.keycloak_identity import KeycloakIdentity
-    from app.events import EventBus
-    from app.ws.connection import Connection
-    from app.ws.hub import Hub
+    from app.auth.keycloak.identity import KeycloakIdentity
+    from app.auth.keycloak.provider import KeycloakProvider
 
 log = logging.getLogger(__name__)
 
-
-def close_session(connections: Iterable[Connection], session_id: str) -> int:
-    """Close (4001) the given connections that belong to Keycloak session ``session_id``."""
-    closed = 0
-    for conn in list(connections):
-        ident = conn.identity
-        if ident.kind == "keycloak" and ident.session_id == session_id and not conn.closed:
-            log.info("closing %s: Keycloak session %s ended", conn.conn_id, session_id)
-            conn.close_soon(CloseCode.AUTH_FAILED, "session ended at the identity provider")
-            closed += 1
-    return closed
+#: Applies a control message on this instance and publishes it to the others
+#: (the hub's ``announce``); auth decides what is revoked, never touches sockets.
+Announce = Callable[[ControlMessage], Awaitable[None]]
 
 
-async def end_session(identity: KeycloakIdentity, hub: Hub, events: EventBus, session_id: str) -> int:
-    """A Keycloak session is over: refuse its tokens, close its sockets here, and tell
-    the other instances (control topic). Returns how many sockets closed here."""
+async def end_session(identity: KeycloakIdentity, announce: Announce, session_id: str) -> None:
+    """A Keycloak session is over: refuse its tokens here, and have every instance
+    (this one at once) refuse them and close the session's sockets."""
     identity.revoke_session(session_id)
-    closed = close_session(hub.connections, session_id)
-    await events.control("revoke_session", session_id=session_id)
-    return closed
+    await announce(RevokeSession(session_id))
 
 
 class KeycloakSessionWatch:
     """Periodic check of this instance's live Keycloak sessions (``start``/``stop``), and
-    the control-topic listener that applies revocations made on other instances."""
+    the control-topic listener that learns revocations made on other instances."""
 
     def __init__(
         self,
         provider: KeycloakProvider,
         identity: KeycloakIdentity,
-        hub: Hub,
-        events: EventBus,
+        live_sessions: Callable[[], Collection[str]],
+        announce: Announce,
         interval: float,
     ) -> None:
         self.provider = provider
         self.identity = identity
-        self.hub = hub
-        self.events = events
+        #: Keycloak session ids of this instance's open connections.
+        self.live_sessions = live_sessions
+        self.announce = announce
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
 
@@ -97,10 +87,11 @@ class KeycloakSessionWatch:
             self._task = None
 
     def on_control(self, _topic: str, _seq: int, frame: str) -> None:
-        """Broker listener: a session ended on another instance is refused and closed here too."""
-        sid = self.identity.learn_revocation(frame)
-        if sid is not None:
-            close_session(self.hub.connections, sid)
+        """Broker listener: a session ended on another instance is refused here too
+        (the hub closes its sockets)."""
+        message = control.decode(frame)
+        if isinstance(message, RevokeSession):
+            self.identity.learn_revocation(message.session_id)
 
     async def _run(self) -> None:
         while True:
@@ -111,15 +102,11 @@ class KeycloakSessionWatch:
                 log.exception("Keycloak session check failed; retrying next interval")
 
     async def sweep(self) -> int:
-        """Check every live Keycloak session once; returns how many connections were closed."""
-        by_session: dict[str, list[Connection]] = defaultdict(list)
-        for conn in list(self.hub.connections):
-            ident = conn.identity
-            if ident.kind == "keycloak" and ident.session_id and not conn.closed:
-                by_session[ident.session_id].append(conn)
-        self.identity.forget_sessions_except(by_session)
-        closed = 0
-        for sid in by_session:
+        """Check every live Keycloak session once; returns how many were found ended."""
+        live = set(self.live_sessions())
+        self.identity.forget_sessions_except(live)
+        ended = 0
+        for sid in live:
             token = self.identity.session_tokens.get(sid)
             if token is None:
                 continue
@@ -129,5 +116,7 @@ class KeycloakSessionWatch:
                 log.warning("cannot check Keycloak sessions now (%s); keeping connections", exc)
                 break
             if not active:
-                closed += await end_session(self.identity, self.hub, self.events, sid)
-        return closed
+                log.info("Keycloak session %s ended at the identity provider", sid)
+                await end_session(self.identity, self.announce, sid)
+                ended += 1
+        return ended
