@@ -28,6 +28,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from app.errors import WatchpostError
+from app.ids import ID, MAX_ID, VERSION
 from app.protocol import PkgID, Request, RSPCode, encode_response
 from app.storage.pagination import Page
 
@@ -40,12 +41,8 @@ log = logging.getLogger("watchpost.router")
 Handler = Callable[["Request", "Context"], Awaitable[Any]]
 
 
-#: Ids are 32-bit serials in the database; a larger number is invalid data, not a query error.
-MAX_ID = 2**31 - 1
-#: Schema of an object id (monitor, incident, channel, user, ...).
-ID: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
-#: Schema of a row version (optimistic concurrency); 32-bit like ids.
-VERSION: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+# Handlers take the id schemas from here, next to obj(); they live in app.ids.
+__all__ = ["ID", "MAX_ID", "VERSION", "PackageRouter", "obj"]
 
 
 def obj(

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.errors import InvalidData
+from app.ids import ID, MAX_ID
 from app.models.base import iso
 from app.models.monitor import Monitor
 from app.monitoring.checks import MAX_BODY_BYTES, HttpSpec, parse_expected_status
-from app.routing import ID, MAX_ID
 from app.urls import MASK, BadURL, check_http_url, mask_credentials, valid_hostname
 
 KINDS = ("http", "tcp", "push", "group")

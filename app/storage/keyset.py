@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from app.client_time import MAX_MICROS, MIN_TIME
 from app.errors import InvalidData
-from app.routing import MAX_ID
+from app.ids import MAX_ID
 
 #: Largest id of a BIGINT key (check results outgrow 32 bits on a busy server).
 MAX_BIG_ID = 2**63 - 1
