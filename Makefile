@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check lint format migrate migration rollback ws-handlers new-ws-handlers ws-docs bench clean browser
+.PHONY: help install run test test-fast check lint format migrate migration rollback ws-handlers new-ws-handlers ws-docs bench clean browser
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -26,8 +26,16 @@ run: $(STAMP) ## migrate and serve (embedded default: SQLite, in-process broker,
 browser: ## install Debian's chromium for the dashboard browser tests (never downloads a browser build)
 	@sh tests/install-browser.sh
 
-test: $(STAMP) browser ## run the whole test suite (needs PostgreSQL and Redis; see README)
-	$(BIN)/python -m pytest -q $(ARGS)
+# The pure layer runs with the services pointed at a refused port: that proves it needs neither.
+PURE_TESTS := tests/unit
+NO_SERVICES := TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:1/postgres TEST_REDIS_URL=redis://127.0.0.1:1/0
+
+test: $(STAMP) browser ## the pure layer (seconds), then the service-backed layers (need PostgreSQL and Redis; see README)
+	$(NO_SERVICES) $(BIN)/python -m pytest -q $(PURE_TESTS)
+	$(BIN)/python -m pytest -q --ignore=$(PURE_TESTS) $(ARGS)
+
+test-fast: $(STAMP) ## the pure layer alone: no server, PostgreSQL or Redis (seconds)
+	$(NO_SERVICES) $(BIN)/python -m pytest -q $(PURE_TESTS) $(ARGS)
 
 check: $(STAMP) ## ruff format check, ruff lint, mypy
 	$(BIN)/ruff format --check app tests

@@ -2,13 +2,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests import services
 
+# The pure layer: tests that start no server and touch no database or Redis. It runs
+# first (make test-fast) and must pass with PostgreSQL and Redis down.
+PURE_LAYER = Path(__file__).resolve().parent / "unit"
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Checked after collection, not at session start, so that a run of the pure layer
+    # alone never waits for (or on) services it does not use.
+    if all(item.path.is_relative_to(PURE_LAYER) for item in session.items):
+        return
     problem = services.check_services()
     if problem:
         pytest.exit(problem, returncode=3)

@@ -1,4 +1,4 @@
-"""The bench cannot rot: a tiny real run, plus the bookkeeping that judges every run.
+"""The bench cannot rot: a tiny real run (its bookkeeping: tests/unit/test_bench_report.py).
 
 The smoke run is ``python -m app.bench --scenario rpc,fanout --smoke``: it
 starts the echo reference and a real Watchpost server on a scratch PostgreSQL
@@ -17,11 +17,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
-import pytest
 
-from app.bench.fanout import _Tracker
-from app.bench.report import baseline_summary, evaluate, integrity_problems, markdown
-from app.bench.stats import percentile, summarize_ns
 from tests import services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,95 +85,3 @@ def test_smoke_run_writes_results_with_nothing_lost(tmp_path: Path) -> None:
     (verdict,) = [t for t in results["targets"] if t["target"].startswith("nothing lost")]
     assert verdict["met"] is True
     assert _bench_databases() <= databases_before, "the bench left its scratch database behind"
-
-
-def test_percentiles_are_nearest_rank() -> None:
-    values = list(range(1, 101))
-    assert percentile(values, 0.50) == 50
-    assert percentile(values, 0.99) == 99
-    assert percentile(values, 1.0) == 100
-    assert percentile([], 0.5) == 0
-    summary = summarize_ns([1_000_000, 2_000_000, 30_000_000])
-    assert summary["p50_ms"] == 2.0 and summary["max_ms"] == 30.0
-    assert sum(summary["histogram"].values()) == 3
-
-
-def test_fanout_tracker_counts_duplicates_and_strays() -> None:
-    tracker = _Tracker(subscribers=2, event_pkg_id=902, topic="monitors")
-    tracker.current = None
-    event = b'{"pkg_id":902,"req_id":null,"status_code":0,"topic":"monitors","seq":7,"data":{}}'
-    tracker.on_frame(0, event)  # no round in progress: stray
-    assert tracker.stray == 1
-    tracker.on_frame(0, event)  # same seq again on the same subscriber: duplicate
-    assert tracker.duplicated == 1
-    tracker.on_frame(1, b'{"pkg_id":900,"req_id":null,"status_code":0,"topic":"monitors","seq":8,"data":{}}')
-    assert tracker.stray == 2
-
-
-@pytest.mark.parametrize(
-    ("row", "expected"),
-    [
-        ({"lost": 3, "duplicated_or_unexpected": 0, "errors": 0}, "lost=3"),
-        ({"lost": 0, "duplicated_or_unexpected": 2, "errors": 0}, "duplicated_or_unexpected=2"),
-        ({"lost": 0, "duplicated_or_unexpected": 0, "errors": 1}, "errors=1"),
-    ],
-)
-def test_any_loss_or_error_fails_the_integrity_target(row: dict[str, int], expected: str) -> None:
-    scenarios = {
-        "rpc": {"echo": [], "watchpost": [{"operation": "ping", "connections": 2, "in_flight": 2, **row}]}
-    }
-    problems = list(integrity_problems(scenarios))
-    assert len(problems) == 1 and expected in problems[0]
-    (verdict,) = evaluate(scenarios)
-    assert verdict["met"] is False
-
-
-def test_results_show_a_baseline_and_notes(tmp_path: Path) -> None:
-    """--baseline puts each target's earlier value beside the new one; --notes is copied in."""
-
-    def results(p99: float, commit: str) -> dict[str, object]:
-        scenarios = {
-            "fanout": {
-                "echo": [],
-                "watchpost": [
-                    {
-                        "subscribers": 5000,
-                        "delivered": 10,
-                        "expected": 10,
-                        "duplicated": 0,
-                        "timed_out_rounds": 0,
-                        "time_to_last_delivery": {"p99_ms": p99},
-                    }
-                ],
-            }
-        }
-        return {
-            "started_at": "2026-11-22T00:00:00Z",
-            "command": "python -m app.bench",
-            "machine": {
-                "nproc": 2,
-                "cpu_model": "cpu",
-                "memory_gib": 1,
-                "kernel": "k",
-                "python": "3.11",
-                "git_commit": commit,
-                "load_average_at_start": [0, 0, 0],
-            },
-            "settings": {"plan": {"name": "full"}, "cpus": "pinned"},
-            "elapsed_s": 1.0,
-            "scenarios": {},  # the tables are not under test here, only the targets
-            "targets": evaluate(scenarios),
-            "errors": [],
-        }
-
-    before = tmp_path / "before.json"
-    before.write_text(json.dumps(results(759.2, "aaaaaaa")))
-    after = results(162.0, "bbbbbbb")
-    after["baseline"] = baseline_summary(before)
-    after["notes"] = "## Profiling\n\ngc.freeze: 759 -> 162 ms"
-    text = markdown(after)
-    (row,) = [line for line in text.splitlines() if line.startswith("| fanout to 5000")]
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert "p99_ms 759.2" in cells[2] and cells[3] == "**NO**", cells
-    assert "p99_ms 162.0" in cells[4] and cells[5] == "yes", cells
-    assert "commit aaaaaaa" in text and "## Profiling" in text and "759 -> 162 ms" in text

@@ -1,4 +1,5 @@
 """app.client against real servers: calls, typed errors, reconnect and recovery, in-band refresh, CLI.
+(Its pieces without a socket: tests/unit/test_client_transport.py, test_client_subscription.py.)
 
 Client behaviour does not depend on the storage backend, so the shared server is
 used on SQLite only; the servers this module starts itself use SQLite too (the
@@ -36,16 +37,12 @@ from app.client import (
     RateLimited,
     RequestTimeout,
     Resync,
-    Subscription,
     Timeout,
     Unauthenticated,
     UnknownPkgId,
     WatchpostClient,
     WatchpostError,
-    error_from_response,
-    full_jitter,
 )
-from app.client.transport import Answer, Notice, parse_frame
 from app.events import scoped
 from app.protocol import CloseCode, PkgID, RSPCode
 from tests.fixtures import PASSWORD, acreate_user, aset_role, unique
@@ -133,80 +130,6 @@ async def _next(events: Any, wait: float = 20.0) -> Event | Resync:
 
 async def _login(srv: ServerProcess, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
     return await asyncio.to_thread(srv.login, username, password)
-
-
-# ----- pure pieces (no sockets)
-
-
-def _sub(max_queue: int = 100) -> Subscription:
-    return Subscription(WatchpostClient("ws://127.0.0.1:9/web"), ["monitors"], max_queue=max_queue)
-
-
-def _ev(seq: int) -> Event:
-    return Event("monitors", seq, PkgID.EVENT_MONITOR_STATUS, {"seq": seq})
-
-
-def _answer(seq: int, recovered: bool) -> dict[str, Any]:
-    return {"status_code": 0, "data": {"topics": {"monitors": {"seq": seq, "recovered": recovered}}}}
-
-
-async def _drain(sub: Subscription) -> list[Event | Resync]:
-    out: list[Event | Resync] = []
-    with contextlib.suppress(TimeoutError):
-        while True:
-            out.append(await asyncio.wait_for(anext(sub), 0.05))
-    return out
-
-
-def test_frames_are_classified_without_io() -> None:
-    answer = parse_frame(b'{"pkg_id": 1, "req_id": "r1", "status_code": 0, "data": {}}')
-    assert isinstance(answer, Answer) and answer.req_id == "r1"
-    event = parse_frame(
-        '{"pkg_id": 900, "req_id": null, "status_code": 0, "topic": "monitors", "seq": 3, "data": 1}'
-    )
-    assert event == Event("monitors", 3, 900, 1)
-    notice = parse_frame('{"pkg_id": 904, "req_id": null, "status_code": 0, "data": {"expires_in": 60}}')
-    assert isinstance(notice, Notice) and notice.pkg_id == PkgID.EVENT_AUTH_EXPIRING
-    assert parse_frame("not json") is None and parse_frame("[1]") is None
-
-
-def test_unknown_status_keeps_its_code_and_backoff_stays_in_bounds() -> None:
-    exc = error_from_response({"pkg_id": 1, "req_id": "r", "status_code": 42, "data": {"msg": "new"}})
-    assert exc.status_code == 42 and exc.msg == "new"
-    limited = error_from_response({"status_code": 7, "data": {"msg": "slow down", "retry_after_ms": 250}})
-    assert isinstance(limited, RateLimited) and limited.retry_after_ms == 250
-    for attempt in range(40):
-        assert 0 <= full_jitter(attempt, 0.5, 20.0) <= min(20.0, 0.5 * 2**attempt)
-
-
-async def test_replayed_copies_are_dropped_and_a_gap_asks_for_resync() -> None:
-    sub = _sub()
-    sub._on_subscribe_answer(_answer(10, False), gen=1, since={})  # fresh: continue after 10
-    for seq in (11, 12, 11, 12, 13, 16):
-        sub._deliver(_ev(seq), gen=1)
-    assert await _drain(sub) == [_ev(11), _ev(12), _ev(13), Resync("monitors", 15, "gap"), _ev(16)]
-    assert sub._subscribe_request() == ({"topics": ["monitors"], "since": {"monitors": 16}}, {"monitors": 16})
-
-
-async def test_not_recovered_gives_resync_and_restarts_numbering() -> None:
-    sub = _sub()
-    sub._on_subscribe_answer(_answer(40, False), gen=1, since={})
-    sub._deliver(_ev(41), gen=1)
-    assert await _drain(sub) == [_ev(41)]
-    # Reconnected to a server whose sequence restarted (no Redis): its word replaces ours.
-    sub._on_subscribe_answer(_answer(2, True), gen=2, since={"monitors": 41})
-    sub._deliver(_ev(3), gen=2)
-    assert await _drain(sub) == [Resync("monitors", 2, "not_recovered"), _ev(3)]
-
-
-async def test_a_reader_falling_behind_gets_an_overflow_resync() -> None:
-    sub = _sub(max_queue=3)
-    sub._on_subscribe_answer(_answer(0, False), gen=1, since={})
-    for seq in range(1, 8):
-        sub._deliver(_ev(seq), gen=1)
-    assert await _drain(sub) == [Resync("monitors", 7, "overflow")]
-    sub._deliver(_ev(8), gen=1)
-    assert await _drain(sub) == [_ev(8)]
 
 
 # ----- calls

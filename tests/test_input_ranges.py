@@ -1,22 +1,14 @@
 """Times, cursors and page numbers from clients are range-checked into INVALID_DATA naming the
 field, never an internal error: over real sockets (SQLite and PostgreSQL) for every package
-that takes them, plus properties of the two parsers."""
+that takes them. The parsers' own properties: tests/unit/test_client_time.py and
+tests/unit/test_storage_keyset.py."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from app.client_time import MAX_TIME, MIN_TIME, parse_time
-from app.errors import InvalidData
 from app.protocol import PkgID, RSPCode
 from app.routing import MAX_ID
-from app.storage.keyset import MAX_BIG_ID, decode_cursor, encode_cursor
 from tests.fixtures import PASSWORD, acreate_user, unique
 from tests.server import ServerProcess, call, ok, ws_connect
 
@@ -151,63 +143,3 @@ async def test_page_numbers_are_bounded_on_every_paginated_package(server: Serve
                 resp = await call(ws, pkg_id, {**base, "page": page})
                 assert resp["status_code"] == RSPCode.INVALID_DATA, (pkg_id, page, resp)
                 assert resp["data"]["errors"][0]["path"] == "page"
-
-
-# ----- the parsers themselves
-
-#: Fixed offsets (what ISO 8601 text carries), to the widest Python allows.
-_OFFSETS = st.builds(
-    timezone,
-    st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59)),
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(max_size=40), st.datetimes(timezones=_OFFSETS).map(datetime.isoformat)))
-def test_parse_time_accepts_only_times_in_range(text: str) -> None:
-    try:
-        parsed = parse_time(text, "since")
-    except InvalidData as exc:
-        assert exc.errors and exc.errors[0]["path"] == "since"
-        return
-    assert parsed.tzinfo is not None and MIN_TIME <= parsed <= MAX_TIME
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.datetimes(timezones=_OFFSETS))
-def test_parse_time_of_any_datetime_is_in_range_or_invalid(value: datetime) -> None:
-    try:
-        parsed = parse_time(value.isoformat(), "until")
-    except InvalidData:
-        try:
-            utc = value.astimezone(UTC)
-        except OverflowError:
-            return
-        assert not (MIN_TIME <= utc <= MAX_TIME)
-        return
-    assert parsed == value and MIN_TIME <= parsed <= MAX_TIME
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(max_size=64), st.from_regex(r"[-+ ]?[0-9]{1,25}:[0-9]{1,25}\s?", fullmatch=True)))
-def test_decode_cursor_accepts_only_issued_forms(text: str) -> None:
-    try:
-        ts, row_id = decode_cursor(text)
-    except InvalidData as exc:
-        assert exc.errors and exc.errors[0]["path"] == "cursor"
-        return
-    assert MIN_TIME <= ts <= MAX_TIME and 1 <= row_id <= MAX_ID
-    assert re.fullmatch(r"[0-9]+:[0-9]+", text)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)),
-    st.integers(min_value=1, max_value=MAX_BIG_ID),
-)
-def test_cursor_roundtrip(ts: datetime, row_id: int) -> None:
-    aware = ts.replace(tzinfo=UTC)
-    assert decode_cursor(encode_cursor(aware, row_id), max_id=MAX_BIG_ID) == (aware, row_id)
-    if row_id > MAX_ID:
-        with pytest.raises(InvalidData):
-            decode_cursor(encode_cursor(aware, row_id))

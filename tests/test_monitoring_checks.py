@@ -50,12 +50,6 @@ async def test_expected_status_list_and_ranges(target: HttpTarget) -> None:
     assert not (await run_http_check(spec)).ok
 
 
-@pytest.mark.parametrize("bad", [[], ["abc"], [99], ["400-300"], [True], [None]])
-def test_expected_status_rejects_nonsense(bad: list[object]) -> None:
-    with pytest.raises(ValueError, match=r"status|range"):
-        parse_expected_status(bad)  # type: ignore[arg-type]
-
-
 async def test_keyword_in_body(target: HttpTarget) -> None:
     target.respond("/page", 200, "all systems operational")
     ok = await run_http_check(HttpSpec(target.url("/page"), keyword="operational", timeout=5))

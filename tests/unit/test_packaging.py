@@ -7,7 +7,7 @@ from pathlib import Path
 
 from setuptools import find_namespace_packages
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEV_ONLY = ("app.bench", "app.devtools")
 
 

@@ -1,9 +1,16 @@
-"""Message rate and connection limits in Redis over real sockets, and what happens when Redis dies."""
+"""Limits as a client meets them, over real sockets against real servers.
+
+One server on SQLite: the handler deadline, the in-flight cap and the login rate limit.
+Two servers sharing PostgreSQL and Redis: the message rate and connection limits are
+counted across instances, and follow LIMITS_FAIL_OPEN when Redis dies. The limiter
+backends themselves are held to one contract in tests/test_limits_contract.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +20,7 @@ from websockets.asyncio.client import ClientConnection
 from app.protocol import CloseCode, PkgID, RSPCode
 from tests.fixtures import PASSWORD, acreate_user
 from tests.realtime_support import OwnRedis, next_event, publisher, ready, redis_server, servers, wait_until
-from tests.server import ServerProcess, call, expect_close, new_req_id, ok, ws_connect
+from tests.server import ServerProcess, call, expect_close, new_req_id, ok, sqlite_url, ws_connect
 
 
 async def _burst(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
@@ -140,3 +147,50 @@ async def test_redis_dies_mid_test_limits_follow_the_fail_open_setting(pg_url: s
     finally:
         srv.stop(timeout=15)
         redis.kill()
+
+
+# ----- one server: handler deadline, in-flight cap, login rate limit
+
+
+@pytest.fixture(scope="module")
+def strict_server() -> Iterator[ServerProcess]:
+    srv = ServerProcess(
+        sqlite_url(),
+        env={
+            "WS_HANDLER_TIMEOUT": "0.0005",
+            "WS_MAX_IN_FLIGHT": "1",
+            "RATE_LIMIT_PER_MINUTE": "5",
+            "RATE_LIMIT_BURST": "3",
+        },
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+async def test_handler_deadline_answers_timeout(strict_server: ServerProcess) -> None:
+    token = strict_server.login()
+    async with ws_connect(strict_server, token) as ws:
+        resp = await call(ws, PkgID.TOKEN_LIST)  # needs the database: cannot finish in 0.5 ms
+        assert resp["status_code"] == RSPCode.TIMEOUT
+        assert "longer than" in resp["data"]["msg"]
+        await ok(ws, PkgID.PING)  # a handler without I/O still answers; the socket stays open
+
+
+async def test_in_flight_cap_serialises_requests(strict_server: ServerProcess) -> None:
+    token = strict_server.login()
+    async with ws_connect(strict_server, token) as ws:
+        ids = [new_req_id() for _ in range(30)]
+        for i, rid in enumerate(ids):
+            pkg = PkgID.TOKEN_LIST if i % 3 == 0 else PkgID.PING
+            await ws.send(json.dumps({"pkg_id": pkg, "req_id": rid}))
+        order = [json.loads(await ws.recv())["req_id"] for _ in ids]
+        assert order == ids  # with one request in flight, answers come back in request order
+
+
+def test_login_is_rate_limited_per_username(strict_server: ServerProcess) -> None:
+    codes = [strict_server.post("/login", {"username": "admin", "password": "wrong"})[0] for _ in range(6)]
+    assert codes[0] == 401  # earlier logins of this module used part of the burst of 3
+    assert codes[-2:] == [429, 429]
+    status, body = strict_server.post("/login", {"username": "admin", "password": "wrong"})
+    assert status == 429 and body["retry_after_ms"] > 0

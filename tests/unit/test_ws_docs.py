@@ -12,7 +12,7 @@ from app.devtools.registry_report import FIRST_EVENT_ID, collect
 from app.handlers import build_router
 from app.protocol import PkgID
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_reference_matches_a_fresh_generation() -> None:

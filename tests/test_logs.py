@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from app.protocol import PkgID, RSPCode
-from app.settings import Settings, SettingsError
 from tests.server import ServerProcess, call, sqlite_url, ws_connect
 
 
@@ -79,13 +78,3 @@ async def test_slow_successes_are_logged() -> None:
         assert line["status_code"] == RSPCode.OK and line["duration_ms"] >= 0
     finally:
         srv.stop()
-
-
-async def test_bad_settings_are_refused() -> None:
-    for env in ({"LOG_REQUESTS": "some"}, {"LOG_SLOW_REQUEST_MS": "-1"}):
-        try:
-            Settings.from_env(env)
-        except SettingsError as exc:
-            assert next(iter(env)) in str(exc)
-        else:
-            raise AssertionError(f"{env} was accepted")

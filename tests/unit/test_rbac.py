@@ -87,44 +87,10 @@ def test_server_refuses_to_start_with_actions_path_missing_an_entry(tmp_path: Pa
     assert "no 'ws' entry for registered package ids [3]" in proc.stderr
 
 
-def _roles_file(tmp_path: Path, changes: dict[str, tuple[str, str]]) -> Path:
-    """A copy of actions.json with ws roles changed (each asserted to start as expected)."""
-    raw = json.loads(Path("actions.json").read_text())
-    for key, (before, after) in changes.items():
-        assert raw["ws"][key] == before
-        raw["ws"][key] = after
-    path = tmp_path / "roles.json"
-    path.write_text(json.dumps(raw))
-    return path
-
-
 def _write(tmp_path: Path, raw: dict[str, object]) -> Path:
     path = tmp_path / "actions.json"
     path.write_text(json.dumps(raw))
     return path
-
-
-async def test_server_enforces_the_roles_of_actions_path(tmp_path: Path) -> None:
-    """A server started with ACTIONS_PATH answers by that file: SERVER_INFO raised to owner
-    is refused to a viewer, who may call it under the shipped file."""
-    from app.protocol import RSPCode
-    from tests.fixtures import PASSWORD, acreate_user, unique
-    from tests.server import ServerProcess, call, sqlite_url, ws_connect
-
-    path = _roles_file(tmp_path, {str(int(PkgID.SERVER_INFO)): ("viewer", "owner")})
-    srv = ServerProcess(sqlite_url(), env={"ACTIONS_PATH": str(path)}).start()
-    try:
-        slug = unique("t")
-        viewer = await acreate_user(srv.database_url, {slug: "viewer"})
-        owner = await acreate_user(srv.database_url, {slug: "owner"})
-        async with ws_connect(srv, srv.login(viewer, PASSWORD), tenant=slug) as ws:
-            refused = await call(ws, PkgID.SERVER_INFO)
-        async with ws_connect(srv, srv.login(owner, PASSWORD), tenant=slug) as ws:
-            allowed = await call(ws, PkgID.SERVER_INFO)
-    finally:
-        srv.stop()
-    assert refused["status_code"] == RSPCode.PERMISSION_DENIED, refused
-    assert allowed["status_code"] == RSPCode.OK, allowed
 
 
 def test_topic_roles_come_from_actions_json(tmp_path: Path) -> None:

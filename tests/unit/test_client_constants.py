@@ -16,7 +16,7 @@ from app.client import errors as client_errors
 from app.devtools import client_constants, protocol_docs
 from app.protocol import CloseCode, PkgID, RSPCode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JS = ROOT / "app" / "dashboard" / "static" / "wp-client.js"
 PY = ROOT / "app" / "client" / "constants.py"
 
