@@ -210,7 +210,7 @@ class SchemaCheck:
     fastjsonschema compiles the same schema to plain Python; data it accepts
     is accepted at once. Anything it rejects goes to jsonschema, whose verdict
     stands (fastjsonschema is stricter in places, e.g. ``format``, never
-    looser for the keywords our schemas use — ``tests/test_schema_check.py``
+    looser for the keywords our schemas use — ``tests/unit/test_routing_schema_check.py``
     holds the two to that over every registered schema).
     """
 
