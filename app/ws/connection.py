@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 
 from app import metrics
 from app.auth.identity import Identity
-from app.protocol import CloseCode, PkgID
+from app.protocol import CloseCode, encode_auth_expiring
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -269,13 +269,5 @@ class Connection:
         self._auth_timers.clear()
 
     def _send_expiring(self) -> None:
-        from app.protocol import encode_response
-
-        expires_at = self.identity.expires_at or time.time()
-        frame = encode_response(
-            PkgID.EVENT_AUTH_EXPIRING,
-            None,
-            0,
-            {"expires_at": expires_at, "expires_in": max(0.0, round(expires_at - time.time(), 3))},
-        )
-        self.enqueue(frame)
+        now = time.time()
+        self.enqueue(encode_auth_expiring(self.identity.expires_at or now, now))
