@@ -104,8 +104,8 @@ class Hub:
             if ident.role == role:
                 continue
             log.info("%s (%s): role %s -> %s", conn.conn_id, ident.username, ident.role, role)
-            # The swap happens now, so the next message compares against the new role;
-            # dropping topics and telling the client run in a task.
+            # The swap happens now, so the next control message and the next request see the
+            # new role; dropping topics and telling the client run in a task.
             settle = conn.apply_identity(dataclasses.replace(ident, role=role), announce=True)
             task = asyncio.get_running_loop().create_task(settle)
             self._tasks.add(task)
