@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from app.monitoring.collector import Collector
     from app.rbac import Policy
     from app.routing import PackageRouter
+    from app.session import Session
     from app.settings import Settings
     from app.storage.db import Database
     from app.ws.hub import Hub
@@ -72,8 +73,8 @@ class Context:
     identity: Identity
     pkg_id: int
     req_id: str
-    #: The connection the request came on (None for internal calls).
-    conn: Any = None
+    #: The connection the request came on, as handlers may use it (None without a socket).
+    session: Session | None = None
     client_addr: str | None = None
     _events: list[tuple[str, int, Any]] = field(default_factory=list)
     #: Set by handlers: the id of the object the request acted on (audit log).

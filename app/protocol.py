@@ -189,3 +189,46 @@ def error_data(msg: str, errors: list[dict[str, str]] | None = None, **extra: An
         out["errors"] = errors
     out.update(extra)
     return out
+
+
+# ----- frame builders: every frame the server sends besides a response is built here
+
+
+def encode_event(topic_name: str, pkg_id: int, seq: int, data: Any) -> str:
+    """A topic event (900–903): ``topic_name`` is tenant-relative, ``seq`` the topic's sequence.
+
+    Built once per publish by the broker and handed to every subscriber as the same ``str``.
+    """
+    return orjson.dumps(
+        {"pkg_id": pkg_id, "req_id": None, "status_code": 0, "topic": topic_name, "seq": seq, "data": data}
+    ).decode()
+
+
+def event_frame_parts(topic_name: str, pkg_id: int, data: Any) -> tuple[str, str]:
+    """:func:`encode_event`'s frame split around its seq, for a backend that assigns the seq itself.
+
+    ``prefix + str(seq) + suffix == encode_event(topic_name, pkg_id, seq, data)``: the Redis
+    broker's publish script numbers the event atomically and joins the parts.
+    """
+    head = orjson.dumps({"pkg_id": pkg_id, "req_id": None, "status_code": 0, "topic": topic_name})
+    return head[:-1].decode() + ',"seq":', ',"data":' + orjson.dumps(data).decode() + "}"
+
+
+def encode_auth_expiring(expires_at: float, now: float) -> bytes:
+    """EVENT_AUTH_EXPIRING (904): the connection's credential ends at ``expires_at``; refresh or be closed."""
+    return encode_response(
+        PkgID.EVENT_AUTH_EXPIRING,
+        None,
+        RSPCode.OK,
+        {"expires_at": expires_at, "expires_in": max(0.0, round(expires_at - now, 3))},
+    )
+
+
+def encode_role_changed(role: str | None, dropped_topics: list[str]) -> bytes:
+    """EVENT_ROLE_CHANGED (905): the connection now has ``role``; ``dropped_topics`` were unsubscribed."""
+    return encode_response(
+        PkgID.EVENT_ROLE_CHANGED,
+        None,
+        RSPCode.OK,
+        {"roles": [role] if role else [], "dropped_topics": dropped_topics},
+    )

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from app.broker import Broker, BrokerUnavailable, create_broker, encode_event
+from app.broker import Broker, BrokerUnavailable, create_broker
 from app.broker.memory import MemoryBroker
 from app.broker.redis import RedisBroker
+from app.protocol import encode_event
 
 BrokerFactory = Callable[..., Awaitable[Broker]]
 

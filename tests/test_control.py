@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from app import control, metrics
-from app.broker import encode_event
 from app.broker.redis import RedisBroker
 from app.control import MemberRoleChanged, RevokeMembership, RevokeSession, RevokeToken
 from app.events import CONTROL_TOPIC
+from app.protocol import encode_event
 
 MESSAGES: list[control.ControlMessage] = [
     RevokeToken(7),

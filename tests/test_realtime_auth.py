@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import websockets
 from websockets.asyncio.client import ClientConnection
 
 from app.protocol import CloseCode, PkgID, RSPCode
@@ -70,3 +71,29 @@ async def test_expiring_notice_refresh_in_band_and_close_4010(
             _refreshing_client(srv, first["access_token"], first["refresh_token"]),
             _lapsing_client(srv, second["access_token"], stranger),
         )
+
+
+async def test_a_refresh_with_the_same_expiry_does_not_repeat_the_notice(
+    pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """AUTH_REFRESH with a token that ends when the current one does keeps the timers: the 904
+    already sent is not sent again (a client answering each 904 with a refresh would loop)."""
+    srv = redis_server(
+        pg_url, redis_url, redis_prefix, ACCESS_TOKEN_TTL=str(TTL), AUTH_EXPIRING_NOTICE=str(NOTICE)
+    )
+    with servers(srv):
+        access = srv.post("/login", {"username": "admin", "password": "admin-test-password"})[1][
+            "access_token"
+        ]
+        async with ws_connect(srv, access) as ws:
+            expiry = (await _expiring_notice(ws))["expires_at"]
+            same = await ok(ws, PkgID.AUTH_REFRESH, {"token": access})
+            assert same["expires_at"] == expiry
+            seen = []
+            try:
+                async with asyncio.timeout(NOTICE + 5):
+                    while True:
+                        seen.append(json.loads(await ws.recv()).get("pkg_id"))
+            except websockets.ConnectionClosed as exc:
+                assert exc.rcvd is not None and exc.rcvd.code == CloseCode.TOKEN_EXPIRED
+            assert PkgID.EVENT_AUTH_EXPIRING not in seen

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app.broker.base import Broker, BrokerUnavailable, HistoryResult, Listener, encode_event
+from app.broker.base import Broker, BrokerUnavailable, HistoryResult, Listener
 
-__all__ = ["Broker", "BrokerUnavailable", "HistoryResult", "Listener", "create_broker", "encode_event"]
+__all__ = ["Broker", "BrokerUnavailable", "HistoryResult", "Listener", "create_broker"]
 
 
 def create_broker(

@@ -9,7 +9,7 @@ atomically by the backend, so two instances publishing on the same topic still
 produce one gap-free sequence. Redis starts a topic at 1; the in-process
 backend starts above every seq of the previous process (its history does not
 survive a restart), so do not assume any particular first seq. The backend encodes the event
-frame once and hands every local subscriber the same ``str``.
+frame once (:func:`app.protocol.encode_event`) and hands every local subscriber the same ``str``.
 """
 
 from __future__ import annotations
@@ -36,22 +36,6 @@ class HistoryResult:
     #: The topic's newest seq (where the sequence starts when nothing was published yet:
     #: 0 on Redis, the process's base in the in-process broker).
     current_seq: int
-
-
-def encode_event(topic_name: str, pkg_id: int, seq: int, data: Any) -> str:
-    """The wire frame of an event (DESIGN.md §2); ``topic_name`` is tenant-relative."""
-    import orjson
-
-    return orjson.dumps(
-        {
-            "pkg_id": pkg_id,
-            "req_id": None,
-            "status_code": 0,
-            "topic": topic_name,
-            "seq": seq,
-            "data": data,
-        }
-    ).decode()
 
 
 log = logging.getLogger("watchpost.broker")

@@ -18,7 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.broker.base import Broker, HistoryResult, Listener, ListenerRegistry, encode_event
+from app.broker.base import Broker, HistoryResult, Listener, ListenerRegistry
+from app.protocol import encode_event
 
 #: 2024-01-01T00:00:00Z in ms: counting from here instead of 1970 keeps seqs small longer.
 _EPOCH_MS = 1_704_067_200_000

@@ -20,8 +20,8 @@ one cluster slot):
 
 Publishing is one Lua script (EVALSHA, loaded again on NOSCRIPT): INCR the seq,
 build the frame around it, XADD, refresh expiries, PUBLISH. The frame is built
-in the script from a prefix and suffix encoded here, byte-identical to
-:func:`app.broker.base.encode_event`.
+in the script from the prefix and suffix of :func:`app.protocol.event_frame_parts`,
+byte-identical to :func:`app.protocol.encode_event`.
 
 Each instance holds one dedicated pub/sub connection and SUBSCRIBEs only the
 channels that have local listeners, so instances without subscribers for a
@@ -39,13 +39,13 @@ import logging
 import uuid
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from app.broker.base import Broker, BrokerUnavailable, HistoryResult, Listener, ListenerRegistry
+from app.protocol import event_frame_parts
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,6 @@ for _, e in ipairs(entries) do
 end
 return out
 """
-
-
-def _frame_parts(topic_name: str, pkg_id: int, data: Any) -> tuple[str, str]:
-    """The event frame split around its seq: ``prefix + str(seq) + suffix == encode_event(...)``."""
-    head = orjson.dumps({"pkg_id": pkg_id, "req_id": None, "status_code": 0, "topic": topic_name})
-    return head[:-1].decode() + ',"seq":', ',"data":' + orjson.dumps(data).decode() + "}"
 
 
 class RedisBroker(Broker):
@@ -219,7 +213,7 @@ class RedisBroker(Broker):
     # -- publish / history ----------------------------------------------------
 
     async def publish(self, topic: str, topic_name: str, pkg_id: int, data: Any) -> int:
-        head, tail = _frame_parts(topic_name, pkg_id, data)
+        head, tail = event_frame_parts(topic_name, pkg_id, data)
         try:
             seq = await self._publish_script(
                 keys=[self._seq_key(topic), self._hist_key(topic)],

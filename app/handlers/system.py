@@ -11,7 +11,6 @@ from app.context import Context
 from app.errors import InvalidData, Unauthenticated
 from app.protocol import PROTOCOL_VERSION, SUBPROTOCOL, PkgID, Request
 from app.routing import PackageRouter, obj
-from app.ws import subscriptions
 
 router = PackageRouter()
 #: A topic's seq (Redis stream ids are 64-bit).
@@ -75,10 +74,10 @@ async def auth_refresh(req: Request, ctx: Context) -> dict[str, Any]:
     checked); topics that role may no longer read are unsubscribed at once and
     listed in ``dropped_topics`` (``[]`` when none).
     """
-    conn = ctx.conn
-    if conn is None:
+    session = ctx.session
+    if session is None:
         raise InvalidData("AUTH_REFRESH needs a connection")
-    old = conn.identity
+    old = session.identity
     try:
         new = await ctx.services.authenticator.authenticate(req.data["token"], old.tenant_slug)
     except AuthError as exc:
@@ -87,9 +86,7 @@ async def auth_refresh(req: Request, ctx: Context) -> dict[str, Any]:
         raise Unauthenticated(
             "refresh refused: the token is for another user; the connection keeps its current token"
         )
-    conn.identity = new
-    conn.arm_auth_timers()
-    dropped = await subscriptions.drop_unpermitted(conn, ctx.services.broker, ctx.services.policy)
+    dropped = await session.apply_identity(new)
     left = None if new.expires_at is None else round(new.expires_at - time.time(), 3)
     return {
         "expires_at": new.expires_at,
@@ -115,16 +112,9 @@ async def auth_refresh(req: Request, ctx: Context) -> dict[str, Any]:
 )
 async def subscribe(req: Request, ctx: Context) -> dict[str, Any]:
     """Receive events of tenant topics; ``since`` replays what was missed."""
-    if ctx.conn is None:
+    if ctx.session is None:
         raise InvalidData("SUBSCRIBE needs a connection")
-    return await subscriptions.subscribe(
-        ctx.conn,
-        ctx.services.broker,
-        ctx.services.policy,
-        list(req.data["topics"]),
-        dict(req.data.get("since") or {}),
-        ctx.settings.ws_max_topics,
-    )
+    return await ctx.session.subscribe(list(req.data["topics"]), dict(req.data.get("since") or {}))
 
 
 @router.package(
@@ -134,9 +124,9 @@ async def subscribe(req: Request, ctx: Context) -> dict[str, Any]:
 )
 async def unsubscribe(req: Request, ctx: Context) -> dict[str, Any]:
     """Stop receiving topics."""
-    if ctx.conn is None:
+    if ctx.session is None:
         raise InvalidData("UNSUBSCRIBE needs a connection")
-    return await subscriptions.unsubscribe(ctx.conn, ctx.services.broker, list(req.data["topics"]))
+    return await ctx.session.unsubscribe(list(req.data["topics"]))
 
 
 @router.package(

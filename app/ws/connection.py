@@ -1,9 +1,14 @@
-"""One WebSocket connection: bounded send queue, writer task, auth timers.
+"""One WebSocket connection: bounded send queue, writer task, auth timers, its session.
 
 Responses and events share one queue, bounded by message count and bytes
 (``WS_SEND_QUEUE_MAX`` / ``WS_SEND_QUEUE_BYTES``). ``enqueue`` never blocks or
 awaits — a broadcast to 5,000 connections is 5,000 appends — and a connection
 whose queue overflows is closed with 4009 without slowing anyone else.
+
+A connection is also the :class:`app.session.Session` its requests' handlers
+see: its identity, :meth:`Connection.apply_identity` (the one way an identity
+is replaced, for AUTH_REFRESH and for a role change from the hub) and the
+subscriptions of ``app.ws.subscriptions``.
 """
 
 from __future__ import annotations
@@ -14,15 +19,19 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
 from app import metrics
 from app.auth.identity import Identity
-from app.protocol import CloseCode, PkgID
+from app.protocol import CloseCode, encode_auth_expiring, encode_role_changed
+from app.ws import subscriptions as subs
 
 if TYPE_CHECKING:
+    from app.broker.base import Broker
+    from app.rbac import Policy
     from app.settings import Settings
 
 log = logging.getLogger("watchpost.ws")
@@ -36,10 +45,12 @@ _INSTANCE = secrets.token_hex(3)
 class Connection:
     __slots__ = (
         "_auth_timers",
+        "_broker",
         "_closing",
         "_deadline_sweep",
         "_flushed",
         "_loop",
+        "_policy",
         "_queue",
         "_queued_bytes",
         "_waiter",
@@ -60,10 +71,14 @@ class Connection:
         "ws",
     )
 
-    def __init__(self, ws: WebSocket, identity: Identity, settings: Settings) -> None:
+    def __init__(
+        self, ws: WebSocket, identity: Identity, settings: Settings, broker: Broker, policy: Policy
+    ) -> None:
         self.ws = ws
         self.identity = identity
         self.settings = settings
+        self._broker = broker
+        self._policy = policy
         self.conn_id = f"c{next(_ids)}.{_INSTANCE}"
         client = ws.client
         self.client_addr = client.host if client else None
@@ -269,13 +284,35 @@ class Connection:
         self._auth_timers.clear()
 
     def _send_expiring(self) -> None:
-        from app.protocol import encode_response
+        now = time.time()
+        self.enqueue(encode_auth_expiring(self.identity.expires_at or now, now))
 
-        expires_at = self.identity.expires_at or time.time()
-        frame = encode_response(
-            PkgID.EVENT_AUTH_EXPIRING,
-            None,
-            0,
-            {"expires_at": expires_at, "expires_in": max(0.0, round(expires_at - time.time(), 3))},
+    # ----- the session its handlers see (app.session.Session)
+    def apply_identity(self, identity: Identity, *, announce: bool = False) -> Coroutine[Any, Any, list[str]]:
+        """Replace the identity now; the returned coroutine drops the topics it may not read.
+
+        The swap happens before this returns: a request read after it, or the next
+        role change from the hub, sees the new role. The expiry timers follow a
+        new expiry (a role change keeps the token, and its 904 is not sent twice).
+        With ``announce`` (a change nobody on this connection asked for: the
+        hub's role change) the client is told with EVENT_ROLE_CHANGED (905) once
+        the topics are dropped; AUTH_REFRESH answers with them itself.
+        """
+        old, self.identity = self.identity, identity
+        if identity.expires_at != old.expires_at:
+            self.arm_auth_timers()
+        return self._settle_identity(announce)
+
+    async def _settle_identity(self, announce: bool) -> list[str]:
+        dropped = await subs.drop_unpermitted(self, self._broker, self._policy)
+        if announce:
+            self.enqueue(encode_role_changed(self.identity.role, dropped))
+        return dropped
+
+    async def subscribe(self, topics: list[str], since: dict[str, int]) -> dict[str, Any]:
+        return await subs.subscribe(
+            self, self._broker, self._policy, topics, since, self.settings.ws_max_topics
         )
-        self.enqueue(frame)
+
+    async def unsubscribe(self, topics: list[str]) -> dict[str, Any]:
+        return await subs.unsubscribe(self, self._broker, topics)

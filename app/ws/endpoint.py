@@ -72,7 +72,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.close(code=close_code, reason=reason[:120])
         return
     metrics.AUTH_ATTEMPTS.labels(status="success").inc()
-    conn = Connection(ws, identity, settings)
+    conn = Connection(ws, identity, settings, services.broker, services.policy)
     limiter = services.limiter
     if settings.rate_limit_enabled and not await limiter.acquire_connection(identity.limit_key, conn.conn_id):
         metrics.WS_CONNECTIONS.labels(status="rejected_limit").inc()
@@ -169,7 +169,7 @@ async def _handle(conn: Connection, services: Services, req: Request) -> None:
         identity=conn.identity,
         pkg_id=req.pkg_id,
         req_id=req.req_id,
-        conn=conn,
+        session=conn,
         client_addr=conn.client_addr,
     )
     started = time.perf_counter()

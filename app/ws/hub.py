@@ -16,9 +16,8 @@ from app.auth.identity import Identity
 from app.broker.base import Broker
 from app.control import ControlMessage, MemberRoleChanged, RevokeMembership, RevokeSession, RevokeToken
 from app.events import CONTROL_TOPIC
-from app.protocol import CloseCode, PkgID, encode_response
+from app.protocol import CloseCode
 from app.rbac import Policy
-from app.ws import subscriptions
 from app.ws.connection import Connection
 
 log = logging.getLogger("watchpost.hub")
@@ -30,7 +29,7 @@ class Hub:
         self.policy = policy
         self.connections: set[Connection] = set()
         #: Role changes being applied (kept so the tasks are not collected mid-way).
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[list[str]]] = set()
         #: True once shutdown began: new handshakes are refused, readiness is 503.
         self.draining = False
 
@@ -88,7 +87,8 @@ class Hub:
 
         An API token of that member gets the lower of the role it was issued with
         and the new one (as when it connects). Topics the new role may not read
-        are dropped, and each socket is told with EVENT_ROLE_CHANGED.
+        are dropped, and each socket is told with EVENT_ROLE_CHANGED
+        (``Connection.apply_identity``, the path AUTH_REFRESH takes too).
         """
         if message.role not in self.policy.roles:
             return
@@ -104,22 +104,12 @@ class Hub:
             if ident.role == role:
                 continue
             log.info("%s (%s): role %s -> %s", conn.conn_id, ident.username, ident.role, role)
-            conn.identity = dataclasses.replace(ident, role=role)
-            task = asyncio.get_running_loop().create_task(self._apply_role(conn))
+            # The swap happens now, so the next control message and the next request see the
+            # new role; dropping topics and telling the client run in a task.
+            settle = conn.apply_identity(dataclasses.replace(ident, role=role), announce=True)
+            task = asyncio.get_running_loop().create_task(settle)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    async def _apply_role(self, conn: Connection) -> None:
-        dropped = await subscriptions.drop_unpermitted(conn, self.broker, self.policy)
-        role = conn.identity.role
-        conn.enqueue(
-            encode_response(
-                PkgID.EVENT_ROLE_CHANGED,
-                None,
-                0,
-                {"roles": [role] if role else [], "dropped_topics": dropped},
-            )
-        )
 
     async def drain(self, timeout: float, batch: int = 500) -> None:
         """Graceful shutdown: stop taking requests, let in-flight ones answer, close with 1001.

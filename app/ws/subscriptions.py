@@ -12,14 +12,16 @@ its history read first, and only then do they all go live; if one fails
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import metrics
 from app.broker.base import Broker, BrokerUnavailable, HistoryResult
 from app.errors import InvalidData, PermissionDenied, Unavailable
 from app.events import scoped
 from app.rbac import Policy
-from app.ws.connection import Connection
+
+if TYPE_CHECKING:
+    from app.ws.connection import Connection
 
 #: ``since`` larger than any seq: asks the broker only for the current seq.
 _CURRENT = 2**62
@@ -179,8 +181,9 @@ async def unsubscribe(conn: Connection, broker: Broker, names: list[str]) -> dic
 async def drop_unpermitted(conn: Connection, broker: Broker, policy: Policy) -> list[str]:
     """Unsubscribe every topic the connection's current role may no longer read.
 
-    Called after AUTH_REFRESH swapped the identity (the new token's role can be
-    lower); returns the dropped topic names, in subscription order.
+    Called by ``Connection.apply_identity`` after the identity was swapped (a
+    refreshed token's role or a member's new role can be lower); returns the
+    dropped topic names, in subscription order.
     """
     dropped = []
     async with conn.sub_lock:  # after any SUBSCRIBE in progress, which checked the old role
