@@ -281,7 +281,7 @@ def test_refusal_lists_every_problem_at_once(pristine: Path, capsys: pytest.Capt
         ("token_rotate", "apitokens", 703),  # after the TOKEN_* family
         ("tenant_delete", "orgs", 714),  # after the TENANT_* family
         ("audit_export", "audit", 801),  # after the AUDIT_* family
-        ("group_list", "groups", 600),  # empty DESIGN.md range, by keyword
+        ("group_list", "groups", 600),  # empty package-id block, by keyword
         ("device_list", "system", 7),  # after the module's highest id
     ],
 )
@@ -302,7 +302,7 @@ def test_interactive_prompts_fill_missing_arguments_with_defaults(pristine: Path
     args = scaffold._parse_args(["--root", str(pristine)])
     scaffold._complete_interactively(args, ask)
     assert (args.name, args.module, args.role, args.pkg_id) == ("group_list", "groups", "viewer", "600")
-    assert prompts[-1] == "pkg_id (the 600-699 range of 'groups' (DESIGN.md §2)) [600]: "
+    assert prompts[-1] == "pkg_id (the 600-699 range of 'groups' (docs/protocol.md)) [600]: "
     planned = scaffold.plan(
         pristine, name=args.name, module=args.module, role=args.role, pkg_id=int(args.pkg_id)
     )

@@ -44,7 +44,7 @@ def pkgid_members(protocol_source: str) -> dict[str, int]:
 def insert_pkgid_member(protocol_source: str, name: str, value: int) -> str:
     """Return ``protocol_source`` with ``NAME = value`` added to ``PkgID`` in numeric order.
 
-    Members are grouped by hundred-block (DESIGN.md §2 ranges) with a blank line
+    Members are grouped by hundred-block (the package-id blocks of docs/protocol.md) with a blank line
     between groups: the new member joins its block's group, or starts a new group
     in the right place when its block has no members yet.
     """

@@ -4,12 +4,12 @@ Read from the source text of ``app/protocol.py`` and ``actions.json`` (never by
 importing the app, so a half-finished tree can still be scaffolded into).
 
 The default ``pkg_id`` of a new package is the next free id, searched upward
-from a start point within one hundred-block of DESIGN.md §2, first match wins:
+from a start point within one hundred-block of docs/protocol.md ("Package ids"), first match wins:
 
 1. the module exists: after the highest id its handlers register;
 2. the name's first word names an existing family (``token_rotate`` → after
    the highest ``TOKEN_*`` id);
-3. the module or the name's first word is a DESIGN.md §2 range keyword
+3. the module or the name's first word is a package-id block keyword (docs/protocol.md)
    (``groups`` → 600-699, see :data:`RANGE_KEYWORDS`): from the block start;
 4. otherwise pass ``pkg_id`` explicitly.
 
@@ -27,7 +27,7 @@ from app.devtools import insertions
 
 MIN_ID, MAX_ID = 1, 899
 
-#: DESIGN.md §2 package-id ranges by the words that name them.
+#: Package-id blocks (docs/protocol.md, "Package ids") by the words that name them.
 RANGE_KEYWORDS: dict[int, tuple[str, ...]] = {
     0: ("session", "system"),
     100: ("monitor", "monitors"),
@@ -94,7 +94,7 @@ def _range_start(tree: Tree, name: str, module: str) -> tuple[int, int, str] | N
     for block, words in RANGE_KEYWORDS.items():
         for word in (module, name.split("_")[0]):
             if word in words:
-                return block, block, f"the {block}-{block + 99} range of {word!r} (DESIGN.md §2)"
+                return block, block, f"the {block}-{block + 99} range of {word!r} (docs/protocol.md)"
     return None
 
 
@@ -103,7 +103,8 @@ def default_pkg_id(tree: Tree, name: str, module: str) -> tuple[int | None, str]
     found = _range_start(tree, name, module)
     if found is None:
         return None, (
-            f"cannot tell which DESIGN.md §2 range module {module!r} / name {name!r} belongs to; "
+            f"cannot tell which package-id block (docs/protocol.md) module {module!r} / name {name!r} "
+            "belongs to; "
             f"pass pkg_id=<{MIN_ID}-{MAX_ID}>"
         )
     block, first, why = found

@@ -18,7 +18,7 @@ from typing import Any
 from app.protocol import PkgID
 from app.rbac import DEFAULT_PATH
 
-#: Ids from here up are server-to-client events (DESIGN.md §2): never handlers.
+#: Ids from here up are server-to-client events (docs/protocol.md, "Package ids"): never handlers.
 FIRST_EVENT_ID = 900
 
 

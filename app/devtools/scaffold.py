@@ -16,7 +16,7 @@ Everything is validated and rendered in memory first; any problem refuses the
 whole request with every reason at once and no file changed. The files are then
 written through temporary files renamed into place.
 
-Default ``pkg_id``: the next free id of the module's DESIGN.md §2 range; the
+Default ``pkg_id``: the next free id of the module's package-id block (docs/protocol.md); the
 rule is in :mod:`app.devtools.pkg_ids`.
 """
 
