@@ -111,14 +111,21 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         log.info("disconnected %s", conn.conn_id)
 
 
+#: Frames a client may send while rate limited (each answered 7) before it is closed
+#: with 1008: past this point it is not backing off, and answering costs us work.
+LIMITED_FRAMES_BEFORE_CLOSE = 100
+
+
 async def _read_loop(conn: Connection, services: Services) -> None:
     settings = services.settings
     receive = conn.ws.receive
     limiter = services.limiter
     rate_limit = settings.rate_limit_enabled
     max_frame = settings.ws_max_frame_bytes
+    max_depth = settings.ws_max_json_depth
     loop = asyncio.get_running_loop()
     handler_timeout = settings.ws_handler_timeout
+    limited_in_a_row = 0
     while True:
         message = await receive()
         mtype = message["type"]
@@ -132,13 +139,28 @@ async def _read_loop(conn: Connection, services: Services) -> None:
             # uvicorn enforces ws_max_size first; this guards other servers.
             await conn.close(CloseCode.MESSAGE_TOO_BIG, f"frame larger than {max_frame} bytes")
             return
+        # Every frame counts, malformed or not: answering a bad frame costs as much as
+        # a PING, so a flood of garbage must meet the same limit as a flood of requests.
+        retry = await limiter.hit_message(conn.identity.limit_key) if rate_limit else None
         try:
-            req = decode_request(frame)
+            req = decode_request(frame, max_depth)
         except FrameError as exc:
+            if retry is not None:
+                limited_in_a_row += 1
+                if await _limited(conn, exc.pkg_id, exc.req_id, retry, limited_in_a_row):
+                    return
+                continue
+            limited_in_a_row = 0
             conn.enqueue(exc.to_response())
             continue
         if conn.closed:
             return
+        if retry is not None:
+            limited_in_a_row += 1
+            if await _limited(conn, req.pkg_id, req.req_id, retry, limited_in_a_row):
+                return
+            continue
+        limited_in_a_row = 0
         if conn.draining:
             conn.enqueue(
                 encode_response(
@@ -146,21 +168,37 @@ async def _read_loop(conn: Connection, services: Services) -> None:
                 )
             )
             continue
-        if rate_limit:
-            retry = await limiter.hit_message(conn.identity.limit_key)
-            if retry is not None:
-                metrics.RATE_LIMIT_HITS.labels(limit_type="messages").inc()
-                conn.enqueue(
-                    encode_response(
-                        req.pkg_id,
-                        req.req_id,
-                        RSPCode.RATE_LIMITED,
-                        {"msg": f"message rate limit exceeded; retry in {retry} ms", "retry_after_ms": retry},
-                    )
-                )
-                continue
         await conn.in_flight.acquire()
         conn.track(loop.create_task(_handle(conn, services, req)), handler_timeout)
+
+
+async def _limited(
+    conn: Connection, pkg_id: int | None, req_id: str | None, retry: int, in_a_row: int
+) -> bool:
+    """Answer one rate-limited frame; True when the connection was closed for flooding."""
+    metrics.RATE_LIMIT_HITS.labels(limit_type="messages").inc()
+    if in_a_row > LIMITED_FRAMES_BEFORE_CLOSE:
+        log.warning(
+            "closing %s (%s): %d frames in a row while rate limited",
+            conn.conn_id,
+            conn.identity.username,
+            in_a_row,
+        )
+        await conn.wait_flushed(1.0)  # the 7 answers already queued go out before the close
+        await conn.close(
+            CloseCode.POLICY_VIOLATION,
+            f"kept sending while rate limited ({LIMITED_FRAMES_BEFORE_CLOSE} frames); back off and reconnect",
+        )
+        return True
+    conn.enqueue(
+        encode_response(
+            pkg_id,
+            req_id,
+            RSPCode.RATE_LIMITED,
+            {"msg": f"message rate limit exceeded; retry in {retry} ms", "retry_after_ms": retry},
+        )
+    )
+    return False
 
 
 async def _handle(conn: Connection, services: Services, req: Request) -> None:
