@@ -111,9 +111,37 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         log.info("disconnected %s", conn.conn_id)
 
 
-#: Frames a client may send while rate limited (each answered 7) before it is closed
-#: with 1008: past this point it is not backing off, and answering costs us work.
+#: Frames a client may have answered 7 without pausing before it is closed with 1008,
+#: provided they keep coming after the first answer's retry_after_ms (at least
+#: LIMITED_PATIENCE_S): a client that pipelined a burst before seeing its first 7 (or
+#: met a fail-closed limiter during a Redis outage) is not flooding; one still sending
+#: after it was told to wait is, and answering it costs us work.
 LIMITED_FRAMES_BEFORE_CLOSE = 100
+LIMITED_PATIENCE_S = 1.0
+
+
+class _LimitedStreak:
+    """Frames answered 7 on one connection without a pause, and since when.
+
+    Frames let through in between (a token refilled) do not end the streak: a flood
+    meets one every 60 / WS_MESSAGE_RATE_LIMIT seconds. A pause longer than the
+    patience does: the client backed off.
+    """
+
+    __slots__ = ("count", "last", "patience", "since")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.since = self.last = self.patience = 0.0
+
+    def flooding(self, now: float, retry_ms: int) -> bool:
+        if self.count == 0 or now - self.last > self.patience:
+            self.count = 0
+            self.since = now
+            self.patience = max(retry_ms / 1000, LIMITED_PATIENCE_S)
+        self.count += 1
+        self.last = now
+        return self.count > LIMITED_FRAMES_BEFORE_CLOSE and now - self.since > self.patience
 
 
 async def _read_loop(conn: Connection, services: Services) -> None:
@@ -125,7 +153,7 @@ async def _read_loop(conn: Connection, services: Services) -> None:
     max_depth = settings.ws_max_json_depth
     loop = asyncio.get_running_loop()
     handler_timeout = settings.ws_handler_timeout
-    limited_in_a_row = 0
+    streak = _LimitedStreak()
     while True:
         message = await receive()
         mtype = message["type"]
@@ -146,21 +174,17 @@ async def _read_loop(conn: Connection, services: Services) -> None:
             req = decode_request(frame, max_depth)
         except FrameError as exc:
             if retry is not None:
-                limited_in_a_row += 1
-                if await _limited(conn, exc.pkg_id, exc.req_id, retry, limited_in_a_row):
+                if await _limited(conn, exc.pkg_id, exc.req_id, retry, streak, loop.time()):
                     return
                 continue
-            limited_in_a_row = 0
             conn.enqueue(exc.to_response())
             continue
         if conn.closed:
             return
         if retry is not None:
-            limited_in_a_row += 1
-            if await _limited(conn, req.pkg_id, req.req_id, retry, limited_in_a_row):
+            if await _limited(conn, req.pkg_id, req.req_id, retry, streak, loop.time()):
                 return
             continue
-        limited_in_a_row = 0
         if conn.draining:
             conn.enqueue(
                 encode_response(
@@ -173,21 +197,21 @@ async def _read_loop(conn: Connection, services: Services) -> None:
 
 
 async def _limited(
-    conn: Connection, pkg_id: int | None, req_id: str | None, retry: int, in_a_row: int
+    conn: Connection, pkg_id: int | None, req_id: str | None, retry: int, streak: _LimitedStreak, now: float
 ) -> bool:
     """Answer one rate-limited frame; True when the connection was closed for flooding."""
     metrics.RATE_LIMIT_HITS.labels(limit_type="messages").inc()
-    if in_a_row > LIMITED_FRAMES_BEFORE_CLOSE:
+    if streak.flooding(now, retry):
         log.warning(
             "closing %s (%s): %d frames in a row while rate limited",
             conn.conn_id,
             conn.identity.username,
-            in_a_row,
+            streak.count,
         )
         await conn.wait_flushed(1.0)  # the 7 answers already queued go out before the close
         await conn.close(
             CloseCode.POLICY_VIOLATION,
-            f"kept sending while rate limited ({LIMITED_FRAMES_BEFORE_CLOSE} frames); back off and reconnect",
+            f"kept sending while rate limited ({streak.count} frames); back off and reconnect",
         )
         return True
     conn.enqueue(
