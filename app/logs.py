@@ -3,6 +3,11 @@
 Secrets never reach a log line: the access log is ours (path without query
 string, so ``?token=`` is never written) and a filter masks anything that looks
 like a bearer token, API token or password field.
+
+One event is one line: text logs write control characters in the message as
+backslash escapes (a newline becomes the two characters backslash and n), so a
+value a client chose can never start a forged line; JSON logs are escaped by the
+encoder.
 """
 
 from __future__ import annotations
@@ -21,6 +26,27 @@ _SECRET_PATTERNS = [
 ]
 
 
+#: C0 and C1 controls, DEL and the Unicode line/paragraph separators.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    known = _ESCAPES.get(char)
+    if known is not None:
+        return known
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` on one line: control characters written as backslash escapes."""
+    if _UNSAFE.search(text) is None:
+        return text
+    return _UNSAFE.sub(_escape_char, text)
+
+
 def mask(text: str) -> str:
     for pattern, repl in _SECRET_PATTERNS:
         text = pattern.sub(repl, text)
@@ -34,6 +60,39 @@ class _MaskingFilter(logging.Filter):
         if masked != msg:
             record.msg, record.args = masked, None
         return True
+
+
+class _ClientFrameFilter(logging.Filter):
+    """uvicorn logs a text frame that is not UTF-8 as an ERROR with a traceback.
+
+    It is the client's fault and the connection is already closed with 1007
+    (RFC 6455): one warning line says so, no traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.error" and str(record.msg).startswith("Invalid UTF-8"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = (
+                "client sent a text frame that is not valid UTF-8; closed with 1007",
+                None,
+            )
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, with the message escaped onto one line (tracebacks stay as they are)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        safe = escape(message)
+        if safe is message:
+            return super().formatMessage(record)
+        record.message = safe
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,9 +117,10 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
+    handler.addFilter(_ClientFrameFilter())
     handler.addFilter(_MaskingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

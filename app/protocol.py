@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,9 @@ class RSPCode(enum.IntEnum):
 class CloseCode(enum.IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
+    #: A text frame that is not UTF-8 (RFC 6455); sent by the WebSocket layer itself.
+    INVALID_PAYLOAD = 1007
+    POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
@@ -132,23 +135,39 @@ class FrameError(Exception):
         return encode_response(self.pkg_id, self.req_id, RSPCode.INVALID_DATA, {"msg": self.msg})
 
 
+#: The canonical text form only: uuid.UUID() would also take ``urn:uuid:``, braces, no
+#: hyphens and (through int()) surrounding whitespace, so a newline could reach a log line.
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+#: Default for ``decode_request``'s ``max_depth`` (Settings.ws_max_json_depth).
+MAX_JSON_DEPTH = 32
+#: C0 controls and DEL, except tab, newline and carriage return (free text keeps them).
+#: PostgreSQL cannot store NUL in text (the insert fails) and the others only ever
+#: serve to forge log lines or hide text from people reading it.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: orjson refuses raw C0 bytes inside strings, so a control character can only arrive
+#: as an escape (\u0000, \b, \f: all start with a backslash) or as a raw DEL; a frame
+#: with neither (nearly all of them) skips the string walk.
+#: How much of one client-chosen key a message quotes.
+_KEY_SHOWN = 40
+_PATH_SHOWN = 200
 
 
 def _valid_req_id(value: object) -> str | None:
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    if _CANONICAL_UUID.fullmatch(value):  # the usual form; ~4x cheaper than uuid.UUID()
+    if type(value) is str and len(value) == 36 and _CANONICAL_UUID.fullmatch(value):
         return value
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return None
-    return value
+    return None
 
 
-def decode_request(frame: str | bytes) -> Request:
-    """Parse and check one envelope by hand (no schema pass on the hot path)."""
+def decode_request(frame: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Request:
+    """Parse and check one envelope by hand (no schema pass on the hot path).
+
+    ``data`` may nest objects and arrays at most ``max_depth`` levels (``data``
+    itself is level 1), and no string in it, value or key, may hold a control
+    character other than tab, newline and carriage return. Both are refused
+    here, before any schema or handler sees the data: a schema library or a
+    database would otherwise meet them first (RecursionError, NUL in text).
+    """
     try:
         obj = orjson.loads(frame)
     except orjson.JSONDecodeError:
@@ -159,7 +178,7 @@ def decode_request(frame: str | bytes) -> Request:
     pkg_id = raw_pkg if type(raw_pkg) is int else None
     req_id = _valid_req_id(obj.get("req_id"))
     if req_id is None:
-        raise FrameError("req_id must be a UUID string", pkg_id=pkg_id)
+        raise FrameError("req_id must be a UUID in its canonical form (8-4-4-4-12 hex digits)", pkg_id=pkg_id)
     if pkg_id is None:
         raise FrameError("pkg_id must be an integer", req_id=req_id)
     data = obj.get("data")
@@ -167,7 +186,88 @@ def decode_request(frame: str | bytes) -> Request:
         data = {}
     elif not isinstance(data, dict):
         raise FrameError("data must be a JSON object", req_id=req_id, pkg_id=pkg_id)
+    elif data:
+        # Fast paths keep PING as cheap as before: the envelope itself is one "{", so a
+        # frame with at most max_depth + 1 brackets in all cannot nest data too deep.
+        if isinstance(frame, str):
+            deep = frame.count("{") + frame.count("[") > max_depth + 1
+            text = "\\" in frame or "\x7f" in frame
+        else:
+            deep = frame.count(b"{") + frame.count(b"[") > max_depth + 1
+            text = b"\\" in frame or b"\x7f" in frame
+        if deep or text:
+            problem = _data_problem(data, max_depth if deep else 0, text)
+            if problem is not None:
+                raise FrameError(problem, req_id=req_id, pkg_id=pkg_id)
     return Request(pkg_id=pkg_id, req_id=req_id, data=data)
+
+
+#: A path as a linked list (parent, key): building one per container costs O(1).
+_Path = tuple[Any, Any] | None
+
+
+def _data_problem(data: dict[str, Any], max_depth: int, check_text: bool) -> str | None:
+    """The first nesting or control-character problem in ``data``, or None.
+
+    Iterative (a recursive walk would itself hit the recursion limit); ``max_depth``
+    0 skips the depth check.
+    """
+    stack: list[tuple[Any, int, _Path]] = [(data, 1, None)]
+    control = _CONTROL.search
+    while stack:
+        value, depth, path = stack.pop()
+        pairs: Iterable[tuple[Any, Any]]
+        if type(value) is dict:
+            if check_text:
+                for key in value:
+                    found = control(key)
+                    if found is not None:
+                        return (
+                            f"{_render(path)}: control character {_codepoint(found.group())} in key "
+                            f"{_shown(key)} is not allowed; remove it"
+                        )
+            pairs = value.items()
+        else:
+            pairs = enumerate(value)
+        for key, child in pairs:
+            kind = type(child)
+            if kind is str:
+                if check_text:
+                    found = control(child)
+                    if found is not None:
+                        return (
+                            f"{_render((path, key))}: control character {_codepoint(found.group())} "
+                            "is not allowed (only tab, newline and carriage return are); remove it"
+                        )
+            elif kind is dict or kind is list:
+                if max_depth and depth >= max_depth:
+                    return (
+                        f"{_render((path, key))}: nested deeper than {max_depth} levels "
+                        "(objects and arrays inside data); send flatter data"
+                    )
+                stack.append((child, depth + 1, (path, key)))
+    return None
+
+
+def _codepoint(char: str) -> str:
+    return f"U+{ord(char):04X}"
+
+
+def _shown(key: str) -> str:
+    """A client's key, safe to echo: controls escaped, length capped."""
+    text = key[:_KEY_SHOWN].encode("unicode_escape").decode("ascii")
+    return "'" + text + ("..." if len(key) > _KEY_SHOWN else "") + "'"
+
+
+def _render(path: _Path) -> str:
+    keys: list[str] = []
+    while path is not None:
+        path, key = path
+        keys.append(
+            key[:_KEY_SHOWN].encode("unicode_escape").decode("ascii") if type(key) is str else str(key)
+        )
+    text = ".".join(["data", *reversed(keys)])
+    return text if len(text) <= _PATH_SHOWN else text[:_PATH_SHOWN] + "..."
 
 
 def encode_response(

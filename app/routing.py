@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
 
 from app.errors import WatchpostError
 from app.ids import ID, MAX_ID, VERSION
 from app.protocol import PkgID, Request, RSPCode, encode_response
+from app.schema_errors import BoundedValidator, schema_errors
 from app.storage.pagination import Page
 
 if TYPE_CHECKING:
@@ -218,16 +218,17 @@ class SchemaCheck:
 
     def __init__(self, schema: dict[str, Any]) -> None:
         Draft202012Validator.check_schema(schema)
-        self.validator = Draft202012Validator(schema)
+        # Draft 2020-12 with bounded error reports (see app.schema_errors).
+        self.validator = BoundedValidator(schema)
         # use_default=False: validation must never change the request's data.
         self.fast: Callable[[Any], Any] = fastjsonschema.compile(schema, use_default=False)
 
     def errors(self, data: Any) -> list[dict[str, str]]:
-        """[] when ``data`` is valid; else up to 20 ``{"path", "msg"}`` errors."""
+        """[] when ``data`` is valid; else up to 5 ``{"path", "msg"}`` errors."""
         try:
             self.fast(data)
         except fastjsonschema.JsonSchemaException:
-            return _schema_errors(self.validator, data)
+            return schema_errors(self.validator, data)
         return []
 
 
@@ -235,16 +236,3 @@ def _compile(schema: dict[str, Any] | None) -> SchemaCheck | None:
     if not schema or schema == {"type": "object"}:
         return None
     return SchemaCheck(schema)
-
-
-def _schema_errors(validator: Draft202012Validator, data: Any) -> list[dict[str, str]]:
-    errors: list[ValidationError] = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-    out = []
-    for err in errors[:20]:
-        path = ".".join(str(p) for p in err.absolute_path)
-        if err.validator == "additionalProperties" or err.validator == "required":
-            msg = err.message
-        else:
-            msg = f"{path or 'data'}: {err.message}"
-        out.append({"path": path, "msg": msg})
-    return out

@@ -17,6 +17,9 @@ router = PackageRouter()
 _SEQ = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 
 _TOPIC = {"type": "string", "minLength": 1, "maxLength": 64}
+#: Topic lists and ``since`` maps hold at most WS_MAX_TOPICS' default; the handler applies
+#: the configured value, the schema keeps a rejection's cost small.
+_MAX_TOPICS = 100
 
 
 @router.package(PkgID.PING, response_example={"pong": True, "server_time": 1764000000.0})
@@ -100,9 +103,11 @@ async def auth_refresh(req: Request, ctx: Context) -> dict[str, Any]:
     PkgID.SUBSCRIBE,
     schema=obj(
         {
-            "topics": {"type": "array", "items": _TOPIC, "minItems": 1, "maxItems": 100},
+            "topics": {"type": "array", "items": _TOPIC, "minItems": 1, "maxItems": _MAX_TOPICS},
             "since": {
                 "type": "object",
+                "maxProperties": _MAX_TOPICS,
+                "propertyNames": _TOPIC,
                 "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
             },
         },
@@ -119,7 +124,9 @@ async def subscribe(req: Request, ctx: Context) -> dict[str, Any]:
 
 @router.package(
     PkgID.UNSUBSCRIBE,
-    schema=obj({"topics": {"type": "array", "items": _TOPIC, "minItems": 1, "maxItems": 100}}, ["topics"]),
+    schema=obj(
+        {"topics": {"type": "array", "items": _TOPIC, "minItems": 1, "maxItems": _MAX_TOPICS}}, ["topics"]
+    ),
     response_example={"unsubscribed": ["monitors"]},
 )
 async def unsubscribe(req: Request, ctx: Context) -> dict[str, Any]:

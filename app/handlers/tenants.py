@@ -27,7 +27,7 @@ from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
 router = PackageRouter()
 
-_SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}
+_SLUG = {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 200}
 _ROLE = {"type": "string", "minLength": 1, "maxLength": 32}
 #: A quota override; null goes back to the setting.

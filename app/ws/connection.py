@@ -255,8 +255,11 @@ class Connection:
         self.cancel_auth_timers()
         self._wake()
         if self._closing is not None and not self._closing.done():
-            # Returning first would let the server close with 1000 instead of our code.
-            await asyncio.wait({self._closing}, timeout=1.0)
+            # Returning first would let the server close with 1000 instead of our code, and a
+            # slow consumer's close frame waits behind everything it has not read yet: give it
+            # WS_CLOSE_GRACE seconds to drain so a client that resumes reading sees 4009, not
+            # a reset. Past the grace the connection is aborted.
+            await asyncio.wait({self._closing}, timeout=self.settings.ws_close_grace)
         if self._writer is not None:
             self._writer.cancel()
             try:

@@ -111,14 +111,49 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         log.info("disconnected %s", conn.conn_id)
 
 
+#: Frames a client may have answered 7 without pausing before it is closed with 1008,
+#: provided they keep coming after the first answer's retry_after_ms (at least
+#: LIMITED_PATIENCE_S): a client that pipelined a burst before seeing its first 7 (or
+#: met a fail-closed limiter during a Redis outage) is not flooding; one still sending
+#: after it was told to wait is, and answering it costs us work.
+LIMITED_FRAMES_BEFORE_CLOSE = 100
+LIMITED_PATIENCE_S = 1.0
+
+
+class _LimitedStreak:
+    """Frames answered 7 on one connection without a pause, and since when.
+
+    Frames let through in between (a token refilled) do not end the streak: a flood
+    meets one every 60 / WS_MESSAGE_RATE_LIMIT seconds. A pause longer than the
+    patience does: the client backed off.
+    """
+
+    __slots__ = ("count", "last", "patience", "since")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.since = self.last = self.patience = 0.0
+
+    def flooding(self, now: float, retry_ms: int) -> bool:
+        if self.count == 0 or now - self.last > self.patience:
+            self.count = 0
+            self.since = now
+            self.patience = max(retry_ms / 1000, LIMITED_PATIENCE_S)
+        self.count += 1
+        self.last = now
+        return self.count > LIMITED_FRAMES_BEFORE_CLOSE and now - self.since > self.patience
+
+
 async def _read_loop(conn: Connection, services: Services) -> None:
     settings = services.settings
     receive = conn.ws.receive
     limiter = services.limiter
     rate_limit = settings.rate_limit_enabled
     max_frame = settings.ws_max_frame_bytes
+    max_depth = settings.ws_max_json_depth
     loop = asyncio.get_running_loop()
     handler_timeout = settings.ws_handler_timeout
+    streak = _LimitedStreak()
     while True:
         message = await receive()
         mtype = message["type"]
@@ -132,13 +167,24 @@ async def _read_loop(conn: Connection, services: Services) -> None:
             # uvicorn enforces ws_max_size first; this guards other servers.
             await conn.close(CloseCode.MESSAGE_TOO_BIG, f"frame larger than {max_frame} bytes")
             return
+        # Every frame counts, malformed or not: answering a bad frame costs as much as
+        # a PING, so a flood of garbage must meet the same limit as a flood of requests.
+        retry = await limiter.hit_message(conn.identity.limit_key) if rate_limit else None
         try:
-            req = decode_request(frame)
+            req = decode_request(frame, max_depth)
         except FrameError as exc:
+            if retry is not None:
+                if await _limited(conn, exc.pkg_id, exc.req_id, retry, streak, loop.time()):
+                    return
+                continue
             conn.enqueue(exc.to_response())
             continue
         if conn.closed:
             return
+        if retry is not None:
+            if await _limited(conn, req.pkg_id, req.req_id, retry, streak, loop.time()):
+                return
+            continue
         if conn.draining:
             conn.enqueue(
                 encode_response(
@@ -146,21 +192,37 @@ async def _read_loop(conn: Connection, services: Services) -> None:
                 )
             )
             continue
-        if rate_limit:
-            retry = await limiter.hit_message(conn.identity.limit_key)
-            if retry is not None:
-                metrics.RATE_LIMIT_HITS.labels(limit_type="messages").inc()
-                conn.enqueue(
-                    encode_response(
-                        req.pkg_id,
-                        req.req_id,
-                        RSPCode.RATE_LIMITED,
-                        {"msg": f"message rate limit exceeded; retry in {retry} ms", "retry_after_ms": retry},
-                    )
-                )
-                continue
         await conn.in_flight.acquire()
         conn.track(loop.create_task(_handle(conn, services, req)), handler_timeout)
+
+
+async def _limited(
+    conn: Connection, pkg_id: int | None, req_id: str | None, retry: int, streak: _LimitedStreak, now: float
+) -> bool:
+    """Answer one rate-limited frame; True when the connection was closed for flooding."""
+    metrics.RATE_LIMIT_HITS.labels(limit_type="messages").inc()
+    if streak.flooding(now, retry):
+        log.warning(
+            "closing %s (%s): %d frames in a row while rate limited",
+            conn.conn_id,
+            conn.identity.username,
+            streak.count,
+        )
+        await conn.wait_flushed(1.0)  # the 7 answers already queued go out before the close
+        await conn.close(
+            CloseCode.POLICY_VIOLATION,
+            f"kept sending while rate limited ({streak.count} frames); back off and reconnect",
+        )
+        return True
+    conn.enqueue(
+        encode_response(
+            pkg_id,
+            req_id,
+            RSPCode.RATE_LIMITED,
+            {"msg": f"message rate limit exceeded; retry in {retry} ms", "retry_after_ms": retry},
+        )
+    )
+    return False
 
 
 async def _handle(conn: Connection, services: Services, req: Request) -> None:

@@ -19,7 +19,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(("models", "storage"), 1),
     **dict.fromkeys(("broker", "limits", "events", "control", "egress", "rbac", "quotas"), 2),
     **dict.fromkeys(("auth", "monitoring", "alerting"), 3),
-    **dict.fromkeys(("context", "session", "routing", "handlers"), 4),
+    **dict.fromkeys(("context", "session", "routing", "schema_errors", "handlers"), 4),
     **dict.fromkeys(("ws", "http", "http_body", "forwarded"), 5),
     **dict.fromkeys(("", "bootstrap", "cli", "__main__"), 6),
 }

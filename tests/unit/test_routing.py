@@ -20,6 +20,7 @@ from app.models.audit import AuditEntry
 from app.protocol import Request, RSPCode
 from app.rbac import Policy, load_policy
 from app.routing import PackageRouter, obj
+from app.schema_errors import MAX_ERRORS
 from app.storage.pagination import Page
 from tests.unit.fakes import FakeServices, context, identity, router_with
 
@@ -174,7 +175,7 @@ async def test_schema_errors_are_2_and_the_list_is_bounded() -> None:
 
     wide = await _dispatch(services, WIDE, {})
     assert wide["status_code"] == RSPCode.INVALID_DATA
-    assert len(wide["data"]["errors"]) == 20 < WIDE_FIELDS, "the answer never grows with the mistakes"
+    assert len(wide["data"]["errors"]) == MAX_ERRORS < WIDE_FIELDS, "the answer never grows with the mistakes"
     assert wide["data"]["msg"] == "invalid data for WIDE: 'f00' is a required property"
     assert calls == []
 

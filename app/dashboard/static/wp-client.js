@@ -79,6 +79,8 @@ export const RSP = Object.freeze({
 export const Close = Object.freeze({
   NORMAL: 1000,
   GOING_AWAY: 1001,
+  INVALID_PAYLOAD: 1007,
+  POLICY_VIOLATION: 1008,
   MESSAGE_TOO_BIG: 1009,
   INTERNAL_ERROR: 1011,
   TRY_AGAIN_LATER: 1013,
