@@ -83,7 +83,8 @@ class _LostRace(Exception):
             "push_token": {"type": "string", "minLength": 8, "maxLength": 64},
             "status": {"enum": ["up", "down"]},
             "msg": {"type": "string", "maxLength": 300},
-            "latency_ms": {"type": ["number", "null"], "minimum": 0},
+            # A day in milliseconds: anything larger is a client bug, not a latency to average.
+            "latency_ms": {"type": ["number", "null"], "minimum": 0, "maximum": 86_400_000},
         },
         ["push_token"],
     ),

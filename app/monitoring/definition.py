@@ -45,7 +45,7 @@ MONITOR_FIELDS_SCHEMA: dict[str, Any] = {
     # keeps numbers within what the database can hold.
     "port": {"type": ["integer", "null"], "maximum": MAX_ID},
     "interval": {"type": "integer", "maximum": MAX_ID},
-    "timeout": {"type": "number"},
+    "timeout": {"type": "number", "maximum": MAX_INTERVAL},
     "fail_threshold": {"type": "integer", "minimum": 1, "maximum": 100},
     "recover_threshold": {"type": "integer", "minimum": 1, "maximum": 100},
     "grace": {"type": "integer", "minimum": 0, "maximum": MAX_INTERVAL},

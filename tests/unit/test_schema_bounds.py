@@ -1,9 +1,11 @@
-"""Every registered package schema bounds its arrays and strings.
+"""Every registered package schema bounds its arrays, strings, maps and numbers.
 
 Rejecting data costs work proportional to what the schema lets through before
 it says no; a bound on every array (``maxItems``), every string (``maxLength``,
 unless an ``enum``/``const`` fixes the value) and every open-ended map
-(``maxProperties``) keeps that work small whatever the client sends. A new
+(``maxProperties``) keeps that work small whatever the client sends; every
+number has a ``maximum``, so nothing the database or a statistic cannot hold
+gets past the schema. A new
 package without bounds fails here.
 """
 
@@ -44,6 +46,8 @@ def unbounded(schema: dict[str, Any], root: str) -> list[str]:
             problems.append(f"{path}: array without maxItems")
         if "string" in types and "maxLength" not in node and "enum" not in node and "const" not in node:
             problems.append(f"{path}: string without maxLength")
+        if types & {"integer", "number"} and "maximum" not in node and "enum" not in node:
+            problems.append(f"{path}: number without maximum")
         open_map = "object" in types and isinstance(node.get("additionalProperties"), dict)
         if open_map and "maxProperties" not in node:
             problems.append(f"{path}: open map without maxProperties")
@@ -73,6 +77,7 @@ def test_the_walk_finds_nested_gaps() -> None:
         "T.a.<items>: string without maxLength",
         "T.b.<oneOf[0]>: array without maxItems",
         "T.c: open map without maxProperties",
+        "T.c.<additionalProperties>: number without maximum",
     ]
 
 
