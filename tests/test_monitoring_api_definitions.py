@@ -33,7 +33,9 @@ def errors_of(resp: dict[str, Any]) -> dict[str, str]:
     [
         ("http://host.example/x\r\nX-Injected: 1", "url: must not contain spaces or control characters"),
         ("http://host.example/a\tb", "url: must not contain spaces or control characters"),
-        ("http://host.example/\x7f", "url: must not contain spaces or control characters"),
+        # DEL and the other C0 controls are refused by the frame decoder first (tests/unit/test_edge_frames.py);
+        # C1 controls pass the decoder and stop here.
+        ("http://host.example/\x85", "url: must not contain spaces or control characters"),
         ("http://[::1/", "url: "),
         ("http://[fe80::1%25eth0]/", "url: "),
         ("gopher://host.example/", "url: must be an absolute http:// or https:// URL"),
@@ -116,7 +118,9 @@ async def test_check_timeout_max_caps_a_monitor_timeout(server: ServerProcess) -
         m = await ok(ws, PkgID.MONITOR_CREATE, http("https://a.example/", interval=600, timeout=60))
         resp = await call(ws, PkgID.MONITOR_UPDATE, {"id": m["id"], "version": m["version"], "timeout": 61})
         assert "timeout (61 s) is above the largest allowed (60 s" in errors_of(resp)["timeout"]
-        resp = await call(ws, PkgID.MONITOR_CHECK_NOW, {"monitor": http("https://a.example/", timeout=1e9)})
+        resp = await call(
+            ws, PkgID.MONITOR_CHECK_NOW, {"monitor": http("https://a.example/", interval=86400, timeout=3600)}
+        )
         assert "CHECK_TIMEOUT_MAX" in errors_of(resp)["timeout"]
 
 
