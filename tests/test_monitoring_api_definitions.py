@@ -33,7 +33,7 @@ def errors_of(resp: dict[str, Any]) -> dict[str, str]:
     [
         ("http://host.example/x\r\nX-Injected: 1", "url: must not contain spaces or control characters"),
         ("http://host.example/a\tb", "url: must not contain spaces or control characters"),
-        # DEL and the other C0 controls are refused by the frame decoder first (tests/unit/test_edge_frames.py);
+        # DEL and the other C0 controls stop at the frame decoder (tests/unit/test_edge_frames.py);
         # C1 controls pass the decoder and stop here.
         ("http://host.example/\x85", "url: must not contain spaces or control characters"),
         ("http://[::1/", "url: "),
