@@ -142,6 +142,8 @@ class RedisLimiter(Limiter):
         connection_ttl: float = 60.0,
         retry_interval: float = 1.0,
         socket_timeout: float = 1.0,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
         on_redis_error: Callable[[str], None] | None = None,
     ) -> None:
         if min(message_rate_per_minute, max_connections_per_user, http_per_minute, http_burst) < 1:
@@ -164,14 +166,20 @@ class RedisLimiter(Limiter):
         self.redis_errors = 0
         #: Message-budget reservations made (round trips on the message path).
         self.reservations = 0
-        self._redis = aioredis.Redis.from_url(
+        # Blocking: a burst of connects or first messages (a reconnect storm) queues
+        # for a pooled connection, bounded by pool_timeout, instead of failing with
+        # "Too many connections" and being counted as a Redis outage.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=pool_timeout,
             decode_responses=True,
             socket_connect_timeout=socket_timeout,
             socket_timeout=socket_timeout,
             # One immediate retry covers a pooled connection Redis closed while idle.
             retry=Retry(NoBackoff(), 1),
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._bucket = self._redis.register_script(_BUCKET_LUA)
         self._acquire = self._redis.register_script(_ACQUIRE_LUA)
         self._refresh = self._redis.register_script(_REFRESH_LUA)
