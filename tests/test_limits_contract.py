@@ -226,3 +226,21 @@ async def test_after_a_failure_redis_is_skipped_for_the_retry_interval(redis_pre
         assert limiter.redis_errors == 1
     finally:
         await limiter.close()
+
+
+async def test_a_connect_storm_beyond_the_pool_waits_instead_of_failing_open(
+    make_redis_limiter: RedisLimiterFactory,
+) -> None:
+    """Hundreds of users connecting and sending their first message at once, through 3 connections."""
+    limiter = await make_redis_limiter(
+        max_connections=3, max_connections_per_user=1, message_rate_per_minute=1
+    )
+    users = [f"storm-{i}" for i in range(300)]
+    admitted = await asyncio.gather(*(limiter.acquire_connection(u, "c1") for u in users))
+    assert all(admitted)
+    first = await asyncio.gather(*(limiter.hit_message(u) for u in users))
+    assert first == [None] * len(users)
+    # Every decision came from Redis: limits still hold, and no call was counted as an outage.
+    assert not any(await asyncio.gather(*(limiter.acquire_connection(u, "c2") for u in users)))
+    assert all(r is not None for r in await asyncio.gather(*(limiter.hit_message(u) for u in users)))
+    assert limiter.redis_errors == 0
