@@ -404,3 +404,21 @@ async def test_a_pool_that_stays_busy_fails_after_the_pool_timeout_and_says_so(
     assert asyncio.get_running_loop().time() - started < 2.0
     assert await holder is None
     assert (await broker.history("t1:monitors", 0)).current_seq == 0  # free again: works
+
+
+async def test_close_during_a_history_read_fails_the_waiting_readers(
+    make_redis_broker: Callable[..., Awaitable[RedisBroker]],
+) -> None:
+    broker = await make_redis_broker(max_connections=1)
+    pool = broker._redis.connection_pool
+    held = await pool.get_connection()  # the only pooled connection: reads must wait for it
+    reads = [asyncio.ensure_future(broker.history("t1:monitors", since)) for since in (0, 1, 2)]
+    await asyncio.sleep(0.1)  # the batch is waiting for the pooled connection
+    await broker.close()
+    async with asyncio.timeout(5):
+        results = await asyncio.gather(*reads, return_exceptions=True)
+    assert all(isinstance(r, BrokerUnavailable) and "closed" in str(r) for r in results), results
+    with pytest.raises(BrokerUnavailable, match="closed"):
+        await broker.history("t1:monitors", 0)
+    await held.disconnect()
+    await pool.release(held)

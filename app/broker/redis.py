@@ -287,10 +287,11 @@ class RedisBroker(Broker):
                 try:
                     current, events = await self._read_history(topic, lowest)
                 except BrokerUnavailable as exc:
-                    for _since, answer in waiting:
-                        if not answer.done():
-                            answer.set_exception(BrokerUnavailable(str(exc)))
+                    _fail(waiting, str(exc))
                     continue
+                except asyncio.CancelledError:
+                    _fail(waiting, "The broker was closed.")  # close(): nobody may be left waiting
+                    raise
                 seqs = [seq for seq, _frame in events]
                 for since, answer in waiting:
                     if not answer.done():
@@ -448,6 +449,12 @@ class RedisBroker(Broker):
         seq_text, _, frame = data.partition(" ")
         seq = int(seq_text)
         self._listeners.deliver(topic, seq, frame)
+
+
+def _fail(waiting: list[tuple[int, asyncio.Future[HistoryResult]]], msg: str) -> None:
+    for _since, answer in waiting:
+        if not answer.done():
+            answer.set_exception(BrokerUnavailable(msg))
 
 
 def _slice_history(current: int, events: list[tuple[int, str]], seqs: list[int], since: int) -> HistoryResult:
