@@ -244,3 +244,19 @@ async def test_a_connect_storm_beyond_the_pool_waits_instead_of_failing_open(
     assert not any(await asyncio.gather(*(limiter.acquire_connection(u, "c2") for u in users)))
     assert all(r is not None for r in await asyncio.gather(*(limiter.hit_message(u) for u in users)))
     assert limiter.redis_errors == 0
+
+
+async def test_a_pool_busy_past_its_timeout_is_logged_as_such_not_as_an_outage(
+    make_redis_limiter: RedisLimiterFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = await make_redis_limiter(max_connections=1, pool_timeout=0.2)
+    pool = limiter._redis.connection_pool
+    held = await pool.get_connection()  # the only pooled connection
+    try:
+        with caplog.at_level("WARNING", logger="app.limits.redis"):
+            assert await limiter.hit_http("busy") is None  # fail open after the wait
+    finally:
+        await pool.release(held)
+    assert limiter.redis_errors == 1
+    assert "No pooled Redis connection was free within 0.2 s (REDIS_POOL_TIMEOUT)" in caplog.text
+    assert "unreachable" not in caplog.text

@@ -162,6 +162,7 @@ class RedisLimiter(Limiter):
         self.connection_ttl = connection_ttl
         self.retry_interval = retry_interval
         self.on_redis_error = on_redis_error
+        self.pool_timeout = pool_timeout
         #: Redis failures so far (each one also calls ``on_redis_error``).
         self.redis_errors = 0
         #: Message-budget reservations made (round trips on the message path).
@@ -351,13 +352,27 @@ class RedisLimiter(Limiter):
         self._skip_redis_until = now + self.retry_interval
         if now - self._last_warning >= 10.0:
             self._last_warning = now
-            log.warning(
-                "Redis is unreachable for %s limits (%s); %s requests until it is back (%d errors so far).",
-                operation,
-                exc,
-                "allowing" if self.fail_open else "denying",
-                self.redis_errors,
-            )
+            mode = "allowing" if self.fail_open else "denying"
+            if str(exc) == "No connection available.":
+                # A pool busy for the whole wait is overload on this instance, not a Redis outage.
+                log.warning(
+                    "No pooled Redis connection was free within %g s (REDIS_POOL_TIMEOUT) for %s limits; "
+                    "%s requests for %g s (%d errors so far).",
+                    self.pool_timeout,
+                    operation,
+                    mode,
+                    self.retry_interval,
+                    self.redis_errors,
+                )
+            else:
+                log.warning(
+                    "Redis is unreachable for %s limits (%s); %s requests until it is back "
+                    "(%d errors so far).",
+                    operation,
+                    exc,
+                    mode,
+                    self.redis_errors,
+                )
         if self.on_redis_error is not None:
             try:
                 self.on_redis_error(operation)
