@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         prefix=settings.redis_prefix,
         history_size=settings.event_history_size,
         history_ttl=float(settings.event_history_ttl),
+        max_connections=settings.redis_max_connections,
+        pool_timeout=settings.redis_pool_timeout,
     )
     limiter = create_limiter(
         settings.redis_url,
@@ -65,6 +67,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         http_per_minute=settings.rate_limit_per_minute,
         http_burst=settings.rate_limit_burst,
         fail_open=settings.limits_fail_open,
+        max_connections=settings.redis_max_connections,
+        pool_timeout=settings.redis_pool_timeout,
         on_redis_error=lambda op: metrics.REDIS_ERRORS.labels(component=f"limits_{op}").inc(),
     )
     db = Database(settings.database_url)

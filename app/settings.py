@@ -44,6 +44,12 @@ class Settings:
     #: None = in-process broker and limits (embedded default).
     redis_url: str | None = None
     redis_prefix: str = "wp:"
+    #: Connections each Redis client pool (broker commands, limits) may open; the
+    #: broker's pub/sub connection comes on top. Beyond it, callers queue for a free one.
+    redis_max_connections: int = 50
+    #: Seconds a caller waits for a pooled Redis connection before the operation fails
+    #: (SUBSCRIBE answers 10 UNAVAILABLE; limits apply LIMITS_FAIL_OPEN).
+    redis_pool_timeout: float = 5.0
     # --- identity
     #: HS256 key for local JWTs; None = generated once and stored in the database.
     jwt_secret: str | None = None
@@ -204,11 +210,14 @@ class Settings:
             "rate_limit_per_minute",
             "event_history_size",
             "access_token_ttl",
+            "redis_max_connections",
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")
         if self.ws_handler_timeout <= 0:
             problems.append("WS_HANDLER_TIMEOUT must be positive")
+        if self.redis_pool_timeout <= 0:
+            problems.append("REDIS_POOL_TIMEOUT must be positive")
         if self.collector_concurrency <= 0 or self.collector_tick <= 0 or self.rollup_interval <= 0:
             problems.append("COLLECTOR_CONCURRENCY, COLLECTOR_TICK and ROLLUP_INTERVAL must be positive")
         if self.monitor_min_interval < 1 or self.retention_days < 1:

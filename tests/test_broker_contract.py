@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -342,3 +343,82 @@ async def test_close_right_after_unsubscribing_is_prompt(make_broker: BrokerFact
     started = loop.time()
     await asyncio.wait_for(broker.close(), 8)
     assert loop.time() - started < 3
+
+
+async def test_simultaneous_history_reads_each_get_their_own_answer(make_broker: BrokerFactory) -> None:
+    """A reconnect storm: many reads of one topic at once, each from its own ``since``."""
+    broker = await make_broker(history_size=50)
+    o = await origin(broker, "t1:storm")
+    for i in range(1, 61):
+        await broker.publish("t1:storm", "storm", 900, {"i": i})
+    # 0..65 past the origin: older than the history, covered, up to date, ahead of it.
+    sinces = [o + k % 66 for k in range(600)]
+    results = await asyncio.gather(*(broker.history("t1:storm", since) for since in sinces))
+    for since, result in zip(sinces, results, strict=True):
+        k = since - o
+        assert result.current_seq == o + 60
+        assert [seq - o for seq, _ in result.events] == list(range(max(k, 10) + 1, 61))
+        assert result.recovered is (10 <= k <= 60), (k, result.recovered)
+
+
+async def test_a_storm_of_history_reads_costs_redis_one_read_per_topic_at_a_time(
+    make_redis_broker: Callable[..., Awaitable[RedisBroker]],
+) -> None:
+    broker = await make_redis_broker()
+    for i in range(5):
+        await broker.publish("t1:storm", "storm", 900, {"i": i})
+    results = await asyncio.gather(*(broker.history("t1:storm", k % 5) for k in range(1000)))
+    assert [len(r.events) for r in results] == [5 - k % 5 for k in range(1000)]
+    assert broker.history_reads == 1
+    # Reads that arrive while one is in flight share the next read.
+    first = asyncio.ensure_future(broker.history("t1:storm", 0))
+    await asyncio.sleep(0)  # the first read is on its way to Redis
+    late = await asyncio.gather(*(broker.history("t1:storm", 2) for _ in range(100)))
+    assert len((await first).events) == 5 and all(len(r.events) == 3 for r in late)
+    assert broker.history_reads == 3
+
+
+async def test_reads_beyond_the_pool_wait_for_a_connection_instead_of_failing(
+    make_redis_broker: Callable[..., Awaitable[RedisBroker]],
+) -> None:
+    broker = await make_redis_broker(max_connections=3)
+    topics = [f"t{i}:monitors" for i in range(400)]  # distinct topics: no read can be shared
+    results = await asyncio.gather(*(broker.history(t, 0) for t in topics))
+    assert all(r.current_seq == 0 and r.recovered for r in results)
+    seqs = await asyncio.gather(*(broker.publish(t, "monitors", 900, {}) for t in topics))
+    assert seqs == [1] * len(topics)
+
+
+async def test_a_pool_that_stays_busy_fails_after_the_pool_timeout_and_says_so(
+    make_redis_broker: Callable[..., Awaitable[RedisBroker]], redis_prefix: str
+) -> None:
+    broker = await make_redis_broker(max_connections=1, pool_timeout=0.3)
+    # Hold the only pooled connection with a blocking read (nothing ever pushes the key).
+    holder = asyncio.ensure_future(broker._redis.blpop([redis_prefix + "never"], timeout=3))
+    await asyncio.sleep(0.1)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(
+        BrokerUnavailable, match=re.escape("no pooled Redis connection was free within 0.3 s")
+    ):
+        await broker.history("t1:monitors", 0)
+    assert asyncio.get_running_loop().time() - started < 2.0
+    assert await holder is None
+    assert (await broker.history("t1:monitors", 0)).current_seq == 0  # free again: works
+
+
+async def test_close_during_a_history_read_fails_the_waiting_readers(
+    make_redis_broker: Callable[..., Awaitable[RedisBroker]],
+) -> None:
+    broker = await make_redis_broker(max_connections=1)
+    pool = broker._redis.connection_pool
+    held = await pool.get_connection()  # the only pooled connection: reads must wait for it
+    reads = [asyncio.ensure_future(broker.history("t1:monitors", since)) for since in (0, 1, 2)]
+    await asyncio.sleep(0.1)  # the batch is waiting for the pooled connection
+    await broker.close()
+    async with asyncio.timeout(5):
+        results = await asyncio.gather(*reads, return_exceptions=True)
+    assert all(isinstance(r, BrokerUnavailable) and "closed" in str(r) for r in results), results
+    with pytest.raises(BrokerUnavailable, match="closed"):
+        await broker.history("t1:monitors", 0)
+    await held.disconnect()
+    await pool.release(held)

@@ -226,3 +226,37 @@ async def test_after_a_failure_redis_is_skipped_for_the_retry_interval(redis_pre
         assert limiter.redis_errors == 1
     finally:
         await limiter.close()
+
+
+async def test_a_connect_storm_beyond_the_pool_waits_instead_of_failing_open(
+    make_redis_limiter: RedisLimiterFactory,
+) -> None:
+    """Hundreds of users connecting and sending their first message at once, through 3 connections."""
+    limiter = await make_redis_limiter(
+        max_connections=3, max_connections_per_user=1, message_rate_per_minute=1
+    )
+    users = [f"storm-{i}" for i in range(300)]
+    admitted = await asyncio.gather(*(limiter.acquire_connection(u, "c1") for u in users))
+    assert all(admitted)
+    first = await asyncio.gather(*(limiter.hit_message(u) for u in users))
+    assert first == [None] * len(users)
+    # Every decision came from Redis: limits still hold, and no call was counted as an outage.
+    assert not any(await asyncio.gather(*(limiter.acquire_connection(u, "c2") for u in users)))
+    assert all(r is not None for r in await asyncio.gather(*(limiter.hit_message(u) for u in users)))
+    assert limiter.redis_errors == 0
+
+
+async def test_a_pool_busy_past_its_timeout_is_logged_as_such_not_as_an_outage(
+    make_redis_limiter: RedisLimiterFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = await make_redis_limiter(max_connections=1, pool_timeout=0.2)
+    pool = limiter._redis.connection_pool
+    held = await pool.get_connection()  # the only pooled connection
+    try:
+        with caplog.at_level("WARNING", logger="app.limits.redis"):
+            assert await limiter.hit_http("busy") is None  # fail open after the wait
+    finally:
+        await pool.release(held)
+    assert limiter.redis_errors == 1
+    assert "No pooled Redis connection was free within 0.2 s (REDIS_POOL_TIMEOUT)" in caplog.text
+    assert "unreachable" not in caplog.text

@@ -29,6 +29,13 @@ topic never receive it. If that connection drops, a reader task reconnects with
 backoff and re-subscribes every channel with local listeners; events published
 while it was down are not delivered live (listeners see a seq gap and recover
 through :meth:`history`).
+
+Reconnect storms (every dashboard resubscribing with ``since`` after a deploy)
+cost Redis one history read per topic at a time, not one per subscriber: reads
+of one topic that arrive while one is in flight are answered together by the
+next read, from the smallest ``since`` asked (each caller gets its own slice).
+Commands share a bounded pool (``max_connections``); a caller that finds it
+busy waits up to ``pool_timeout`` seconds for a connection instead of failing.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from bisect import bisect_right
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -108,6 +116,8 @@ class RedisBroker(Broker):
         reconnect_max_delay: float = 5.0,
         socket_timeout: float = 5.0,
         client_name: str | None = None,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
     ) -> None:
         if history_size < 1:
             raise ValueError("history_size must be at least 1; use 1 to keep only the newest event.")
@@ -128,13 +138,19 @@ class RedisBroker(Broker):
             "socket_connect_timeout": socket_timeout,
             "socket_timeout": socket_timeout,
         }
+        self.pool_timeout = pool_timeout
+        # Blocking: past max_connections a command waits for a free connection
+        # (bounded by pool_timeout) instead of failing with "Too many connections".
         # One retry covers a pooled connection that Redis closed while idle.
-        self._redis = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=pool_timeout,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
             client_name=self.client_name,
             **common,
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         # No hidden retries on the pub/sub connection: the reader owns reconnecting
         # so it can re-subscribe and keep its bookkeeping right.
         self._ps_client = aioredis.Redis.from_url(
@@ -143,6 +159,12 @@ class RedisBroker(Broker):
         self._publish_script = self._redis.register_script(_PUBLISH_LUA)
         self._history_script = self._redis.register_script(_HISTORY_LUA)
         self._listeners = ListenerRegistry()
+        #: History reads waiting for the next read of their topic: (since, answer).
+        self._history_queued: dict[str, list[tuple[int, asyncio.Future[HistoryResult]]]] = {}
+        #: The task reading each topic's history while reads are queued for it.
+        self._history_readers: dict[str, asyncio.Task[None]] = {}
+        #: Redis history reads made (one per batch of callers; diagnostics and tests).
+        self.history_reads = 0
         #: The live pub/sub connection, None while (re)connecting.
         self._pubsub: Any = None
         #: Topics whose last command sent on the current connection was SUBSCRIBE.
@@ -195,6 +217,13 @@ class RedisBroker(Broker):
         if pending:
             log.warning("Redis broker: %d background task(s) did not stop; abandoning them", len(pending))
         self._tasks = []
+        for reader in list(self._history_readers.values()):
+            reader.cancel()
+        for queued in self._history_queued.values():
+            for _since, answer in queued:
+                if not answer.done():
+                    answer.set_exception(BrokerUnavailable("The broker was closed."))
+        self._history_queued.clear()
         for waiters in self._waiters.values():
             for fut in waiters:
                 if not fut.done():
@@ -227,12 +256,52 @@ class RedisBroker(Broker):
                 ],
             )
         except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(
-                f"Could not publish to topic {topic!r}: Redis is unreachable ({exc}). Retry later."
-            ) from exc
+            problem = _redis_problem(exc, self.pool_timeout)
+            raise BrokerUnavailable(f"Could not publish to topic {topic!r}: {problem}. Retry later.") from exc
         return int(seq)
 
     async def history(self, topic: str, since: int) -> HistoryResult:
+        if self._closed:
+            raise BrokerUnavailable("The broker was closed.")
+        answer: asyncio.Future[HistoryResult] = asyncio.get_running_loop().create_future()
+        self._history_queued.setdefault(topic, []).append((since, answer))
+        if topic not in self._history_readers:
+            self._history_readers[topic] = asyncio.create_task(
+                self._read_history_batches(topic), name=f"broker-history-{topic}"
+            )
+        return await answer
+
+    async def _read_history_batches(self, topic: str) -> None:
+        """Answer every queued read of ``topic``, one Redis read per batch.
+
+        A read queued while one is in flight waits for the next: the read that
+        answers it always starts after the caller asked, so it sees every event
+        published before (the caller's subscription was confirmed by then).
+        """
+        try:
+            while queued := self._history_queued.pop(topic, None):
+                waiting = [(since, answer) for since, answer in queued if not answer.done()]
+                if not waiting:
+                    continue
+                lowest = min(since for since, _answer in waiting)
+                try:
+                    current, events = await self._read_history(topic, lowest)
+                except BrokerUnavailable as exc:
+                    _fail(waiting, str(exc))
+                    continue
+                except asyncio.CancelledError:
+                    _fail(waiting, "The broker was closed.")  # close(): nobody may be left waiting
+                    raise
+                seqs = [seq for seq, _frame in events]
+                for since, answer in waiting:
+                    if not answer.done():
+                        answer.set_result(_slice_history(current, events, seqs, since))
+        finally:
+            self._history_readers.pop(topic, None)
+
+    async def _read_history(self, topic: str, since: int) -> tuple[int, list[tuple[int, str]]]:
+        """The topic's current seq and its held events after ``since``, oldest first."""
+        self.history_reads += 1
         try:
             reply = await self._history_script(
                 keys=[self._seq_key(topic), self._hist_key(topic)],
@@ -240,15 +309,11 @@ class RedisBroker(Broker):
             )
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(
-                f"Could not read the history of topic {topic!r}: Redis is unreachable ({exc}). Retry later."
+                f"Could not read the history of topic {topic!r}: {_redis_problem(exc, self.pool_timeout)}. "
+                "Retry later."
             ) from exc
-        current = int(reply[0])
-        if since >= current:
-            # since > current: the client holds a seq from a sequence that was reset.
-            return HistoryResult(events=[], recovered=since == current, current_seq=current)
         events = [(int(reply[i]), str(reply[i + 1])) for i in range(1, len(reply), 2)]
-        recovered = bool(events) and events[0][0] == since + 1
-        return HistoryResult(events=events, recovered=recovered, current_seq=current)
+        return int(reply[0]), events
 
     # -- listeners --------------------------------------------------------------
 
@@ -384,3 +449,26 @@ class RedisBroker(Broker):
         seq_text, _, frame = data.partition(" ")
         seq = int(seq_text)
         self._listeners.deliver(topic, seq, frame)
+
+
+def _fail(waiting: list[tuple[int, asyncio.Future[HistoryResult]]], msg: str) -> None:
+    for _since, answer in waiting:
+        if not answer.done():
+            answer.set_exception(BrokerUnavailable(msg))
+
+
+def _slice_history(current: int, events: list[tuple[int, str]], seqs: list[int], since: int) -> HistoryResult:
+    """One caller's answer out of a read made for the smallest ``since`` of its batch."""
+    if since >= current:
+        # since > current: the client holds a seq from a sequence that was reset.
+        return HistoryResult(events=[], recovered=since == current, current_seq=current)
+    mine = events[bisect_right(seqs, since) :]
+    recovered = bool(mine) and mine[0][0] == since + 1
+    return HistoryResult(events=mine, recovered=recovered, current_seq=current)
+
+
+def _redis_problem(exc: BaseException, pool_timeout: float) -> str:
+    """Say whether Redis is down or this instance's pool stayed busy (overload, not an outage)."""
+    if str(exc) == "No connection available.":
+        return f"no pooled Redis connection was free within {pool_timeout:g} s (REDIS_POOL_TIMEOUT)"
+    return f"Redis is unreachable ({exc})"

@@ -22,12 +22,15 @@ def create_limiter(
     http_per_minute: int = 60,
     http_burst: int = 10,
     fail_open: bool = True,
+    max_connections: int = 50,
+    pool_timeout: float = 5.0,
     on_redis_error: Callable[[str], None] | None = None,
 ) -> Limiter:
     """The Redis limiter when ``redis_url`` is set, else the in-process one.
 
     The caller awaits ``start()`` in the app lifespan (the Redis limiter's
     connection heartbeat runs from there) and ``close()`` on shutdown.
+    ``max_connections`` and ``pool_timeout`` size the Redis pool (ignored in-process).
     ``on_redis_error`` receives the operation name (``message``, ``connection``,
     ``http``...) each time Redis fails, e.g. to count it in a metric.
     """
@@ -42,6 +45,8 @@ def create_limiter(
             http_per_minute=http_per_minute,
             http_burst=http_burst,
             fail_open=fail_open,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
             on_redis_error=on_redis_error,
         )
     from app.limits.memory import MemoryLimiter

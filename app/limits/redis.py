@@ -142,6 +142,8 @@ class RedisLimiter(Limiter):
         connection_ttl: float = 60.0,
         retry_interval: float = 1.0,
         socket_timeout: float = 1.0,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
         on_redis_error: Callable[[str], None] | None = None,
     ) -> None:
         if min(message_rate_per_minute, max_connections_per_user, http_per_minute, http_burst) < 1:
@@ -160,18 +162,25 @@ class RedisLimiter(Limiter):
         self.connection_ttl = connection_ttl
         self.retry_interval = retry_interval
         self.on_redis_error = on_redis_error
+        self.pool_timeout = pool_timeout
         #: Redis failures so far (each one also calls ``on_redis_error``).
         self.redis_errors = 0
         #: Message-budget reservations made (round trips on the message path).
         self.reservations = 0
-        self._redis = aioredis.Redis.from_url(
+        # Blocking: a burst of connects or first messages (a reconnect storm) queues
+        # for a pooled connection, bounded by pool_timeout, instead of failing with
+        # "Too many connections" and being counted as a Redis outage.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=pool_timeout,
             decode_responses=True,
             socket_connect_timeout=socket_timeout,
             socket_timeout=socket_timeout,
             # One immediate retry covers a pooled connection Redis closed while idle.
             retry=Retry(NoBackoff(), 1),
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._bucket = self._redis.register_script(_BUCKET_LUA)
         self._acquire = self._redis.register_script(_ACQUIRE_LUA)
         self._refresh = self._redis.register_script(_REFRESH_LUA)
@@ -343,13 +352,27 @@ class RedisLimiter(Limiter):
         self._skip_redis_until = now + self.retry_interval
         if now - self._last_warning >= 10.0:
             self._last_warning = now
-            log.warning(
-                "Redis is unreachable for %s limits (%s); %s requests until it is back (%d errors so far).",
-                operation,
-                exc,
-                "allowing" if self.fail_open else "denying",
-                self.redis_errors,
-            )
+            mode = "allowing" if self.fail_open else "denying"
+            if str(exc) == "No connection available.":
+                # A pool busy for the whole wait is overload on this instance, not a Redis outage.
+                log.warning(
+                    "No pooled Redis connection was free within %g s (REDIS_POOL_TIMEOUT) for %s limits; "
+                    "%s requests for %g s (%d errors so far).",
+                    self.pool_timeout,
+                    operation,
+                    mode,
+                    self.retry_interval,
+                    self.redis_errors,
+                )
+            else:
+                log.warning(
+                    "Redis is unreachable for %s limits (%s); %s requests until it is back "
+                    "(%d errors so far).",
+                    operation,
+                    exc,
+                    mode,
+                    self.redis_errors,
+                )
         if self.on_redis_error is not None:
             try:
                 self.on_redis_error(operation)
