@@ -362,3 +362,26 @@ async def test_ten_thousand_monitors_in_one_import(server: ServerProcess) -> Non
         again = await import_fleet(ws, exported)
         print(f"re-import (all unchanged): {time.monotonic() - started:.2f} s")
         assert again["status_code"] == 0 and again["data"]["counts"]["unchanged"] == 10_000, again
+
+
+async def test_events_per_monitor_for_a_small_import_and_one_summary_for_a_large_one(
+    server: ServerProcess,
+) -> None:
+    from tests.realtime_support import next_event, no_event
+
+    _, token = await editor_socket(server)
+    async with ws_connect(server, token) as ws, ws_connect(server, token) as watcher:
+        await ok(watcher, PkgID.SUBSCRIBE, {"topics": ["monitors"]})
+        small = [{"name": f"s{i}", "kind": "push"} for i in range(3)]
+        assert (await import_fleet(ws, small))["status_code"] == 0
+        seen = [await next_event(watcher, "monitors") for _ in small]
+        assert [(e["pkg_id"], e["data"]["action"]) for e in seen] == [(902, "created")] * 3
+        assert sorted(e["data"]["monitor"]["name"] for e in seen) == ["s0", "s1", "s2"]
+        assert all(e["data"]["monitor"]["push_token"] is None for e in seen)
+
+        large = small + [{"name": f"l{i}", "kind": "push"} for i in range(250)]
+        assert (await import_fleet(ws, large))["status_code"] == 0
+        summary = await next_event(watcher, "monitors")
+        assert summary["pkg_id"] == 902
+        assert summary["data"] == {"action": "imported", "created": 250, "updated": 0, "deleted": 0}
+        await no_event(watcher, "monitors", wait=0.5)

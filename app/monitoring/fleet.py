@@ -172,7 +172,9 @@ def plan(
             validate_definition(values, min_interval=min_interval, timeout_max=timeout_max)
         except InvalidData as exc:
             for e in exc.errors or []:
-                errors.add(i, name, e["path"], e["msg"])
+                # An unresolved member is reported above; the shorter list it leaves is no news.
+                if not (problems and e["path"] in ("members", "min_up")):
+                    errors.add(i, name, e["path"], e["msg"])
         final_members[name] = [m if isinstance(m, str) else by_id[m].name for m in members]
         if existing is None:
             result.create.append(Create(i, name, values))
