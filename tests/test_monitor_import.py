@@ -385,3 +385,75 @@ async def test_events_per_monitor_for_a_small_import_and_one_summary_for_a_large
         assert summary["pkg_id"] == 902
         assert summary["data"] == {"action": "imported", "created": 250, "updated": 0, "deleted": 0}
         await no_event(watcher, "monitors", wait=0.5)
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    import os
+    import subprocess
+    import sys
+
+    from tests.server import ROOT
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WATCHPOST_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.client", *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+async def test_cli_export_then_import_round_trip(server: ServerProcess, tmp_path: Any) -> None:
+    import asyncio
+
+    import yaml
+
+    _, token = await editor_socket(server)
+    _, other = await editor_socket(server)
+    ops = {"name": "ops", "kind": "webhook", "config": {"url": "https://h.invalid/x"}}
+    async with ws_connect(server, token) as ws:
+        await ok(ws, PkgID.CHANNEL_CREATE, ops)
+        assert (await import_fleet(ws, fleet("ops")))["status_code"] == 0
+    conn = ["--url", server.ws_url]
+    code, out, err = await asyncio.to_thread(_cli, "export", "--format", "yaml", "--token", token, *conn)
+    assert code == 0, err
+    doc = yaml.safe_load(out)
+    assert [r["name"] for r in doc["monitors"]] == ["api", "db", "cron", "stack"]
+    path = tmp_path / "monitors.yaml"
+    path.write_text(out)
+
+    async with ws_connect(server, other) as ws:
+        await ok(ws, PkgID.CHANNEL_CREATE, ops)
+    code, out, err = await asyncio.to_thread(_cli, "import", str(path), "--dry-run", "--token", other, *conn)
+    assert code == 0, err
+    assert json_of(out)["counts"] == {"create": 4, "update": 0, "delete": 0, "unchanged": 0}
+    code, out, err = await asyncio.to_thread(_cli, "import", str(path), "--token", other, *conn)
+    assert code == 0 and json_of(out)["applied"] is True, err
+    async with ws_connect(server, other) as ws:
+        copied = await listed(ws)
+    assert set(copied) == {"api", "db", "cron", "stack"}
+    assert copied["stack"]["members"] == [copied["api"]["id"], copied["db"]["id"]]
+
+    doc["monitors"] = [r for r in doc["monitors"] if r["name"] != "cron"]
+    path.write_text(yaml.safe_dump(doc))
+    code, out, err = await asyncio.to_thread(
+        _cli, "import", str(path), "--delete-missing", "--dry-run", "--token", other, *conn
+    )
+    assert code == 0, err
+    assert json_of(out)["delete"] == ["cron"] and json_of(out)["unchanged"] == 3
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"name": "x", "kind": "http"}]')
+    code, out, err = await asyncio.to_thread(_cli, "import", str(bad), "--token", other, *conn)
+    assert code == 1 and "row 0 ('x'): an http monitor needs a url" in err, (out, err)
+    code, out, err = await asyncio.to_thread(
+        _cli, "import", str(tmp_path / "none.yaml"), "--token", other, *conn
+    )
+    assert code == 2 and "cannot read" in err
+
+
+def json_of(text: str) -> Any:
+    return orjson.loads(text)
