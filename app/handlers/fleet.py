@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -195,22 +195,25 @@ async def _apply(
     if planned.create:
         await quotas.reserve(s, ctx.tenant_id, ctx.settings, "monitors", count=len(planned.create))
     new_ids: dict[str, int] = {}
-    created: list[Monitor] = []
+    created: list[dict[str, Any]] = []
+    # Core INSERT … RETURNING in batches: building 10,000 ORM objects alone costs over a second
+    # of the event loop.
+    template = {**_new_row_defaults(), "tenant_id": ctx.tenant_id, "rolled_until": floor_hour(now)}
+    template.update(state_changed_at=now, created_at=now, updated_at=now)
     for layer in planned.create_layers():
         batch = []
         for c in layer:
-            values = {**c.values, "members": _resolve(c.values["members"], new_ids)}
-            monitor = Monitor(tenant_id=ctx.tenant_id, **values)
-            monitor.push_token = new_push_token() if monitor.kind == "push" else None
-            monitor.state = State.PENDING.value if monitor.enabled else State.PAUSED.value
-            monitor.next_check_at = first_due(monitor, ctx)
-            monitor.rolled_until = floor_hour(now)
-            batch.append(monitor)
-        s.add_all(batch)
-        await s.flush()
-        for monitor in batch:
-            assert monitor.id is not None
-            new_ids[monitor.name] = monitor.id
+            row = {**template, **c.values, "members": _resolve(c.values["members"], new_ids)}
+            row["push_token"] = new_push_token() if row["kind"] == "push" else None
+            row["state"] = State.PENDING.value if row["enabled"] else State.PAUSED.value
+            row["next_check_at"] = first_due(row, ctx)
+            batch.append(row)
+        for start in range(0, len(batch), 1000):
+            part = batch[start : start + 1000]
+            found = await s.execute(insert(_MONITORS).returning(_MONITORS.c.id, _MONITORS.c.name), part)
+            new_ids.update({str(name): int(mid) for mid, name in found.all()})
+        for row in batch:
+            row["id"] = new_ids[row["name"]]
         created.extend(batch)
     params = []
     for ch in planned.update:
@@ -225,8 +228,7 @@ async def _apply(
         if ch.values["kind"] == "push" and not old["push_token"]:
             changes["push_token"] = new_push_token()
         if any(k in changes for k in _CHECK_FIELDS) or changes.get("enabled") is True:
-            probe = Monitor(tenant_id=ctx.tenant_id, **ch.values)
-            changes["next_check_at"] = first_due(probe, ctx)
+            changes["next_check_at"] = first_due(ch.values, ctx)
         changes.update(version=old["version"] + 1, state_seq=old["state_seq"] + 1, updated_at=now)
         params.append({"id": ch.id, **changes})
     for start in range(0, len(params), 1000):
@@ -235,11 +237,18 @@ async def _apply(
     await _publish(s, ctx, planned, created)
 
 
+def _new_row_defaults() -> dict[str, Any]:
+    """Every column of a new monitor row at its model default (the import overrides the rest)."""
+    row = Monitor(tenant_id=0, name="", kind="push").model_dump()
+    row.pop("id", None)
+    return row
+
+
 def _resolve(members: list[fleet.Ref], new_ids: dict[str, int]) -> list[int]:
     return [new_ids[m] if isinstance(m, str) else m for m in members]
 
 
-async def _publish(s: AsyncSession, ctx: Context, planned: fleet.Plan, created: list[Monitor]) -> None:
+async def _publish(s: AsyncSession, ctx: Context, planned: fleet.Plan, created: list[dict[str, Any]]) -> None:
     """Queue the events sent after commit: per monitor for a small import, one summary otherwise."""
     changed = len(planned.create) + len(planned.update) + len(planned.delete)
     if changed == 0:

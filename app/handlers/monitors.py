@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -85,12 +86,13 @@ def show_token(ctx: Context) -> bool:
     return ctx.services.policy.allows(PkgID.MONITOR_UPDATE, ctx.identity.role)
 
 
-def first_due(monitor: Monitor, ctx: Context) -> datetime:
+def first_due(monitor: Monitor | Mapping[str, Any], ctx: Context) -> datetime:
     """When a new or resumed monitor is first checked: spread over the jitter window."""
+    get = (lambda k: getattr(monitor, k)) if isinstance(monitor, Monitor) else monitor.__getitem__
     now = utcnow()
-    if monitor.kind == "push":
-        return now + timedelta(seconds=monitor.interval + monitor.grace)
-    spread = min(float(monitor.interval), ctx.settings.collector_jitter)
+    if get("kind") == "push":
+        return now + timedelta(seconds=get("interval") + get("grace"))
+    spread = min(float(get("interval")), ctx.settings.collector_jitter)
     return now + timedelta(seconds=random.uniform(0, max(0.0, spread)))
 
 
