@@ -48,6 +48,9 @@ LIST_LIMIT = 1000
 #: JSON bytes of monitors per MONITOR_EXPORT page, well under the 1 MiB send queue.
 EXPORT_PAGE_BYTES = 256 * 1024
 
+#: Characters of a refused row's name quoted in an error.
+_QUOTE = 200
+
 _NAME_OR_ID = {"oneOf": [ID, {"type": "string", "minLength": 1, "maxLength": 200}]}
 
 #: One row of a fleet file: a MONITOR_CREATE body whose members and channels may be names.
@@ -150,10 +153,12 @@ def _check_rows(rows: list[Any]) -> None:
     for i, row in enumerate(rows):
         found = _ROW_CHECK.errors(row)
         if found:
-            name = str(row.get("name", "?")) if isinstance(row, dict) else "?"
+            # A bad row may carry a huge value: the answer quotes at most a bounded part of it.
+            name = str(row.get("name", "?"))[:_QUOTE] if isinstance(row, dict) else "?"
             for e in found[:3]:
                 path = f"monitors[{i}]" + (f".{e['path']}" if e.get("path") else "")
-                errors.append({"path": path, "name": name, "msg": f"row {i} ({name!r}): {e['msg']}"})
+                msg = f"row {i} ({name!r}): {e['msg']}"
+                errors.append({"path": path, "name": name, "msg": msg[: 2 * _QUOTE]})
         if len(errors) >= fleet.MAX_ERRORS:
             break
     if errors:

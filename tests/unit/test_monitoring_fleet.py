@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from app.errors import InvalidData, RateLimited
@@ -147,3 +148,15 @@ def test_uploads_are_bounded_in_rows_open_imports_and_idle_time() -> None:
     assert up.add((3, "t"), "q", 0, 2, [1], 990) is None
     with pytest.raises(InvalidData, match="MiB of JSON"):
         up.add((3, "t"), "q", 1, 2, [2], 20)
+
+
+def test_a_refusal_quotes_huge_bad_rows_only_in_part() -> None:
+    from app.handlers.fleet import _check_rows
+
+    huge = {"name": "x" * 60_000, "kind": "push", "description": "y" * 60_000}
+    with pytest.raises(InvalidData) as exc:
+        _check_rows([huge] * 30)  # an import may hold 8 MiB of such rows
+    errors = exc.value.errors or []
+    assert len(errors) == fleet.MAX_ERRORS
+    assert errors[0]["path"] in ("monitors[0].name", "monitors[0].description")
+    assert len(orjson.dumps(exc.value.to_data())) < 32 * 1024  # far below the 1 MiB send queue
