@@ -351,6 +351,7 @@ async def test_ten_thousand_monitors_in_one_import(server: ServerProcess) -> Non
             for i in range(10_000)
         ]
         frames = len(chunked(rows))
+        assert frames <= 20  # a few dozen frames at most: far below the 600 messages/minute per user
         started = time.monotonic()
         resp = await import_fleet(ws, rows)
         took = time.monotonic() - started
@@ -468,3 +469,15 @@ async def test_cli_export_then_import_round_trip(server: ServerProcess, tmp_path
 
 def json_of(text: str) -> Any:
     return orjson.loads(text)
+
+
+async def test_viewers_export_but_do_not_import(server: ServerProcess) -> None:
+    slug, token = await editor_socket(server)
+    viewer = await acreate_user(server.database_url, {slug: "viewer"})
+    async with ws_connect(server, token) as ws:
+        assert (await import_fleet(ws, [{"name": "a", "kind": "push"}]))["status_code"] == 0
+    async with ws_connect(server, server.login(viewer, PASSWORD)) as ws:
+        assert [r["name"] for r in await export_all(ws)] == ["a"]
+        denied = await import_fleet(ws, [{"name": "b", "kind": "push"}])
+        assert denied["status_code"] == RSPCode.PERMISSION_DENIED, denied
+        assert [r["name"] for r in await export_all(ws)] == ["a"]
