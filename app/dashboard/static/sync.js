@@ -181,11 +181,6 @@ export function applyMonitorEvent(ev, record = true) {
     if (record) refreshSummarySoon();
   } else if (ev.pkgId === Pkg.EVENT_MONITOR_CHANGED) {
     const action = d.action ?? d.change ?? d.type;
-    if (action === "imported") {
-      // A large MONITOR_IMPORT sends one summary instead of an event per monitor: reload.
-      reloadSummarySoon();
-      return;
-    }
     const id = monitorId(d);
     if (action === "deleted") {
       model.monitors.delete(id);
