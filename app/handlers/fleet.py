@@ -66,7 +66,7 @@ _ROW_CHECK = SchemaCheck(ROW_SCHEMA)
 
 _MONITORS = Monitor.__table__  # type: ignore[attr-defined]
 _CHANNELS = Channel.__table__  # type: ignore[attr-defined]
-_READ = ("id", "name", "version", "state_seq", "push_token", "enabled", *fleet.FIELDS)
+_READ = ("id", "name", "version", "state_seq", "push_token", *fleet.FIELDS)
 
 
 @router.package(
