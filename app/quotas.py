@@ -91,9 +91,8 @@ async def summary(session: AsyncSession, tenant: Tenant, settings: Settings) -> 
     }
 
 
-async def reserve(session: AsyncSession, tenant_id: int, settings: Settings, resource: str) -> None:
-    """Raise Conflict when the tenant has no room for one more ``resource``; otherwise hold the
-    tenant row until the transaction ends, so the insert that follows cannot overshoot."""
+async def hold(session: AsyncSession, tenant_id: int) -> None:
+    """Hold the tenant row until the transaction ends: every create of the tenant waits."""
     # A real write, not SELECT … FOR UPDATE: SQLite has no row locks, but a write takes its
     # database lock, and on PostgreSQL it is a row lock that does not block foreign-key checks.
     await session.execute(
@@ -102,20 +101,29 @@ async def reserve(session: AsyncSession, tenant_id: int, settings: Settings, res
         .values(name=Tenant.name)
         .execution_options(synchronize_session=False)
     )
+
+
+async def reserve(
+    session: AsyncSession, tenant_id: int, settings: Settings, resource: str, count: int = 1
+) -> None:
+    """Raise Conflict when the tenant has no room for ``count`` more ``resource``; otherwise hold
+    the tenant row until the transaction ends, so the inserts that follow cannot overshoot."""
+    await hold(session, tenant_id)
     tenant = await session.get(Tenant, tenant_id, populate_existing=True)
     if tenant is None:
         raise NotFound("the tenant no longer exists")
     quota = limit(tenant, settings, resource)
     used = await usage(session, tenant_id, resource)
-    if used >= quota:
+    if used + count > quota:
         r = RESOURCES[resource]
         who = (
             "set for this tenant by a platform administrator"
             if getattr(tenant, r.field) is not None
             else r.setting
         )
+        adding = f" and this request adds {count}" if count > 1 else ""
         raise Conflict(
-            f"tenant {tenant.slug} has {used} {r.noun}, its quota ({who} = {quota}); "
+            f"tenant {tenant.slug} has {used} {r.noun}{adding}, its quota ({who} = {quota}); "
             f"{r.remedy} or ask a platform administrator to raise it",
             resource=resource,
             quota=quota,

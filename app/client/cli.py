@@ -5,6 +5,9 @@
     python -m app.client call 1                              # PING
     python -m app.client call MONITOR_LIST '{"page": 1}' --meta
     python -m app.client subscribe monitors incidents        # JSON lines until Ctrl-C
+    python -m app.client export --format yaml > monitors.yaml  # the fleet definition
+    python -m app.client import monitors.yaml --dry-run      # the diff, nothing changed
+    python -m app.client import monitors.yaml --delete-missing
 
 Exit codes: 0 success; 1 the server answered with an error status (or refused
 the login); 2 bad command line or JSON; 3 cannot connect, authentication
@@ -28,6 +31,7 @@ import orjson
 from app.client.client import WatchpostClient
 from app.client.constants import PkgID, RSPCode
 from app.client.errors import ConnectionLost, RequestTimeout, WatchpostError
+from app.client.fleet import FleetFileError, dump_fleet, export_monitors, import_monitors, parse_fleet
 from app.client.subscription import Event, Resync
 
 DEFAULT_URL = "ws://127.0.0.1:8000/web"
@@ -87,7 +91,7 @@ def _dump(value: Any) -> str:
     return orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _connection_options(parser: argparse.ArgumentParser) -> None:
+def _connection_options(parser: argparse.ArgumentParser, timeout: float = 10.0) -> None:
     parser.add_argument(
         "--url",
         default=os.environ.get("WATCHPOST_URL", DEFAULT_URL),
@@ -99,7 +103,7 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tenant", default=os.environ.get("WATCHPOST_TENANT"), help="tenant slug (env WATCHPOST_TENANT)"
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds to wait for an answer")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("topics", nargs="+", help="topics, e.g. monitors incidents monitor.12")
     sub.add_argument("--since", action="append", default=[], metavar="TOPIC=SEQ", help="resume after SEQ")
     _connection_options(sub)
+
+    imp = commands.add_parser(
+        "import", help="apply a fleet file (YAML or JSON) by monitor name; prints the diff as JSON"
+    )
+    imp.add_argument("file", help="monitors.yaml, monitors.json, or - for JSON on stdin")
+    imp.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    imp.add_argument(
+        "--delete-missing", action="store_true", help="delete this tenant's monitors the file does not name"
+    )
+    imp.add_argument("--format", choices=["yaml", "json"], help="file format (default: from the extension)")
+    _connection_options(imp, timeout=60.0)
+
+    exp = commands.add_parser("export", help="print the tenant's monitors as a fleet file")
+    exp.add_argument("--format", choices=["yaml", "json"], default="json")
+    _connection_options(exp, timeout=60.0)
 
     login = commands.add_parser("login", help="log in over HTTP and print an access token")
     login.add_argument("--username", required=True)
@@ -153,6 +172,40 @@ async def run_subscribe(args: argparse.Namespace) -> int:
                     "reason": item.reason,
                 }
             print(orjson.dumps(line).decode(), flush=True)
+    return EXIT_OK
+
+
+def read_fleet_file(path: str, fmt: str | None) -> list[dict[str, Any]]:
+    """The rows of a fleet file; the format comes from the extension unless given."""
+    fmt = fmt or ("yaml" if path.lower().endswith((".yaml", ".yml")) else "json")
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return parse_fleet(text, yaml_format=fmt == "yaml")
+    except FleetFileError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+async def run_import(args: argparse.Namespace) -> int:
+    rows = read_fleet_file(args.file, args.format)
+    async with _client(args, reconnect=False) as client:
+        answer = await import_monitors(
+            client, rows, dry_run=args.dry_run, delete_missing=args.delete_missing, timeout=args.timeout
+        )
+    print(_dump(answer))
+    return EXIT_OK
+
+
+async def run_export(args: argparse.Namespace) -> int:
+    async with _client(args, reconnect=False) as client:
+        rows = await export_monitors(client, timeout=args.timeout)
+    sys.stdout.write(dump_fleet(rows, yaml_format=args.format == "yaml"))
     return EXIT_OK
 
 
@@ -200,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "login":
             return run_login(args)
-        runner = run_call if args.command == "call" else run_subscribe
-        return asyncio.run(runner(args))
+        runners = {"call": run_call, "subscribe": run_subscribe, "import": run_import, "export": run_export}
+        return asyncio.run(runners[args.command](args))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,7 @@ from app.monitoring.definition import (
     merge_update,
     monitor_to_wire,
     new_push_token,
+    normalise,
     validate_definition,
     with_defaults,
 )
@@ -84,12 +86,13 @@ def show_token(ctx: Context) -> bool:
     return ctx.services.policy.allows(PkgID.MONITOR_UPDATE, ctx.identity.role)
 
 
-def first_due(monitor: Monitor, ctx: Context) -> datetime:
+def first_due(monitor: Monitor | Mapping[str, Any], ctx: Context) -> datetime:
     """When a new or resumed monitor is first checked: spread over the jitter window."""
+    get = (lambda k: getattr(monitor, k)) if isinstance(monitor, Monitor) else monitor.__getitem__
     now = utcnow()
-    if monitor.kind == "push":
-        return now + timedelta(seconds=monitor.interval + monitor.grace)
-    spread = min(float(monitor.interval), ctx.settings.collector_jitter)
+    if get("kind") == "push":
+        return now + timedelta(seconds=get("interval") + get("grace"))
+    spread = min(float(get("interval")), ctx.settings.collector_jitter)
     return now + timedelta(seconds=random.uniform(0, max(0.0, spread)))
 
 
@@ -147,13 +150,6 @@ def _validate(values: dict[str, Any], ctx: Context) -> None:
     )
 
 
-def _normalise(values: dict[str, Any]) -> dict[str, Any]:
-    values["method"] = str(values.get("method") or "GET").upper()
-    values["timeout"] = float(values["timeout"])
-    values["tags"] = sorted(set(values.get("tags") or []))
-    return values
-
-
 def _changed_event(ctx: Context, action: str, monitor: Monitor) -> None:
     payload = {"id": monitor.id} if action == "deleted" else monitor_to_wire(monitor, show_push_token=False)
     ctx.publish("monitors", PkgID.EVENT_MONITOR_CHANGED, {"action": action, "monitor": payload})
@@ -185,7 +181,7 @@ def _status_event(ctx: Context, monitor: Monitor, previous: str) -> None:
 )
 async def monitor_create(req: Request, ctx: Context) -> dict[str, Any]:
     """Create a monitor; its first check runs within the collector's jitter window."""
-    values = _normalise(with_defaults(req.data, timeout_max=ctx.settings.check_timeout_max))
+    values = normalise(with_defaults(req.data, timeout_max=ctx.settings.check_timeout_max))
     _validate(values, ctx)
     now = utcnow()
     monitor = Monitor(tenant_id=ctx.tenant_id, **values)
@@ -295,7 +291,7 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
                 "name": monitor.name,
                 "kind": monitor.kind,
             }
-            values = _normalise(merge_update(current, data, timeout_max=ctx.settings.check_timeout_max))
+            values = normalise(merge_update(current, data, timeout_max=ctx.settings.check_timeout_max))
             _validate(values, ctx)
             await _check_members(s, ctx, values, monitor_id)
             if "channels" in data:  # ids saved before this check existed do not block other edits
@@ -427,7 +423,7 @@ async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
     """Run one check now. With ``id`` the result is recorded (state, incidents, events) like a
     scheduled one; with ``monitor`` (an unsaved definition) it is only returned — "test before save"."""
     if "monitor" in req.data:
-        values = _normalise(
+        values = normalise(
             with_defaults(
                 {"name": "unsaved", **req.data["monitor"]}, timeout_max=ctx.settings.check_timeout_max
             )

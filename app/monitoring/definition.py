@@ -106,6 +106,14 @@ def with_defaults(data: Mapping[str, Any], *, timeout_max: float) -> dict[str, A
     return values
 
 
+def normalise(values: dict[str, Any]) -> dict[str, Any]:
+    """The stored form of a complete definition, so equal definitions compare equal."""
+    values["method"] = str(values.get("method") or "GET").upper()
+    values["timeout"] = float(values["timeout"])
+    values["tags"] = sorted(set(values.get("tags") or []))
+    return values
+
+
 def merge_update(
     current: Mapping[str, Any], patch: Mapping[str, Any], *, timeout_max: float
 ) -> dict[str, Any]:
