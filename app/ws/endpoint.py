@@ -135,7 +135,7 @@ async def _read_loop(conn: Connection, services: Services) -> None:
         try:
             req = decode_request(frame)
         except FrameError as exc:
-            conn.enqueue(exc.to_response())
+            conn.enqueue(exc.to_response(), response=True)
             continue
         if conn.closed:
             return
@@ -143,7 +143,8 @@ async def _read_loop(conn: Connection, services: Services) -> None:
             conn.enqueue(
                 encode_response(
                     req.pkg_id, req.req_id, RSPCode.UNAVAILABLE, {"msg": "server is shutting down; reconnect"}
-                )
+                ),
+                response=True,
             )
             continue
         if rate_limit:
@@ -156,7 +157,8 @@ async def _read_loop(conn: Connection, services: Services) -> None:
                         req.req_id,
                         RSPCode.RATE_LIMITED,
                         {"msg": f"message rate limit exceeded; retry in {retry} ms", "retry_after_ms": retry},
-                    )
+                    ),
+                    response=True,
                 )
                 continue
         await conn.in_flight.acquire()
@@ -193,7 +195,7 @@ async def _handle(conn: Connection, services: Services, req: Request) -> None:
         response = encode_response(req.pkg_id, req.req_id, RSPCode.ERROR, {"msg": "internal error"})
     finally:
         conn.in_flight.release()
-    conn.enqueue(response)
+    conn.enqueue(response, response=True)
     settings = services.settings
     mode = settings.log_requests
     if mode == "off":
