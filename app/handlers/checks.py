@@ -179,8 +179,10 @@ async def stats_latency(req: Request, ctx: Context) -> dict[str, Any]:
     return {"monitor_id": monitor.id, "window": window, **result}
 
 
-#: Rows per STATUS_SUMMARY page: ~270 bytes each, so a page (~0.5 MiB) stays well under
-#: the 1 MiB send queue, and a 10,000-monitor tenant is five round trips.
+#: Rows per STATUS_SUMMARY page: ~200-270 bytes each with usual names, so a page (~0.5 MiB)
+#: stays well under the 1 MiB send queue, and a 10,000-monitor tenant is five round trips.
+#: Long non-ASCII names (200 characters, up to 800 bytes) can make a page larger than the
+#: queue; the queue still delivers it, as it does any single answer (app/ws/connection.py).
 SUMMARY_PAGE = 2000
 
 
