@@ -119,6 +119,33 @@ async def test_bad_cursors_are_invalid_data_and_issued_ones_page(server: ServerP
         assert len(seen) == 3 and seen == sorted(seen, reverse=True)
 
 
+BAD_ID_CURSORS = ["0", "01", "2147483648", "9" * 20, "-1", "+1", " 1", "1_0", "١", "1\n", "1:5", ""]
+
+
+async def test_summary_cursors_are_checked_and_issued_ones_page(server: ServerProcess) -> None:
+    editor = await acreate_user(server.database_url, {unique("t"): "editor"})
+    async with ws_connect(server, server.login(editor, PASSWORD)) as ws:
+        made = [
+            (await ok(ws, PkgID.MONITOR_CREATE, {"name": f"p{i}", "kind": "push", "interval": 60}))["id"]
+            for i in range(3)
+        ]
+        for bad in BAD_ID_CURSORS:
+            _assert_field_error(await call(ws, PkgID.STATUS_SUMMARY, {"cursor": bad}), "cursor")
+        for limit in (0, 2001):
+            _assert_field_error(await call(ws, PkgID.STATUS_SUMMARY, {"limit": limit}), "limit")
+        seen = []
+        data: dict[str, Any] = {"limit": 2}
+        while True:
+            page = await call(ws, PkgID.STATUS_SUMMARY, data)
+            assert page["status_code"] == RSPCode.OK, page
+            assert page["data"]["total"] == 3 and page["data"]["counts"]["pending"] == 3
+            seen += [r["id"] for r in page["data"]["monitors"]]
+            if not page["meta"]["has_more"]:
+                break
+            data["cursor"] = page["meta"]["next_cursor"]
+        assert seen == made
+
+
 #: Every package with offset pagination, with the data it needs besides page/per_page.
 PAGINATED = [
     (PkgID.MONITOR_LIST, {}),

@@ -21,7 +21,7 @@ from app.monitoring.state import State
 from app.monitoring.wire import result_to_wire
 from app.protocol import PkgID, Request
 from app.routing import ID, PackageRouter, obj
-from app.storage.keyset import MAX_BIG_ID, decode_cursor, encode_cursor
+from app.storage.keyset import MAX_BIG_ID, decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor
 from app.storage.pagination import Page
 
 router = PackageRouter()
@@ -180,23 +180,47 @@ async def stats_latency(req: Request, ctx: Context) -> dict[str, Any]:
     return {"monitor_id": monitor.id, "window": window, **result}
 
 
+#: Rows per STATUS_SUMMARY page: ~200-270 bytes each with usual names, so a page (~0.5 MiB)
+#: stays well under the 1 MiB send queue, and a 10,000-monitor tenant is five round trips.
+#: Long non-ASCII names (200 characters, up to 800 bytes) can make a page larger than the
+#: queue; the queue still delivers it, as it does any single answer (app/ws/connection.py).
+SUMMARY_PAGE = 2000
+
+
 @router.package(
     PkgID.STATUS_SUMMARY,
-    schema=obj({}),
+    schema=obj(
+        {
+            "cursor": {"type": "string", "maxLength": 20},
+            "limit": {"type": "integer", "minimum": 1, "maximum": SUMMARY_PAGE, "default": SUMMARY_PAGE},
+        }
+    ),
     response_example={
         "monitors": [{"id": 1, "name": "api", "state": "up", "uptime_24h": 1.0}],
         "counts": {"up": 1},
+        "total": 1,
     },
 )
-async def status_summary(req: Request, ctx: Context) -> dict[str, Any]:
-    """Every monitor's state, last latency and 24h uptime in one answer (one query), for dashboards.
+async def status_summary(req: Request, ctx: Context) -> Page:
+    """Every monitor's state, last latency and 24h uptime, in id order, ``limit`` (default and
+    at most 2,000) per page: follow ``meta.next_cursor`` while ``meta.has_more``. Every page
+    carries ``counts`` per state and ``total`` for the whole tenant.
 
     State and latency are live; ``uptime_24h`` is the cache refreshed every
     ROLLUP_INTERVAL (as of ``uptime_24h_at``); STATS_UPTIME is exact."""
     now = utcnow()
+    data = req.data
+    limit = int(data.get("limit", SUMMARY_PAGE))
+    after = decode_id_cursor(data["cursor"]) if "cursor" in data else 0
     async with ctx.services.db.session() as s:
-        monitors = await stats.summary(s, ctx.tenant_id)
-    counts = {state.value: 0 for state in State}
-    for m in monitors:
-        counts[m["state"]] = counts.get(m["state"], 0) + 1
-    return {"monitors": monitors, "counts": counts, "generated_at": iso(now)}
+        monitors = await stats.summary(s, ctx.tenant_id, after=after, limit=limit + 1)
+        found = await stats.state_counts(s, ctx.tenant_id)
+    has_more = len(monitors) > limit
+    monitors = monitors[:limit]
+    counts = {state.value: 0 for state in State} | found
+    meta = {
+        "next_cursor": encode_id_cursor(monitors[-1]["id"]) if has_more else None,
+        "has_more": has_more,
+    }
+    body = {"monitors": monitors, "counts": counts, "total": sum(found.values()), "generated_at": iso(now)}
+    return Page(body, meta)

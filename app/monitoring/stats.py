@@ -284,8 +284,11 @@ async def uptime_24h_all(session: AsyncSession, tenant_id: int, now: datetime) -
     return out
 
 
-async def summary(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]:
-    """Every monitor of the tenant with state, last latency and cached 24h uptime.
+async def summary(
+    session: AsyncSession, tenant_id: int, *, after: int = 0, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The tenant's monitors with id > ``after`` (at most ``limit``): state, last latency
+    and cached 24h uptime.
 
     One index range scan over ``monitors`` (``ix_monitors_tenant_id``), nothing
     else, so it stays fast at tens of thousands of monitors.
@@ -302,9 +305,11 @@ async def summary(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]
             col(Monitor.uptime_24h),
             col(Monitor.uptime_24h_at),
         )
-        .where(col(Monitor.tenant_id) == tenant_id)
+        .where(col(Monitor.tenant_id) == tenant_id, col(Monitor.id) > after)
         .order_by(col(Monitor.id))
     )
+    if limit is not None:
+        stmt = stmt.limit(limit)
     return [
         {
             "id": row[0],
@@ -319,3 +324,14 @@ async def summary(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]
         }
         for row in (await session.execute(stmt)).all()
     ]
+
+
+async def state_counts(session: AsyncSession, tenant_id: int) -> dict[str, int]:
+    """How many of the tenant's monitors are in each state (one aggregate over
+    ``ix_monitors_tenant_state``)."""
+    stmt = (
+        select(col(Monitor.state), func.count())
+        .where(col(Monitor.tenant_id) == tenant_id)
+        .group_by(col(Monitor.state))
+    )
+    return {str(state): int(n) for state, n in (await session.execute(stmt)).all()}

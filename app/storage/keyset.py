@@ -1,4 +1,5 @@
-"""Keyset cursors ``<microseconds since 1970 UTC>:<row id>`` for lists ordered by (time, id).
+"""Keyset cursors ``<microseconds since 1970 UTC>:<row id>`` for lists ordered by (time, id),
+and ``<row id>`` for lists ordered by id alone (STATUS_SUMMARY).
 
 Clients must pass ``meta.next_cursor`` back unchanged, but a hostile or broken
 client can send anything: :func:`decode_cursor` accepts only the exact form
@@ -20,6 +21,7 @@ MAX_BIG_ID = 2**63 - 1
 _MICRO = timedelta(microseconds=1)
 # ASCII digits only: int() would also take signs, spaces, underscores and other scripts' digits.
 _FORM = re.compile(r"([0-9]{1,18}):([0-9]{1,19})")
+_ID_FORM = re.compile(r"[1-9][0-9]{0,18}")
 
 
 def encode_cursor(ts: datetime, row_id: int) -> str:
@@ -39,3 +41,18 @@ def decode_cursor(raw: str, field: str = "cursor", *, max_id: int = MAX_ID) -> t
             errors=[{"path": field, "msg": "malformed cursor"}],
         )
     return MIN_TIME + micros * _MICRO, row_id
+
+
+def encode_id_cursor(row_id: int) -> str:
+    return str(row_id)
+
+
+def decode_id_cursor(raw: str, field: str = "cursor", *, max_id: int = MAX_ID) -> int:
+    """The last id of the previous page, from a cursor :func:`encode_id_cursor` wrote."""
+    row_id = int(raw) if _ID_FORM.fullmatch(raw) else 0
+    if not 1 <= row_id <= max_id:
+        raise InvalidData(
+            f"{field} is not one this server issued; pass meta.next_cursor from the previous page unchanged",
+            errors=[{"path": field, "msg": "malformed cursor"}],
+        )
+    return row_id

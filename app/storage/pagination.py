@@ -16,9 +16,11 @@ PAGE_SCHEMA: dict[str, Any] = {
 
 @dataclass(slots=True)
 class Page:
-    """What a list handler returns: the router puts ``meta`` beside ``data``."""
+    """What a list handler returns: the router puts ``meta`` beside ``data``.
+    ``items`` is the list, or an object holding it beside figures about the
+    whole list (STATUS_SUMMARY: ``monitors`` and the tenant's ``counts``)."""
 
-    items: list[Any]
+    items: list[Any] | dict[str, Any]
     meta: dict[str, Any]
 
 

@@ -1,9 +1,16 @@
 """One WebSocket connection: bounded send queue, writer task, auth timers, its session.
 
-Responses and events share one queue, bounded by message count and bytes
-(``WS_SEND_QUEUE_MAX`` / ``WS_SEND_QUEUE_BYTES``). ``enqueue`` never blocks or
-awaits — a broadcast to 5,000 connections is 5,000 appends — and a connection
-whose queue overflows is closed with 4009 without slowing anyone else.
+Responses and events share one queue (so they leave in the order they were
+made), bounded by message count (``WS_SEND_QUEUE_MAX``) and bytes
+(``WS_SEND_QUEUE_BYTES``). ``enqueue`` never blocks or awaits — a broadcast to
+5,000 connections is 5,000 appends — and a connection whose queue overflows is
+closed with 4009 without slowing anyone else.
+
+Events and responses are held to the byte bound separately: waiting events
+may not exceed it, and neither may waiting responses, except that a response
+is always taken while no other response waits. A single answer larger than
+the bound is one large answer, not a slow consumer; a client that keeps
+asking without reading, or stops reading while events pile up, still is.
 
 A connection is also the :class:`app.session.Session` its requests' handlers
 see: its identity, :meth:`Connection.apply_identity` (the one way an identity
@@ -53,6 +60,7 @@ class Connection:
         "_policy",
         "_queue",
         "_queued_bytes",
+        "_response_bytes",
         "_waiter",
         "_writer",
         "client_addr",
@@ -88,8 +96,11 @@ class Connection:
         # Python 3.11 every get_running_loop() (also inside current_task(), Event.wait())
         # is a getpid() system call: ~10 % of server CPU per PING on a VM (py-spy --native).
         self._loop = asyncio.get_running_loop()
-        self._queue: deque[str | bytes] = deque()
+        #: (frame, is a response) in sending order.
+        self._queue: deque[tuple[str | bytes, bool]] = deque()
+        #: Bytes of the events and of the responses waiting in the queue.
         self._queued_bytes = 0
+        self._response_bytes = 0
         #: The writer's wake-up while the queue is empty (a bare future: see ``_loop``).
         self._waiter: asyncio.Future[None] | None = None
         #: Set whenever the queue is empty (drain waits on it).
@@ -119,26 +130,35 @@ class Connection:
         self._writer = self._loop.create_task(self._write_loop())
         self.arm_auth_timers()
 
-    def enqueue(self, frame: str | bytes) -> bool:
-        """Queue a frame for sending; False (and a 4009 close) if the queue is full."""
+    def enqueue(self, frame: str | bytes, *, response: bool = False) -> bool:
+        """Queue a frame for sending; False (and a 4009 close) if the queue is full.
+        ``response``: the answer to one of this client's requests (see the module doc)."""
         if self.closed:
             return False
         size = len(frame)
-        if len(self._queue) >= self.max_messages or self._queued_bytes + size > self.max_bytes:
+        if response:
+            over = self._response_bytes > 0 and self._response_bytes + size > self.max_bytes
+        else:
+            over = self._queued_bytes + size > self.max_bytes
+        if over or len(self._queue) >= self.max_messages:
             metrics.WS_SLOW_CONSUMERS.inc()
             log.warning(
-                "closing %s (%s): send queue overflow (%d messages, %d bytes)",
+                "closing %s (%s): send queue overflow (%d messages, %d bytes of events, %d of responses)",
                 self.conn_id,
                 self.identity.username,
                 len(self._queue),
                 self._queued_bytes,
+                self._response_bytes,
             )
             self._queue.clear()
-            self._queued_bytes = 0
+            self._queued_bytes = self._response_bytes = 0
             self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: send queue overflowed")
             return False
-        self._queue.append(frame)
-        self._queued_bytes += size
+        self._queue.append((frame, response))
+        if response:
+            self._response_bytes += size
+        else:
+            self._queued_bytes += size
         self._flushed.clear()
         self._wake()
         return True
@@ -159,8 +179,11 @@ class Connection:
                     self._waiter = self._loop.create_future()
                     await self._waiter
                 while queue:
-                    frame = queue.popleft()
-                    self._queued_bytes -= len(frame)
+                    frame, response = queue.popleft()
+                    if response:
+                        self._response_bytes -= len(frame)
+                    else:
+                        self._queued_bytes -= len(frame)
                     if isinstance(frame, bytes):
                         await send({"type": "websocket.send", "text": frame.decode()})
                     else:

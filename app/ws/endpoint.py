@@ -177,7 +177,7 @@ async def _read_loop(conn: Connection, services: Services) -> None:
                 if await _limited(conn, exc.pkg_id, exc.req_id, retry, streak, loop.time()):
                     return
                 continue
-            conn.enqueue(exc.to_response())
+            conn.enqueue(exc.to_response(), response=True)
             continue
         if conn.closed:
             return
@@ -189,7 +189,8 @@ async def _read_loop(conn: Connection, services: Services) -> None:
             conn.enqueue(
                 encode_response(
                     req.pkg_id, req.req_id, RSPCode.UNAVAILABLE, {"msg": "server is shutting down; reconnect"}
-                )
+                ),
+                response=True,
             )
             continue
         await conn.in_flight.acquire()
@@ -220,7 +221,8 @@ async def _limited(
             req_id,
             RSPCode.RATE_LIMITED,
             {"msg": f"message rate limit exceeded; retry in {retry} ms", "retry_after_ms": retry},
-        )
+        ),
+        response=True,
     )
     return False
 
@@ -255,7 +257,7 @@ async def _handle(conn: Connection, services: Services, req: Request) -> None:
         response = encode_response(req.pkg_id, req.req_id, RSPCode.ERROR, {"msg": "internal error"})
     finally:
         conn.in_flight.release()
-    conn.enqueue(response)
+    conn.enqueue(response, response=True)
     settings = services.settings
     mode = settings.log_requests
     if mode == "off":

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from app.client_time import MAX_TIME, MIN_TIME
 from app.errors import InvalidData
 from app.routing import MAX_ID
-from app.storage.keyset import MAX_BIG_ID, decode_cursor, encode_cursor
+from app.storage.keyset import (
+    MAX_BIG_ID,
+    decode_cursor,
+    decode_id_cursor,
+    encode_cursor,
+    encode_id_cursor,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -39,3 +45,26 @@ def test_cursor_roundtrip(ts: datetime, row_id: int) -> None:
     if row_id > MAX_ID:
         with pytest.raises(InvalidData):
             decode_cursor(encode_cursor(aware, row_id))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=64), st.from_regex(r"[-+ ]?[0-9]{1,25}\s?", fullmatch=True)))
+def test_decode_id_cursor_accepts_only_issued_forms(text: str) -> None:
+    try:
+        row_id = decode_id_cursor(text)
+    except InvalidData as exc:
+        assert exc.errors and exc.errors[0]["path"] == "cursor"
+        return
+    assert 1 <= row_id <= MAX_ID
+    assert encode_id_cursor(row_id) == text
+
+
+@given(st.integers(min_value=1, max_value=MAX_ID))
+def test_id_cursor_roundtrip(row_id: int) -> None:
+    assert decode_id_cursor(encode_id_cursor(row_id)) == row_id
+
+
+@pytest.mark.parametrize("raw", ["0", str(MAX_ID + 1), "٣", "1_0", " 1", "1:2", ""])
+def test_id_cursor_outside_the_key_range_is_refused(raw: str) -> None:
+    with pytest.raises(InvalidData):
+        decode_id_cursor(raw)

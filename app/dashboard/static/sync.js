@@ -19,10 +19,20 @@ export async function loadSummary(reason = "reload") {
   try {
     const rows = [];
     let cursor = null;
-    // The summary may be paginated by cursor; follow it to the end.
+    // The summary comes in pages of 2,000 (docs/protocol.md, "Large answers"); follow the cursor to the end.
     for (let guard = 0; guard < 1000; guard++) {
       const res = await session.client.request(Pkg.STATUS_SUMMARY, cursor ? { cursor } : {}, { timeoutMs: 30000 });
-      rows.push(...listFrom(res.data));
+      const page = listFrom(res.data);
+      rows.push(...page);
+      if (!model.loaded && model.monitorReload === reload) {
+        // First load (nothing shown yet): show each page as it arrives rather than after the
+        // last, so a large tenant sees rows at once. The full replace below still settles it.
+        for (const r of page) {
+          const id = r.id ?? r.monitor_id;
+          model.monitors.set(id, mergeMonitor(model.monitors.get(id), { ...r, id }));
+        }
+        invalidate("order", "counts");
+      }
       cursor = res.meta?.has_more ? res.meta.next_cursor : null;
       if (!cursor) break;
     }
