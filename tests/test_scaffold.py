@@ -125,10 +125,10 @@ def test_generated_package_imports_checks_and_passes_its_own_test(repo_copy: Pat
     assert not set(before) - set(after)
 
     protocol = (repo_copy / "app/protocol.py").read_text()
-    assert "    MONITOR_CHECK_NOW = 107\n    DEVICE_LIST = 150\n    DEVICE_GET = 151\n" in protocol
+    assert "    MONITOR_EXPORT = 109\n    DEVICE_LIST = 150\n    DEVICE_GET = 151\n" in protocol
     actions = (repo_copy / "actions.json").read_text()
     assert (
-        '    "107": "editor",\n    "150": "editor",\n    "151": "viewer",\n    "200": "viewer",\n' in actions
+        '    "109": "viewer",\n    "150": "editor",\n    "151": "viewer",\n    "200": "viewer",\n' in actions
     )
     module = (repo_copy / "app/handlers/devices.py").read_text()
     assert module.index("async def device_list(") < module.index("async def device_get(")
