@@ -35,7 +35,7 @@ from app.bench.servers import (
     scrubbed_env,
 )
 from app.bench.targets import Environment, Purpose, Target, split_frame
-from app.bench.wsclient import BenchConnection
+from app.bench.wsclient import BenchConnection, connect
 from app.protocol import SUBPROTOCOL, PkgID
 
 #: Server settings the bench changes from the defaults (see the module docstring).
@@ -144,6 +144,22 @@ class WatchpostTarget(Target):
             headers={"Authorization": f"Bearer {self.token}"},
             subprotocols=[SUBPROTOCOL],
         )
+
+    async def connect_one(self, token: str, instance: int = 0) -> BenchConnection:
+        """One authenticated connection with ``token`` (a local JWT or an API token)."""
+        return await connect(
+            self._url(instance), headers={"Authorization": f"Bearer {token}"}, subprotocols=[SUBPROTOCOL]
+        )
+
+    async def create_api_token(self, name: str = "bench") -> str:
+        """A new editor API token of the bench tenant (its secret)."""
+        (ws,) = await self._connect(1, 0)
+        try:
+            reply = await ws.request(PkgID.TOKEN_CREATE, {"name": name, "role": "editor"})
+            _expect_ok(reply, "TOKEN_CREATE")
+            return str(reply["data"]["token"])
+        finally:
+            await ws.close()
 
     async def _create_monitor(self) -> None:
         (ws,) = await self._connect(1, 0)

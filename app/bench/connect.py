@@ -1,0 +1,77 @@
+"""The ``connect`` scenario: handshakes per second, Watchpost's authenticated ones against the bare echo's.
+
+A reconnect storm (deploy, failover, drain) is all handshakes, so the figure
+that matters is how many an instance completes per second of its CPU. Each row
+opens ``count`` connections, ``concurrency`` handshakes at a time, and records
+the wall time and the server's CPU time over the window; the connections are
+checked and closed after the window, so neither the check nor the close is
+counted. Watchpost is measured with a local JWT and with an API token (the two
+credentials dashboards and scripts use), each reused across connections as a
+reconnecting client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from app.bench.loadgen import CpuProbe, close_all
+from app.bench.stats import ratio
+from app.bench.wsclient import BenchConnection
+
+#: (connections per row, handshakes in flight) by plan name.
+SIZES = {"full": (5000, 64), "quick": (1000, 64), "smoke": (20, 4)}
+
+Opener = Callable[[], Awaitable[BenchConnection]]
+#: Proves the connections are usable (authenticated), after the timed window.
+Check = Callable[[list[BenchConnection]], Awaitable[None]]
+
+
+async def measure(
+    label: str,
+    open_one: Opener,
+    count: int,
+    concurrency: int,
+    server_cpu: CpuProbe,
+    check: Check | None = None,
+) -> dict[str, Any]:
+    """Open ``count`` connections, ``concurrency`` at a time; handshakes/s and server CPU per handshake."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> BenchConnection:
+        async with gate:
+            return await open_one()
+
+    cpu0, wall0 = server_cpu(), time.perf_counter()
+    results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+    wall, cpu = time.perf_counter() - wall0, server_cpu() - cpu0
+    opened = [r for r in results if isinstance(r, BenchConnection)]
+    failed = [r for r in results if isinstance(r, BaseException)]
+    try:
+        if failed:
+            raise RuntimeError(f"{label}: {len(failed)} of {count} handshakes failed: {failed[0]!r}")
+        if check is not None:
+            await check(opened)
+    finally:
+        await close_all(opened)
+    us_per = cpu / count * 1e6 if count else 0.0
+    return {
+        "credential": label,
+        "connections": count,
+        "concurrency": concurrency,
+        "elapsed_s": round(wall, 3),
+        "handshakes_per_s": round(count / wall, 1) if wall else None,
+        "server_cpu_us_per_handshake": round(us_per, 1),
+        # Handshakes one server core could complete if the load generator were free.
+        "capacity_per_core_s": round(1e6 / us_per) if us_per else None,
+    }
+
+
+def add_ratios(rows: list[dict[str, Any]], echo: dict[str, Any]) -> None:
+    for row in rows:
+        row["vs_echo"] = {
+            "handshakes_per_s": ratio(row["handshakes_per_s"], echo["handshakes_per_s"]),
+            "capacity": ratio(row["capacity_per_core_s"], echo["capacity_per_core_s"]),
+        }
