@@ -66,8 +66,13 @@ class Authenticator:
         #: their sessions end at the identity provider, which sends no control message first).
         self.cache = cache if cache is not None else CredentialCache(0)
 
-    async def authenticate(self, token: str, tenant_slug: str | None) -> Identity:
-        """Raises InvalidToken / TokenExpired (close 4001) or NotAMember (close 4003)."""
+    async def authenticate(self, token: str, tenant_slug: str | None, *, fresh: bool = False) -> Identity:
+        """Raises InvalidToken / TokenExpired (close 4001) or NotAMember (close 4003).
+
+        ``fresh`` reads the database even when the credential is cached (and caches what
+        it read): AUTH_REFRESH promises the member's current role, including a change no
+        control message announced.
+        """
         if not token:
             raise InvalidToken("no credential: send 'Authorization: Bearer <token>'")
         # Checked before any lookup: a NUL reaching PostgreSQL is a server error, not a 4xxx.
@@ -78,9 +83,9 @@ class Authenticator:
                 f"?tenant= must be a tenant slug: at most {_SLUG_MAX} characters, no control characters"
             )
         if token.startswith(API_TOKEN_PREFIX):
-            return await self._api_token(token, tenant_slug)
+            return await self._api_token(token, tenant_slug, fresh)
         if _issuer(token) == ISSUER:
-            return await self._local(self.local.verify(token), tenant_slug)
+            return await self._local(self.local.verify(token), tenant_slug, fresh)
         if self.external is None:
             raise InvalidToken("invalid token: unknown issuer")
         async with self.db.session() as s:
@@ -88,11 +93,18 @@ class Authenticator:
             tenant, role = await self._tenant_and_role(s, user, tenant_slug)
             return _identity(user, tenant, role, "keycloak", session_id, expires_at)
 
-    async def _local(self, claims: dict[str, Any], tenant_slug: str | None) -> Identity:
+    def _cached(self, key: tuple[str | None, ...], fresh: bool) -> Identity | None:
+        if fresh:
+            # What the fresh read finds replaces the entry, and a refusal must not leave it behind.
+            self.cache.discard(key)
+            return None
+        return self.cache.get(key)
+
+    async def _local(self, claims: dict[str, Any], tenant_slug: str | None, fresh: bool) -> Identity:
         """A local JWT whose signature and expiry were checked: its session, user and membership."""
         session_id, expires_at = str(claims["sid"]), float(claims["exp"])
         key = ("local", session_id, str(claims["sub"]), tenant_slug)
-        cached = self.cache.get(key)
+        cached = self._cached(key, fresh)
         if cached is not None:
             cached.expires_at = expires_at
             return cached
@@ -148,10 +160,10 @@ class Authenticator:
             return None, None
         raise NotAMember("the user is not a member of any tenant")
 
-    async def _api_token(self, token: str, tenant_slug: str | None) -> Identity:
+    async def _api_token(self, token: str, tenant_slug: str | None, fresh: bool) -> Identity:
         token_hash = hash_secret(token)
         key = ("api", token_hash, tenant_slug)
-        cached = self.cache.get(key)
+        cached = self._cached(key, fresh)
         if cached is not None:
             return cached
         generation = self.cache.generation

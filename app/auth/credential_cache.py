@@ -98,6 +98,9 @@ class CredentialCache:
             del self._entries[next(iter(self._entries))]
         self._entries[key] = _Entry(dataclasses.replace(identity), self._clock() + self.ttl, valid_until)
 
+    def discard(self, key: Hashable) -> None:
+        self._entries.pop(key, None)
+
     def forget(self, message: ControlMessage) -> int:
         """Drop every entry ``message`` concerns; returns how many."""
         self._generation += 1
