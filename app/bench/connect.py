@@ -75,3 +75,41 @@ def add_ratios(rows: list[dict[str, Any]], echo: dict[str, Any]) -> None:
             "handshakes_per_s": ratio(row["handshakes_per_s"], echo["handshakes_per_s"]),
             "capacity": ratio(row["capacity_per_core_s"], echo["capacity_per_core_s"]),
         }
+
+
+#: The issue's target: authenticated connects per second on one instance.
+TARGET_PER_S = 1000
+
+
+def evaluate(result: dict[str, Any]) -> dict[str, Any]:
+    """The verdict for the slowest credential (report.evaluate adds it to the targets)."""
+    slowest = min(result["watchpost"], key=lambda row: row["handshakes_per_s"] or 0)
+    measured = {row["credential"]: row["handshakes_per_s"] for row in result["watchpost"]}
+    return {
+        "target": "authenticated handshakes per second, one instance",
+        "wanted": f">= {TARGET_PER_S}",
+        "measured": measured,
+        "met": (slowest["handshakes_per_s"] or 0) >= TARGET_PER_S,
+        "detail": f"echo {result['echo']['handshakes_per_s']}/s in the same run",
+    }
+
+
+def markdown_lines(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## connect (handshakes, each credential reused as a reconnecting client does)",
+        "",
+        "| server | credential | connections | in flight | handshakes/s | server µs each | per core/s "
+        "| vs echo: rate | capacity |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for server, rows in (("echo", [result["echo"]]), ("watchpost", result["watchpost"])):
+        for r in rows:
+            vs = r.get("vs_echo", {})
+            lines.append(
+                f"| {server} | {r['credential']} | {r['connections']} | {r['concurrency']} "
+                f"| {r['handshakes_per_s']} | {r['server_cpu_us_per_handshake']} "
+                f"| {r['capacity_per_core_s']} "
+                f"| {vs.get('handshakes_per_s', '-')} | {vs.get('capacity', '-')} |"
+            )
+    return lines

@@ -103,3 +103,58 @@ def test_results_show_a_baseline_and_notes(tmp_path: Path) -> None:
     assert "p99_ms 759.2" in cells[2] and cells[3] == "**NO**", cells
     assert "p99_ms 162.0" in cells[4] and cells[5] == "yes", cells
     assert "commit aaaaaaa" in text and "## Profiling" in text and "759 -> 162 ms" in text
+
+
+def test_connect_is_judged_by_its_slowest_credential() -> None:
+    """The connect target needs every credential kind at 1,000 handshakes/s, not the fastest one."""
+
+    def row(credential: str, rate: float) -> dict[str, object]:
+        return {
+            "credential": credential,
+            "connections": 100,
+            "concurrency": 8,
+            "elapsed_s": 0.1,
+            "handshakes_per_s": rate,
+            "server_cpu_us_per_handshake": 500.0,
+            "capacity_per_core_s": 2000,
+        }
+
+    def verdict(jwt: float, api: float) -> dict[str, object]:
+        scenarios = {
+            "connect": {
+                "echo": row("none (echo)", 3000),
+                "watchpost": [row("local JWT", jwt), row("API token", api)],
+            }
+        }
+        (check, integrity) = evaluate(scenarios)
+        assert integrity["met"] is True
+        return check
+
+    assert verdict(1200, 1100)["met"] is True
+    failed = verdict(1200, 900)
+    assert failed["met"] is False and failed["measured"] == {"local JWT": 1200, "API token": 900}
+    text = markdown(
+        {
+            "started_at": "2026-12-05T00:00:00Z",
+            "command": "python -m app.bench --scenario connect",
+            "elapsed_s": 1,
+            "machine": {
+                k: "-"
+                for k in (
+                    "nproc",
+                    "cpu_model",
+                    "memory_gib",
+                    "kernel",
+                    "python",
+                    "git_commit",
+                    "load_average_at_start",
+                )
+            },
+            "settings": {"plan": {"name": "smoke"}, "cpus": "-"},
+            "targets": [failed],
+            "scenarios": {
+                "connect": {"echo": row("none (echo)", 3000), "watchpost": [row("API token", 900)]}
+            },
+        }
+    )
+    assert "## connect" in text and "| watchpost | API token | 100 | 8 | 900 |" in text
