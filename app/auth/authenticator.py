@@ -84,8 +84,14 @@ class Authenticator:
             )
         if token.startswith(API_TOKEN_PREFIX):
             return await self._api_token(token, tenant_slug, fresh)
+        # A local JWT this instance checked before: its signature cannot have changed, and
+        # the entry dies with the token's expiry, so it is neither decoded nor verified again.
+        key = ("local", hash_secret(token), tenant_slug)
+        cached = self._cached(key, fresh)
+        if cached is not None:
+            return cached
         if _issuer(token) == ISSUER:
-            return await self._local(self.local.verify(token), tenant_slug, fresh)
+            return await self._local(key, self.local.verify(token), tenant_slug)
         if self.external is None:
             raise InvalidToken("invalid token: unknown issuer")
         async with self.db.session() as s:
@@ -100,14 +106,11 @@ class Authenticator:
             return None
         return self.cache.get(key)
 
-    async def _local(self, claims: dict[str, Any], tenant_slug: str | None, fresh: bool) -> Identity:
+    async def _local(
+        self, key: tuple[str | None, ...], claims: dict[str, Any], tenant_slug: str | None
+    ) -> Identity:
         """A local JWT whose signature and expiry were checked: its session, user and membership."""
         session_id, expires_at = str(claims["sid"]), float(claims["exp"])
-        key = ("local", session_id, str(claims["sub"]), tenant_slug)
-        cached = self._cached(key, fresh)
-        if cached is not None:
-            cached.expires_at = expires_at
-            return cached
         generation = self.cache.generation
         try:
             sid, user_id = int(session_id), int(claims["sub"])
@@ -129,7 +132,7 @@ class Authenticator:
                 raise InvalidToken("the user no longer exists")
             tenant, role = await self._tenant_and_role(s, user, tenant_slug)
             identity = _identity(user, tenant, role, "local", session_id, expires_at)
-        self.cache.put(key, identity, session.expires_at.timestamp(), generation)
+        self.cache.put(key, identity, min(expires_at, session.expires_at.timestamp()), generation)
         return identity
 
     async def _tenant_and_role(

@@ -4,8 +4,9 @@ An authenticated connect used to read the session, the user and the
 membership (a local JWT) or the token, its tenant, user and the creator's
 membership (an API token) on every handshake: about 3 ms of server CPU, so a
 reconnect storm of 5,000 dashboards cost 15 s of a core. The resolved
-:class:`Identity` is cached here under the credential (a local session id, an
-API token's hash) and the tenant asked for.
+:class:`Identity` is cached here under the credential (the SHA-256 of the local
+JWT or API token) and the tenant asked for; a cached local JWT is not even
+decoded again (its signature was checked, and the entry ends with its expiry).
 
 Freshness: every control message (``app.control``: a revoked token or session,
 a removed member, a changed role) drops the entries it concerns the moment the
