@@ -7,7 +7,8 @@ the wall time and the server's CPU time over the window; the connections are
 checked and closed after the window, so neither the check nor the close is
 counted. Watchpost is measured with a local JWT and with an API token (the two
 credentials dashboards and scripts use), each reused across connections as a
-reconnecting client would.
+reconnecting client would, and with a new local JWT per handshake (tokens the
+server has not seen: what no cache helps with).
 """
 
 from __future__ import annotations
@@ -79,18 +80,26 @@ def add_ratios(rows: list[dict[str, Any]], echo: dict[str, Any]) -> None:
 
 #: The issue's target: authenticated connects per second on one instance.
 TARGET_PER_S = 1000
+#: The row whose every handshake brings a token the server has not seen (not cached yet).
+FRESH_JWT = "local JWT, each new"
 
 
 def evaluate(result: dict[str, Any]) -> dict[str, Any]:
-    """The verdict for the slowest credential (report.evaluate adds it to the targets)."""
-    slowest = min(result["watchpost"], key=lambda row: row["handshakes_per_s"] or 0)
-    measured = {row["credential"]: row["handshakes_per_s"] for row in result["watchpost"]}
+    """The verdict for the slowest reused credential (report.evaluate adds it to the targets).
+
+    The target is about reconnecting clients, whose credentials the instance has seen;
+    the uncached row is reported beside it (``detail``), not judged.
+    """
+    reused = [row for row in result["watchpost"] if row["credential"] != FRESH_JWT]
+    slowest = min(reused, key=lambda row: row["handshakes_per_s"] or 0)
+    measured = {row["credential"]: row["handshakes_per_s"] for row in reused}
+    fresh = [f"{row['handshakes_per_s']}/s uncached" for row in result["watchpost"] if row not in reused]
     return {
         "target": "authenticated handshakes per second, one instance",
         "wanted": f">= {TARGET_PER_S}",
         "measured": measured,
         "met": (slowest["handshakes_per_s"] or 0) >= TARGET_PER_S,
-        "detail": f"echo {result['echo']['handshakes_per_s']}/s in the same run",
+        "detail": "; ".join([f"echo {result['echo']['handshakes_per_s']}/s in the same run", *fresh]),
     }
 
 

@@ -9,8 +9,9 @@ quick for ``--quick``, smoke for the test suite).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -334,10 +335,16 @@ async def connect(env: Environment, plan: Plan, say: Progress) -> dict[str, Any]
     async def body() -> list[dict[str, Any]]:
         rows = []
         api_token = await watchpost.create_api_token()
-        for label, token in (("local JWT", watchpost.token), ("API token", api_token)):
+        kinds: list[tuple[str, Iterator[str]]] = [
+            ("local JWT", itertools.repeat(watchpost.token)),
+            ("API token", itertools.repeat(api_token)),
+            # Every handshake with a token the server has not seen: the uncached path.
+            (connect_bench.FRESH_JWT, iter(watchpost.fresh_tokens(count))),
+        ]
+        for label, tokens in kinds:
 
-            def open_one(t: str = token) -> Awaitable[BenchConnection]:
-                return watchpost.connect_one(t)
+            def open_one(source: Iterator[str] = tokens) -> Awaitable[BenchConnection]:
+                return watchpost.connect_one(next(source))
 
             row = await connect_bench.measure(
                 label, open_one, count, concurrency, watchpost.cpu_seconds, check

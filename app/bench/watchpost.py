@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import jwt
 
 from app.bench.fanout import Publish
 from app.bench.loadgen import close_all, open_connections, request_all
@@ -150,6 +151,17 @@ class WatchpostTarget(Target):
         return await connect(
             self._url(instance), headers={"Authorization": f"Bearer {token}"}, subprotocols=[SUBPROTOCOL]
         )
+
+    def fresh_tokens(self, count: int) -> list[str]:
+        """``count`` distinct access tokens of the bench login's session, as the server would sign them.
+
+        A reconnect storm is of distinct credentials, none cached yet: these measure that path.
+        """
+        claims = jwt.decode(self.token, options={"verify_signature": False})
+        return [
+            jwt.encode({**claims, "jti": secrets.token_hex(8)}, self.jwt_secret, algorithm="HS256")
+            for _ in range(count)
+        ]
 
     async def create_api_token(self, name: str = "bench") -> str:
         """A new editor API token of the bench tenant (its secret)."""
