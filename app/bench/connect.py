@@ -84,12 +84,18 @@ TARGET_PER_S = 1000
 FRESH_JWT = "local JWT, each new"
 
 
-def evaluate(result: dict[str, Any]) -> dict[str, Any]:
+#: Fewer handshakes than this (the smoke plan) measure start-up, not a rate: no verdict.
+JUDGED_FROM = 1000
+
+
+def evaluate(result: dict[str, Any]) -> dict[str, Any] | None:
     """The verdict for the slowest reused credential (report.evaluate adds it to the targets).
 
     The target is about reconnecting clients, whose credentials the instance has seen;
     the uncached row is reported beside it (``detail``), not judged.
     """
+    if result["echo"]["connections"] < JUDGED_FROM:
+        return None
     reused = [row for row in result["watchpost"] if row["credential"] != FRESH_JWT]
     slowest = min(reused, key=lambda row: row["handshakes_per_s"] or 0)
     measured = {row["credential"]: row["handshakes_per_s"] for row in reused}

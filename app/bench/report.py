@@ -128,8 +128,9 @@ def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
                 "KB read as 1000 bytes, the stricter reading",
             )
         )
-    if scenarios.get("connect"):
-        checks.append(connect_bench.evaluate(scenarios["connect"]))
+    connect = connect_bench.evaluate(scenarios["connect"]) if scenarios.get("connect") else None
+    if connect is not None:
+        checks.append(connect)
     problems = list(integrity_problems(scenarios))
     checks.append(_check("nothing lost or duplicated; no errors", "none", problems or "none", not problems))
     return checks
