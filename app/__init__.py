@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     from app import egress, http, metrics
     from app.auth.authenticator import Authenticator
+    from app.auth.credential_cache import CredentialCache
     from app.auth.local import LocalAuth
     from app.broker import create_broker
     from app.context import Services
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     db = Database(settings.database_url)
     local_auth = LocalAuth(settings, db)  # key loaded in the lifespan
+    # Shared by the authenticator (fills it) and the hub (empties it on control messages).
+    credentials = CredentialCache(settings.auth_cache_ttl)
     services = Services(
         settings=settings,
         db=db,
@@ -82,8 +85,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         events=EventBus(broker),
         limiter=limiter,
         local_auth=local_auth,
-        authenticator=Authenticator(db, local_auth, policy),
-        hub=Hub(broker, policy),
+        authenticator=Authenticator(db, local_auth, policy, cache=credentials),
+        hub=Hub(broker, policy, credentials),
     )
 
     @asynccontextmanager

@@ -78,6 +78,10 @@ class Settings:
     keycloak_jwks_min_refresh_interval: float = 5.0
     #: The role file (least role per package and route); None = the actions.json shipped with the server.
     actions_path: str | None = None
+    #: Seconds a handshake's reading of a local session or API token is reused by the next
+    #: handshakes with the same credential (0 = off). Control messages (revocation, role change,
+    #: member removal) drop entries at once; this bounds only changes no control message announced.
+    auth_cache_ttl: float = 30.0
     # --- websocket limits (close codes: docs/protocol.md, "Connecting")
     ws_max_frame_bytes: int = 64 * 1024
     ws_send_queue_max: int = 1000
@@ -214,6 +218,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")
+        if self.auth_cache_ttl < 0:
+            problems.append("AUTH_CACHE_TTL must be >= 0 (0 turns the credential cache off)")
         if self.ws_handler_timeout <= 0:
             problems.append("WS_HANDLER_TIMEOUT must be positive")
         if self.redis_pool_timeout <= 0:

@@ -1,11 +1,11 @@
 """The bench cannot rot: a tiny real run (its bookkeeping: tests/unit/test_bench_report.py).
 
-The smoke run is ``python -m app.bench --scenario rpc,fanout --smoke``: it
+The smoke run is ``python -m app.bench --scenario rpc,fanout,connect --smoke``: it
 starts the echo reference and a real Watchpost server on a scratch PostgreSQL
-database and Redis, drives 2 connections for a second and fans 3 events out to
-2 subscribers, and must write a results file in which nothing was lost,
-duplicated or answered with an error. The full bench (``make bench``) stays out
-of the test suite.
+database and Redis, drives 2 connections for a second, fans 3 events out to
+2 subscribers and opens 20 connections per credential kind, and must write a
+results file in which nothing was lost, duplicated or answered with an error.
+The full bench (``make bench``) stays out of the test suite.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_smoke_run_writes_results_with_nothing_lost(tmp_path: Path) -> None:
             "-m",
             "app.bench",
             "--scenario",
-            "rpc,fanout",
+            "rpc,fanout,connect",
             "--smoke",
             "--results-dir",
             str(tmp_path),
@@ -81,6 +81,16 @@ def test_smoke_run_writes_results_with_nothing_lost(tmp_path: Path) -> None:
         assert row["expected"] == row["subscribers"] * row["rounds"] > 0
         assert row["delivered"] == row["expected"], row
         assert row["duplicated"] == 0 and row["timed_out_rounds"] == 0, row
+
+    connect = results["scenarios"]["connect"]
+    assert [r["credential"] for r in connect["watchpost"]] == [
+        "local JWT",
+        "API token",
+        "local JWT, each new",
+    ]
+    for row in [connect["echo"], *connect["watchpost"]]:
+        # Every handshake completed and (for Watchpost) answered a PING: the run raises otherwise.
+        assert row["handshakes_per_s"] > 0 and row["connections"] == 20, row
 
     (verdict,) = [t for t in results["targets"] if t["target"].startswith("nothing lost")]
     assert verdict["met"] is True

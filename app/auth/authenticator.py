@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.auth.credential_cache import CredentialCache
 from app.auth.errors import InvalidToken, NotAMember, TokenExpired
 from app.auth.identity import Identity
 from app.auth.local import ISSUER, LocalAuth
@@ -28,7 +29,7 @@ from app.auth.passwords import hash_secret
 from app.models.base import utcnow
 from app.models.tenant import Membership, Tenant
 from app.models.token import ApiToken
-from app.models.user import User
+from app.models.user import AuthSession, User
 from app.rbac import Policy
 from app.storage.db import Database
 
@@ -50,15 +51,28 @@ class ExternalVerifier(Protocol):
 
 class Authenticator:
     def __init__(
-        self, db: Database, local: LocalAuth, policy: Policy, external: ExternalVerifier | None = None
+        self,
+        db: Database,
+        local: LocalAuth,
+        policy: Policy,
+        external: ExternalVerifier | None = None,
+        cache: CredentialCache | None = None,
     ) -> None:
         self.db = db
         self.local = local
         self.policy = policy
         self.external = external
+        #: Local sessions and API tokens already resolved (Keycloak tokens are not cached:
+        #: their sessions end at the identity provider, which sends no control message first).
+        self.cache = cache if cache is not None else CredentialCache(0)
 
-    async def authenticate(self, token: str, tenant_slug: str | None) -> Identity:
-        """Raises InvalidToken / TokenExpired (close 4001) or NotAMember (close 4003)."""
+    async def authenticate(self, token: str, tenant_slug: str | None, *, fresh: bool = False) -> Identity:
+        """Raises InvalidToken / TokenExpired (close 4001) or NotAMember (close 4003).
+
+        ``fresh`` reads the database even when the credential is cached (and caches what
+        it read): AUTH_REFRESH promises the member's current role, including a change no
+        control message announced.
+        """
         if not token:
             raise InvalidToken("no credential: send 'Authorization: Bearer <token>'")
         # Checked before any lookup: a NUL reaching PostgreSQL is a server error, not a 4xxx.
@@ -69,36 +83,57 @@ class Authenticator:
                 f"?tenant= must be a tenant slug: at most {_SLUG_MAX} characters, no control characters"
             )
         if token.startswith(API_TOKEN_PREFIX):
-            return await self._api_token(token, tenant_slug)
+            return await self._api_token(token, tenant_slug, fresh)
+        # A local JWT this instance checked before: its signature cannot have changed, and
+        # the entry dies with the token's expiry, so it is neither decoded nor verified again.
+        key = ("local", hash_secret(token), tenant_slug)
+        cached = self._cached(key, fresh)
+        if cached is not None:
+            return cached
+        if _issuer(token) == ISSUER:
+            return await self._local(key, self.local.verify(token), tenant_slug)
+        if self.external is None:
+            raise InvalidToken("invalid token: unknown issuer")
         async with self.db.session() as s:
-            if _issuer(token) == ISSUER:
-                claims = self.local.verify(token)
-                if not await self.local.session_active(str(claims["sid"])):
-                    raise InvalidToken("the session was logged out; log in again")
-                user = await s.get(User, int(claims["sub"]))
-                if user is None or not user.is_active:
-                    raise InvalidToken("the user no longer exists")
-                session_id: str | None = str(claims["sid"])
-                expires_at: float | None = float(claims["exp"])
-                kind = "local"
-            elif self.external is not None:
-                user, session_id, expires_at = await self.external.identify(s, token)
-                kind = "keycloak"
-            else:
-                raise InvalidToken("invalid token: unknown issuer")
+            user, session_id, expires_at = await self.external.identify(s, token)
             tenant, role = await self._tenant_and_role(s, user, tenant_slug)
-            return Identity(
-                user_id=user.id,  # type: ignore[arg-type]
-                username=user.username,
-                subject=user.external_subject or str(user.id),
-                tenant_id=tenant.id if tenant else None,
-                tenant_slug=tenant.slug if tenant else None,
-                role=role,
-                is_platform_admin=user.is_platform_admin,
-                kind=kind,
-                session_id=session_id,
-                expires_at=expires_at,
-            )
+            return _identity(user, tenant, role, "keycloak", session_id, expires_at)
+
+    def _cached(self, key: tuple[str | None, ...], fresh: bool) -> Identity | None:
+        if fresh:
+            # What the fresh read finds replaces the entry, and a refusal must not leave it behind.
+            self.cache.discard(key)
+            return None
+        return self.cache.get(key)
+
+    async def _local(
+        self, key: tuple[str | None, ...], claims: dict[str, Any], tenant_slug: str | None
+    ) -> Identity:
+        """A local JWT whose signature and expiry were checked: its session, user and membership."""
+        session_id, expires_at = str(claims["sid"]), float(claims["exp"])
+        generation = self.cache.generation
+        try:
+            sid, user_id = int(session_id), int(claims["sub"])
+        except ValueError:
+            raise InvalidToken("the session was logged out; log in again") from None
+        async with self.db.session() as s:
+            # Session and user in one read: this runs on every uncached handshake.
+            row = (
+                await s.execute(
+                    select(AuthSession, User)
+                    .join(User, col(User.id) == col(AuthSession.user_id))
+                    .where(col(AuthSession.id) == sid)
+                )
+            ).first()
+            if row is None or row[0].revoked_at is not None or row[0].expires_at <= utcnow():
+                raise InvalidToken("the session was logged out; log in again")
+            session, user = row
+            if user.id != user_id or not user.is_active:
+                raise InvalidToken("the user no longer exists")
+            tenant, role = await self._tenant_and_role(s, user, tenant_slug)
+            identity = _identity(user, tenant, role, "local", session_id, expires_at)
+        self.cache.put(key, identity, min(expires_at, session.expires_at.timestamp()), generation)
+        return identity
 
     async def _tenant_and_role(
         self, s: AsyncSession, user: User, slug: str | None
@@ -128,14 +163,20 @@ class Authenticator:
             return None, None
         raise NotAMember("the user is not a member of any tenant")
 
-    async def _api_token(self, token: str, tenant_slug: str | None) -> Identity:
+    async def _api_token(self, token: str, tenant_slug: str | None, fresh: bool) -> Identity:
+        token_hash = hash_secret(token)
+        key = ("api", token_hash, tenant_slug)
+        cached = self._cached(key, fresh)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation
         async with self.db.session() as s:
             row = (
                 await s.execute(
                     select(ApiToken, Tenant, User)
                     .join(Tenant, col(Tenant.id) == col(ApiToken.tenant_id))
                     .join(User, col(User.id) == col(ApiToken.user_id))
-                    .where(col(ApiToken.token_hash) == hash_secret(token))
+                    .where(col(ApiToken.token_hash) == token_hash)
                 )
             ).first()
             if row is None:
@@ -159,9 +200,11 @@ class Authenticator:
             if creator_role is None or not user.is_active:
                 raise InvalidToken("the API token's creator is no longer a member of its tenant")
             role = self.policy.api_token_role(api.role, creator_role)
+            # Written when the token is read from the database: at most once per cache TTL
+            # per instance while the token keeps connecting.
             api.last_used_at = utcnow()
             await s.commit()
-            return Identity(
+            identity = Identity(
                 user_id=user.id,  # type: ignore[arg-type]
                 username=user.username,
                 subject=user.external_subject or str(user.id),
@@ -175,6 +218,30 @@ class Authenticator:
                 token_role=api.role,
                 expires_at=api.expires_at.timestamp() if api.expires_at else None,
             )
+        self.cache.put(key, identity, identity.expires_at, generation)
+        return identity
+
+
+def _identity(
+    user: User,
+    tenant: Tenant | None,
+    role: str | None,
+    kind: str,
+    session_id: str | None,
+    expires_at: float | None,
+) -> Identity:
+    return Identity(
+        user_id=user.id,  # type: ignore[arg-type]
+        username=user.username,
+        subject=user.external_subject or str(user.id),
+        tenant_id=tenant.id if tenant else None,
+        tenant_slug=tenant.slug if tenant else None,
+        role=role,
+        is_platform_admin=user.is_platform_admin,
+        kind=kind,
+        session_id=session_id,
+        expires_at=expires_at,
+    )
 
 
 def _issuer(token: str) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from app.bench import connect as connect_bench
 from app.bench.servers import ROOT
 
 
@@ -127,6 +128,9 @@ def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
                 "KB read as 1000 bytes, the stricter reading",
             )
         )
+    connect = connect_bench.evaluate(scenarios["connect"]) if scenarios.get("connect") else None
+    if connect is not None:
+        checks.append(connect)
     problems = list(integrity_problems(scenarios))
     checks.append(_check("nothing lost or duplicated; no errors", "none", problems or "none", not problems))
     return checks
@@ -308,6 +312,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(s['echo_rpc'][1]['throughput_rps'])}/s (x{_fmt(s['echo_two_vs_one'])}).",
             f"- Note: {s['note']}.",
         ]
+    if "connect" in scenarios:
+        lines += connect_bench.markdown_lines(scenarios["connect"])
     if results.get("errors"):
         lines += ["", "## Scenario failures", ""] + [f"- {e}" for e in results["errors"]]
     return "\n".join(lines) + "\n"

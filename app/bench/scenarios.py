@@ -1,4 +1,4 @@
-"""The bench scenarios (issue: operations and performance): rpc, fanout, idle, scale.
+"""The bench scenarios (issue: operations and performance): rpc, fanout, idle, scale, connect.
 
 Each scenario starts the servers it needs fresh, measures the echo reference
 and Watchpost the same way, stops everything, and returns a plain dict for the
@@ -9,17 +9,21 @@ quick for ``--quick``, smoke for the test suite).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from app.bench import connect as connect_bench
 from app.bench.fanout import run_fanout
-from app.bench.loadgen import close_all, run_rpc
+from app.bench.loadgen import close_all, request_all, run_rpc
 from app.bench.stats import ratio
 from app.bench.targets import EchoTarget, Environment, Target
 from app.bench.watchpost import WatchpostTarget
 from app.bench.wsclient import BenchConnection
+from app.bench.wsclient import connect as ws_connect
+from app.protocol import PkgID
 
 
 @dataclass(frozen=True)
@@ -306,8 +310,60 @@ async def scale(env: Environment, plan: Plan, say: Progress) -> dict[str, Any]:
     return result
 
 
+async def connect(env: Environment, plan: Plan, say: Progress) -> dict[str, Any]:
+    """Authenticated handshakes per second (local JWT, API token) against the bare echo's."""
+    count, concurrency = connect_bench.SIZES[plan.name]
+    echo = EchoTarget(env)
+
+    async def echo_body() -> dict[str, Any]:
+        url = f"ws://127.0.0.1:{echo.ports[0]}/echo"
+        return await connect_bench.measure(
+            "none (echo)", lambda: ws_connect(url), count, concurrency, echo.cpu_seconds
+        )
+
+    say("connect: echo reference")
+    reference = await _with_target(echo, 1, echo_body)
+    say(f"  {'echo':9} {count} handshakes: {reference['handshakes_per_s']:.0f}/s")
+    watchpost = WatchpostTarget(env)
+
+    async def check(connections: list[BenchConnection]) -> None:
+        # A refused credential still completes the HTTP handshake, then closes: PING proves each is in.
+        for reply in await request_all(connections, PkgID.PING, {}):
+            if reply.get("status_code") != 0:
+                raise RuntimeError(f"connect: a connection is not usable: {reply}")
+
+    async def body() -> list[dict[str, Any]]:
+        rows = []
+        api_token = await watchpost.create_api_token()
+        kinds: list[tuple[str, Iterator[str]]] = [
+            ("local JWT", itertools.repeat(watchpost.token)),
+            ("API token", itertools.repeat(api_token)),
+            # Every handshake with a token the server has not seen: the uncached path.
+            (connect_bench.FRESH_JWT, iter(watchpost.fresh_tokens(count))),
+        ]
+        for label, tokens in kinds:
+
+            def open_one(source: Iterator[str] = tokens) -> Awaitable[BenchConnection]:
+                return watchpost.connect_one(next(source))
+
+            row = await connect_bench.measure(
+                label, open_one, count, concurrency, watchpost.cpu_seconds, check
+            )
+            say(
+                f"  {'watchpost':9} {count} handshakes ({label}): {row['handshakes_per_s']:.0f}/s, "
+                f"server {row['server_cpu_us_per_handshake']} us each"
+            )
+            rows.append(row)
+        return rows
+
+    say("connect: watchpost")
+    rows = await _with_target(watchpost, 1, body)
+    connect_bench.add_ratios(rows, reference)
+    return {"echo": reference, "watchpost": rows, "watchpost_settings": watchpost.settings()}
+
+
 #: Scenario names in run order; "fanout" and "idle" share one run (``listeners``).
-NAMES = ("rpc", "fanout", "idle", "scale")
+NAMES = ("rpc", "fanout", "idle", "scale", "connect")
 
 
 async def run_selected(
@@ -331,6 +387,8 @@ async def run_selected(
                 )
             elif step == "rpc":
                 results["rpc"] = await rpc(env, plan, say)
+            elif step == "connect":
+                results["connect"] = await connect(env, plan, say)
             else:
                 results["scale"] = await scale(env, plan, say)
         except Exception as exc:  # noqa: BLE001 - record the failure and go on with the next scenario

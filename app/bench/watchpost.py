@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import jwt
 
 from app.bench.fanout import Publish
 from app.bench.loadgen import close_all, open_connections, request_all
@@ -35,7 +36,7 @@ from app.bench.servers import (
     scrubbed_env,
 )
 from app.bench.targets import Environment, Purpose, Target, split_frame
-from app.bench.wsclient import BenchConnection
+from app.bench.wsclient import BenchConnection, connect
 from app.protocol import SUBPROTOCOL, PkgID
 
 #: Server settings the bench changes from the defaults (see the module docstring).
@@ -144,6 +145,33 @@ class WatchpostTarget(Target):
             headers={"Authorization": f"Bearer {self.token}"},
             subprotocols=[SUBPROTOCOL],
         )
+
+    async def connect_one(self, token: str, instance: int = 0) -> BenchConnection:
+        """One authenticated connection with ``token`` (a local JWT or an API token)."""
+        return await connect(
+            self._url(instance), headers={"Authorization": f"Bearer {token}"}, subprotocols=[SUBPROTOCOL]
+        )
+
+    def fresh_tokens(self, count: int) -> list[str]:
+        """``count`` distinct access tokens of the bench login's session, as the server would sign them.
+
+        A reconnect storm is of distinct credentials, none cached yet: these measure that path.
+        """
+        claims = jwt.decode(self.token, options={"verify_signature": False})
+        return [
+            jwt.encode({**claims, "jti": secrets.token_hex(8)}, self.jwt_secret, algorithm="HS256")
+            for _ in range(count)
+        ]
+
+    async def create_api_token(self, name: str = "bench") -> str:
+        """A new editor API token of the bench tenant (its secret)."""
+        (ws,) = await self._connect(1, 0)
+        try:
+            reply = await ws.request(PkgID.TOKEN_CREATE, {"name": name, "role": "editor"})
+            _expect_ok(reply, "TOKEN_CREATE")
+            return str(reply["data"]["token"])
+        finally:
+            await ws.close()
 
     async def _create_monitor(self) -> None:
         (ws,) = await self._connect(1, 0)

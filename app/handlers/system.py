@@ -82,7 +82,7 @@ async def auth_refresh(req: Request, ctx: Context) -> dict[str, Any]:
         raise InvalidData("AUTH_REFRESH needs a connection")
     old = session.identity
     try:
-        new = await ctx.services.authenticator.authenticate(req.data["token"], old.tenant_slug)
+        new = await ctx.services.authenticator.authenticate(req.data["token"], old.tenant_slug, fresh=True)
     except AuthError as exc:
         raise Unauthenticated(f"refresh refused: {exc}; the connection keeps its current token") from None
     if new.user_id != old.user_id or new.tenant_id != old.tenant_id:

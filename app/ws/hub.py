@@ -12,6 +12,7 @@ import dataclasses
 import logging
 
 from app import control, metrics
+from app.auth.credential_cache import CredentialCache
 from app.auth.identity import Identity
 from app.broker.base import Broker
 from app.control import ControlMessage, MemberRoleChanged, RevokeMembership, RevokeSession, RevokeToken
@@ -24,9 +25,12 @@ log = logging.getLogger("watchpost.hub")
 
 
 class Hub:
-    def __init__(self, broker: Broker, policy: Policy) -> None:
+    def __init__(self, broker: Broker, policy: Policy, credentials: CredentialCache | None = None) -> None:
         self.broker = broker
         self.policy = policy
+        #: The authenticator's cache of resolved credentials: emptied of what a control message
+        #: changes before any connection is touched, so no later handshake can be let in on it.
+        self.credentials = credentials
         self.connections: set[Connection] = set()
         #: Role changes being applied (kept so the tasks are not collected mid-way).
         self._tasks: set[asyncio.Task[list[str]]] = set()
@@ -65,6 +69,8 @@ class Hub:
 
     def apply(self, message: ControlMessage) -> None:
         """Close the connections a revocation covers, or give a member's connections a new role."""
+        if self.credentials is not None:
+            self.credentials.forget(message)
         if isinstance(message, MemberRoleChanged):
             self.change_member_role(message)
             return

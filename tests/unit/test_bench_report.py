@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from app.bench.connect import FRESH_JWT
 from app.bench.fanout import _Tracker
 from app.bench.report import baseline_summary, evaluate, integrity_problems, markdown
 from app.bench.stats import percentile, summarize_ns
@@ -103,3 +104,63 @@ def test_results_show_a_baseline_and_notes(tmp_path: Path) -> None:
     assert "p99_ms 759.2" in cells[2] and cells[3] == "**NO**", cells
     assert "p99_ms 162.0" in cells[4] and cells[5] == "yes", cells
     assert "commit aaaaaaa" in text and "## Profiling" in text and "759 -> 162 ms" in text
+
+
+def test_connect_is_judged_by_its_slowest_credential() -> None:
+    """The connect target needs every credential kind at 1,000 handshakes/s, not the fastest one."""
+
+    def row(credential: str, rate: float, connections: int = 1000) -> dict[str, object]:
+        return {
+            "credential": credential,
+            "connections": connections,
+            "concurrency": 8,
+            "elapsed_s": 0.1,
+            "handshakes_per_s": rate,
+            "server_cpu_us_per_handshake": 500.0,
+            "capacity_per_core_s": 2000,
+        }
+
+    def verdict(jwt: float, api: float, fresh: float = 400) -> dict[str, object]:
+        scenarios = {
+            "connect": {
+                "echo": row("none (echo)", 3000),
+                "watchpost": [row("local JWT", jwt), row("API token", api), row(FRESH_JWT, fresh)],
+            }
+        }
+        (check, integrity) = evaluate(scenarios)
+        assert integrity["met"] is True
+        return check
+
+    # The uncached row is reported beside the verdict, not judged.
+    passed = verdict(1200, 1100)
+    assert passed["met"] is True and "400/s uncached" in str(passed["detail"])
+    failed = verdict(1200, 900)
+    assert failed["met"] is False and failed["measured"] == {"local JWT": 1200, "API token": 900}
+    text = markdown(
+        {
+            "started_at": "2026-12-05T00:00:00Z",
+            "command": "python -m app.bench --scenario connect",
+            "elapsed_s": 1,
+            "machine": {
+                k: "-"
+                for k in (
+                    "nproc",
+                    "cpu_model",
+                    "memory_gib",
+                    "kernel",
+                    "python",
+                    "git_commit",
+                    "load_average_at_start",
+                )
+            },
+            "settings": {"plan": {"name": "smoke"}, "cpus": "-"},
+            "targets": [failed],
+            "scenarios": {
+                "connect": {"echo": row("none (echo)", 3000), "watchpost": [row("API token", 900)]}
+            },
+        }
+    )
+    assert "## connect" in text and "| watchpost | API token | 1000 | 8 | 900 |" in text
+    # A smoke-sized run (a few handshakes) measures start-up, not a rate: no verdict.
+    smoke = {"echo": row("none (echo)", 30, 20), "watchpost": [row("local JWT", 10, 20)]}
+    assert [t["target"] for t in evaluate({"connect": smoke})] == ["nothing lost or duplicated; no errors"]
