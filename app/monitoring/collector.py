@@ -86,11 +86,12 @@ def instance_id() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def due_condition(now: datetime) -> ColumnElement[bool]:
-    """Monitors the collector may claim at ``now``: enabled, due, and not leased by a live check."""
+def due_condition(now: datetime, until: datetime | None = None) -> ColumnElement[bool]:
+    """Monitors the collector may claim at ``now``: enabled, due by ``until`` (default ``now``),
+    and not leased by a live check."""
     return and_(
         col(Monitor.enabled).is_(True),
-        col(Monitor.next_check_at) <= now,
+        col(Monitor.next_check_at) <= (now if until is None else until),
         or_(col(Monitor.lease_expires_at).is_(None), col(Monitor.lease_expires_at) < now),
     )
 
@@ -166,7 +167,7 @@ class Collector:
         events: EventBus | None,
         *,
         concurrency: int = 200,
-        tick: float = 1.0,
+        tick: float = 0.25,
         lease_margin: float = 30.0,
         jitter: float = 10.0,
         owner: str | None = None,
@@ -190,6 +191,8 @@ class Collector:
         self._per_tenant: Counter[int] = Counter()
         #: Consecutive failed recordings per monitor id, for the back-off.
         self._record_failures: dict[int, int] = {}
+        #: Claimed checks still waiting for their start time (monitor id -> task).
+        self._waiting: dict[int, asyncio.Task[None]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -200,13 +203,16 @@ class Collector:
     async def stop(self, deadline: float = 5.0) -> None:
         """Stop claiming, give in-flight checks ``deadline`` seconds, cancel the rest.
 
-        Cancelled checks keep their lease; another instance re-runs them once it expires.
+        Claimed checks that have not started yet are given back at once (another
+        instance runs them on time); cancelled running checks keep their lease and
+        another instance re-runs them once it expires.
         """
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
+        await self._give_back_waiting()
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=deadline)
             for task in pending:
@@ -215,6 +221,27 @@ class Collector:
         if self._clients is not None:
             await self._clients.aclose()
             self._clients = None
+
+    async def _give_back_waiting(self) -> None:
+        waiting = dict(self._waiting)
+        if not waiting:
+            return
+        for task in waiting.values():
+            task.cancel()
+        await asyncio.gather(*waiting.values(), return_exceptions=True)
+        try:
+            async with self.db.session() as session:
+                await session.execute(
+                    update(Monitor)
+                    .where(col(Monitor.id).in_(list(waiting)), col(Monitor.lease_owner) == self.owner)
+                    .values(lease_owner=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+                await session.commit()
+        except Exception as exc:  # noqa: BLE001 - the leases expire on their own
+            log.warning(
+                "collector %s: could not give back %d unstarted checks (%s)", self.owner, len(waiting), exc
+            )
 
     def wake(self) -> None:
         """Claim now instead of at the next tick (a monitor became due early)."""
@@ -243,8 +270,7 @@ class Collector:
                     )
                     await asyncio.sleep(min(30.0, self.tick * 2**failures))
                     continue
-            for monitor in claimed:
-                self._start(monitor)
+            self._schedule(claimed)
             if claimed and len(claimed) == free:
                 await asyncio.sleep(0)  # more may be due; claim again once slots free up
                 if len(self._tasks) >= self.concurrency:
@@ -254,14 +280,37 @@ class Collector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.tick)
 
-    def _start(self, monitor: Monitor) -> None:
+    def _schedule(self, claimed: list[Monitor]) -> None:
+        """Start each claimed check at its own due time, never all at the tick's instant.
+
+        A claim takes what falls due within the next tick; due times are spread (first
+        checks are jittered, then keep their cadence), so starting each at its due time
+        spreads the work evenly. Checks already overdue (a backlog, a restart) are spread
+        evenly over one tick instead of being started together: a burst of simultaneous
+        connects queues on the event loop and on the target, and the recorded latency
+        would measure that queue instead of the target.
+        """
+        if not claimed:
+            return
+        now = utcnow()
+        step = self.tick / len(claimed)
+        for index, monitor in enumerate(sorted(claimed, key=lambda m: m.next_check_at)):
+            due_in = (monitor.next_check_at - now).total_seconds()
+            self._start(monitor, max(due_in, index * step))
+
+    def _start(self, monitor: Monitor, delay: float = 0.0) -> None:
         tenant = monitor.tenant_id
+        key = monitor.id or 0
         self._per_tenant[tenant] += 1
-        task = asyncio.create_task(self._check(monitor), name=f"check-{monitor.id}")
+        task = asyncio.create_task(self._check(monitor, delay), name=f"check-{monitor.id}")
         self._tasks.add(task)
+        if delay > 0:
+            self._waiting[key] = task
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
+            if self._waiting.get(key) is t:
+                del self._waiting[key]
             self._per_tenant[tenant] -= 1
             if self._per_tenant[tenant] <= 0:
                 del self._per_tenant[tenant]
@@ -274,13 +323,15 @@ class Collector:
         return max(1, self.concurrency // (busy_tenants + 1))
 
     async def claim(self, limit: int) -> list[Monitor]:
-        """Lease up to ``limit`` due monitors to this instance; returns detached snapshots.
+        """Lease up to ``limit`` monitors due within the next tick to this instance; returns
+        detached snapshots (the caller starts each at its due time).
 
         Tenants at their cap (see :meth:`tenant_cap`) are skipped; a round that meets a
         tenant reaching its cap queries again without it, so one tenant's thousands of
         due rows cannot hide another tenant's single due row.
         """
         now = utcnow()
+        until = now + timedelta(seconds=self.tick)
         counts = Counter(self._per_tenant)
         taken: list[Monitor] = []
         seen: list[int] = []
@@ -290,7 +341,7 @@ class Collector:
                 if want <= 0:
                     break
                 skip = [t for t, n in counts.items() if n >= self.tenant_cap(len(counts))]
-                stmt = select(Monitor).where(due_condition(now))
+                stmt = select(Monitor).where(due_condition(now, until))
                 if skip:
                     stmt = stmt.where(col(Monitor.tenant_id).not_in(skip))
                 if seen:
@@ -315,7 +366,7 @@ class Collector:
                 await session.rollback()
                 return []
             longest = max(effective_timeout(m.timeout, self.timeout_max) for m in taken)
-            expires = now + timedelta(seconds=longest + PROBE_SLACK + self.lease_margin)
+            expires = until + timedelta(seconds=longest + PROBE_SLACK + self.lease_margin)
             ids = [m.id for m in taken]
             await session.execute(
                 update(Monitor)
@@ -330,7 +381,10 @@ class Collector:
             return taken
 
     # -- checking ----------------------------------------------------------------------------
-    async def _check(self, monitor: Monitor) -> None:
+    async def _check(self, monitor: Monitor, delay: float = 0.0) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+            self._waiting.pop(monitor.id or 0, None)
         try:
             await self.check_claimed(monitor)
         except asyncio.CancelledError:
