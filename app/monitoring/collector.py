@@ -79,6 +79,30 @@ MAX_CLAIM_ROUNDS = 8
 #: Back-off after a failed recording: 30 s, doubling, at most an hour.
 RECORD_BACKOFF_FIRST = 30.0
 RECORD_BACKOFF_MAX = 3600.0
+#: At most this many HTTP/TCP outcomes are recorded in one transaction.
+RECORD_BATCH_MAX = 100
+#: Batches recorded at once (each on its own pooled connection): one writer would make
+#: every check wait for the database round trips of all the others.
+RECORD_WRITERS = 4
+#: The monitor fields :func:`recorder.record` writes into its snapshot; restored when a
+#: batch is rolled back, so each outcome can be recorded again on its own.
+_RECORDED_FIELDS = (
+    "state",
+    "state_seq",
+    "fail_streak",
+    "ok_streak",
+    "last_checked_at",
+    "last_latency_ms",
+    "last_status_code",
+    "last_error",
+    "cert_expires_at",
+    "state_changed_at",
+    "lease_owner",
+    "lease_expires_at",
+    "next_check_at",
+)
+
+_Pending = tuple[Monitor, CheckOutcome, "asyncio.Future[recorder.Recording | None]"]
 
 
 def instance_id() -> str:
@@ -193,10 +217,17 @@ class Collector:
         self._record_failures: dict[int, int] = {}
         #: Claimed checks still waiting for their start time (monitor id -> task).
         self._waiting: dict[int, asyncio.Task[None]] = {}
+        #: Probed HTTP/TCP outcomes waiting for the batch writer (while started).
+        self._outbox: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._writers: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         self._clients = HttpClients()
+        self._writers = [
+            asyncio.create_task(self._write_loop(), name=f"collector-writer-{n}")
+            for n in range(RECORD_WRITERS)
+        ]
         self._loop_task = asyncio.create_task(self._run_loop(), name="collector")
         log.info("collector %s started (concurrency %d)", self.owner, self.concurrency)
 
@@ -218,6 +249,10 @@ class Collector:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for writer in self._writers:
+            writer.cancel()
+        await asyncio.gather(*self._writers, return_exceptions=True)
+        self._writers = []
         if self._clients is not None:
             await self._clients.aclose()
             self._clients = None
@@ -441,6 +476,17 @@ class Collector:
                 monitor, self._clients, timeout_max=self.timeout_max, max_body_bytes=self.max_body_bytes
             )
             metrics.CHECK_DURATION.labels(kind=monitor.kind).observe(time.perf_counter() - started)
+            if self._writers:
+                # Recorded with the other outcomes of the moment in one transaction: one
+                # pooled connection, one maintenance-window read and one commit per batch
+                # instead of per check (at hundreds of checks/s the per-check transaction,
+                # not the probe, was the cost).
+                done: asyncio.Future[recorder.Recording | None] = asyncio.get_running_loop().create_future()
+                self._outbox.put_nowait((monitor, outcome, done))
+                return await done
+        return await self._record_one(monitor, outcome)
+
+    async def _record_one(self, monitor: Monitor, outcome: CheckOutcome | None) -> recorder.Recording | None:
         now = utcnow()
         async with self.db.session() as session:
             members: list[str] | None = None
@@ -469,6 +515,72 @@ class Collector:
             await session.commit()
         await self.publish(rec.events)
         return rec
+
+    # -- batched recording -------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < RECORD_BATCH_MAX and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[_Pending]) -> None:
+        saved = [{f: getattr(m, f) for f in _RECORDED_FIELDS} for m, _o, _d in batch]
+        try:
+            recordings = await self._record_batch([(m, o) for m, o, _d in batch])
+        except Exception:  # noqa: BLE001 - retried one by one below
+            # One bad row must not cost the others their results: record each on its
+            # own, so only the bad one fails (and backs off, see _back_off).
+            for (monitor, outcome, done), fields in zip(batch, saved, strict=True):
+                for name, value in fields.items():
+                    setattr(monitor, name, value)
+                try:
+                    rec = await self._record_one(monitor, outcome)
+                except Exception as exc:  # noqa: BLE001 - handed to the waiting check
+                    if not done.done():
+                        done.set_exception(exc)
+                else:
+                    if not done.done():
+                        done.set_result(rec)
+            return
+        for (_m, _o, done), rec in zip(batch, recordings, strict=True):
+            if not done.done():
+                done.set_result(rec)
+        for rec in recordings:
+            if rec is not None:
+                await self.publish(rec.events)
+
+    async def _record_batch(
+        self, items: list[tuple[Monitor, CheckOutcome]]
+    ) -> list[recorder.Recording | None]:
+        """Record HTTP/TCP outcomes in one transaction; None for each that lost its compare-and-set."""
+        now = utcnow()
+        out: list[recorder.Recording | None] = []
+        async with self.db.session() as session:
+            windows = await recorder.active_windows(session, {m.tenant_id for m, _o in items}, now)
+            for monitor, outcome in items:
+                rec = await recorder.record(
+                    session,
+                    monitor,
+                    outcome,
+                    now=now,
+                    in_maintenance=recorder.covered(monitor, windows),
+                    next_check_at=next_due(monitor, now),
+                    lease_owner=self.owner,
+                )
+                if rec is None:  # nothing was written for it: give the lease back
+                    await session.execute(
+                        update(Monitor)
+                        .where(col(Monitor.id) == monitor.id, col(Monitor.lease_owner) == self.owner)
+                        .values(lease_owner=None, lease_expires_at=None, next_check_at=next_due(monitor, now))
+                        .execution_options(synchronize_session=False)
+                    )
+                out.append(rec)
+            await session.commit()
+        for (monitor, outcome), rec in zip(items, out, strict=True):
+            if rec is not None:
+                metrics.CHECKS.labels(kind=monitor.kind, result="up" if outcome.ok else "down").inc()
+        return out
 
     async def _release(self, monitor: Monitor, now: datetime) -> None:
         """Give back a lease whose recording lost the compare-and-set."""
