@@ -120,8 +120,10 @@ class Settings:
     # --- monitoring and alerting (used by app.monitoring / app.alerting)
     collector_enabled: bool = True
     collector_concurrency: int = 200
-    #: Seconds between claims of due monitors when nothing is due (also the wake-up latency).
-    collector_tick: float = 1.0
+    #: Seconds between claims; each claim takes what falls due within the next tick and
+    #: starts every check at its own due time. Claimed-but-waiting checks hold a
+    #: COLLECTOR_CONCURRENCY slot, so throughput is at most concurrency / (tick + check time).
+    collector_tick: float = 0.25
     #: A claim's lease lasts the check timeout plus this many seconds; a crashed
     #: instance's checks are taken over once it passes.
     collector_lease_seconds: float = 30.0

@@ -257,3 +257,42 @@ async def test_a_killed_instance_leaves_leases_the_other_takes_over(
     first = await result_times(pg_db, m.id or 0)
     assert first[0] >= leased.lease_expires_at.timestamp() - 0.05
     assert (await load_monitor(pg_db, m.id or 0)).lease_owner in (None, "survivor")
+
+
+async def test_a_check_starts_at_its_due_time_and_a_stop_gives_back_unstarted_claims(
+    pg_db: Database, target: HttpTarget
+) -> None:
+    tenant = await add_tenant(pg_db)
+    soon = await add_monitor(
+        pg_db, tenant, url=target.url("/soon"), interval=60, timeout=2, now=utcnow() + timedelta(seconds=0.8)
+    )
+    later = await add_monitor(
+        pg_db, tenant, url=target.url("/later"), interval=60, timeout=2, now=utcnow() + timedelta(seconds=2.5)
+    )
+    collector = Collector(pg_db, None, tick=3.0, owner="one")
+    await collector.start()
+    try:
+        # One claim took both (due within the tick); neither has run yet.
+        await eventually(
+            lambda: _leased(pg_db, [soon.id or 0, later.id or 0], "one"), within=5, what="both claimed"
+        )
+        assert target.hits("/soon") == 0 and target.hits("/later") == 0
+        await asyncio.sleep(0.5)
+        assert target.hits("/soon") == 0, "started before its due time"
+        await eventually(lambda: _hit(target, "/soon"), within=3, what="the check at its due time")
+    finally:
+        await collector.stop()
+    assert target.hits("/later") == 0
+    unstarted = await load_monitor(pg_db, later.id or 0)
+    # Given back at stop: another instance may run it on time instead of after the lease.
+    assert unstarted.lease_owner is None and unstarted.lease_expires_at is None
+
+
+async def _leased(db: Database, ids: list[int], owner: str) -> bool:
+    async with db.session() as s:
+        owners = (await s.execute(select(col(Monitor.lease_owner)).where(col(Monitor.id).in_(ids)))).scalars()
+        return all(o == owner for o in owners)
+
+
+async def _hit(target: HttpTarget, path: str) -> bool:
+    return target.hits(path) > 0

@@ -1,4 +1,4 @@
-"""The bench scenarios (issue: operations and performance): rpc, fanout, idle, scale, connect.
+"""The bench scenarios (issue: operations and performance): rpc, fanout, idle, scale, connect, collector.
 
 Each scenario starts the servers it needs fresh, measures the echo reference
 and Watchpost the same way, stops everything, and returns a plain dict for the
@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.bench import connect as connect_bench
+from app.bench.collector import collector
 from app.bench.fanout import run_fanout
 from app.bench.loadgen import close_all, request_all, run_rpc
 from app.bench.stats import ratio
@@ -40,15 +41,21 @@ class Plan:
     idle_connections: int
     scale_subscribers: int
     scale_rpc: tuple[int, int]
+    #: collector scenario: HTTP monitor counts, their interval, the measured window.
+    collector_monitors: tuple[int, ...] = (1000,)
+    collector_interval: int = 10
+    collector_duration_s: float = 10.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 PLANS = {
-    "full": Plan("full", (1, 50, 200), (1, 8), 1.0, 4.0, (1000, 5000), 40, 5000, 1000, (50, 8)),
-    "quick": Plan("quick", (1, 50), (1, 8), 0.5, 2.0, (200,), 10, 500, 200, (50, 8)),
-    "smoke": Plan("smoke", (2,), (2,), 0.2, 1.0, (2,), 3, 4, 2, (2, 2)),
+    "full": Plan(
+        "full", (1, 50, 200), (1, 8), 1.0, 4.0, (1000, 5000), 40, 5000, 1000, (50, 8), (1000, 5000), 10, 20.0
+    ),
+    "quick": Plan("quick", (1, 50), (1, 8), 0.5, 2.0, (200,), 10, 500, 200, (50, 8), (1000,), 10, 10.0),
+    "smoke": Plan("smoke", (2,), (2,), 0.2, 1.0, (2,), 3, 4, 2, (2, 2), (20,), 2, 2.0),
 }
 
 Progress = Callable[[str], None]
@@ -363,7 +370,7 @@ async def connect(env: Environment, plan: Plan, say: Progress) -> dict[str, Any]
 
 
 #: Scenario names in run order; "fanout" and "idle" share one run (``listeners``).
-NAMES = ("rpc", "fanout", "idle", "scale", "connect")
+NAMES = ("rpc", "fanout", "idle", "scale", "connect", "collector")
 
 
 async def run_selected(
@@ -389,6 +396,10 @@ async def run_selected(
                 results["rpc"] = await rpc(env, plan, say)
             elif step == "connect":
                 results["connect"] = await connect(env, plan, say)
+            elif step == "collector":
+                results["collector"] = await collector(
+                    env, plan.collector_monitors, plan.collector_interval, plan.collector_duration_s, say
+                )
             else:
                 results["scale"] = await scale(env, plan, say)
         except Exception as exc:  # noqa: BLE001 - record the failure and go on with the next scenario

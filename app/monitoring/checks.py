@@ -196,8 +196,29 @@ async def run_http_check(spec: HttpSpec, clients: HttpClients | None = None) -> 
             await active.aclose()
 
 
+class _SendClock:
+    """When the first network step of a request began (httpcore's ``trace`` hook).
+
+    Latency is timed from there, not from the call: building the request and
+    waiting for the event loop before the connect are not the target's time.
+    """
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if self.started is None and event.endswith(".started"):
+            self.started = time.perf_counter()
+
+    def since(self, fallback: float) -> float:
+        return self.started if self.started is not None else fallback
+
+
 async def _http_once(spec: HttpSpec, client: httpx.AsyncClient) -> CheckOutcome:
-    started = time.perf_counter()
+    called = time.perf_counter()
+    clock = _SendClock()
     status: int | None = None
     cert: dt.datetime | None = None
     try:
@@ -213,6 +234,7 @@ async def _http_once(spec: HttpSpec, client: httpx.AsyncClient) -> CheckOutcome:
                 headers={"Accept-Encoding": "identity", **spec.headers},
                 follow_redirects=spec.follow_redirects,
                 timeout=spec.timeout,
+                extensions={"trace": clock},
             ) as response:
                 status = response.status_code
                 cert = _cert_expiry(response)
@@ -221,10 +243,10 @@ async def _http_once(spec: HttpSpec, client: httpx.AsyncClient) -> CheckOutcome:
                     if reader.feed(chunk):
                         break  # the rest is never read: the connection is closed with the stream
     except TimeoutError:
-        return _fail(started, f"timed out after {_seconds(spec.timeout)}", status, cert)
+        return _fail(clock.since(called), f"timed out after {_seconds(spec.timeout)}", status, cert)
     except (httpx.HTTPError, OSError, ssl.SSLError, zlib.error) as exc:
-        return _fail(started, _describe_error(exc, spec.timeout), status, cert)
-    latency = (time.perf_counter() - started) * 1000
+        return _fail(clock.since(called), _describe_error(exc, spec.timeout), status, cert)
+    latency = (time.perf_counter() - clock.since(called)) * 1000
     if not status_matches(status, spec.expected_status):
         return CheckOutcome(
             False,

@@ -79,6 +79,30 @@ MAX_CLAIM_ROUNDS = 8
 #: Back-off after a failed recording: 30 s, doubling, at most an hour.
 RECORD_BACKOFF_FIRST = 30.0
 RECORD_BACKOFF_MAX = 3600.0
+#: At most this many HTTP/TCP outcomes are recorded in one transaction.
+RECORD_BATCH_MAX = 100
+#: Batches recorded at once (each on its own pooled connection): one writer would make
+#: every check wait for the database round trips of all the others.
+RECORD_WRITERS = 4
+#: The monitor fields :func:`recorder.record` writes into its snapshot; restored when a
+#: batch is rolled back, so each outcome can be recorded again on its own.
+_RECORDED_FIELDS = (
+    "state",
+    "state_seq",
+    "fail_streak",
+    "ok_streak",
+    "last_checked_at",
+    "last_latency_ms",
+    "last_status_code",
+    "last_error",
+    "cert_expires_at",
+    "state_changed_at",
+    "lease_owner",
+    "lease_expires_at",
+    "next_check_at",
+)
+
+_Pending = tuple[Monitor, CheckOutcome, "asyncio.Future[recorder.Recording | None]"]
 
 
 def instance_id() -> str:
@@ -86,11 +110,12 @@ def instance_id() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def due_condition(now: datetime) -> ColumnElement[bool]:
-    """Monitors the collector may claim at ``now``: enabled, due, and not leased by a live check."""
+def due_condition(now: datetime, until: datetime | None = None) -> ColumnElement[bool]:
+    """Monitors the collector may claim at ``now``: enabled, due by ``until`` (default ``now``),
+    and not leased by a live check."""
     return and_(
         col(Monitor.enabled).is_(True),
-        col(Monitor.next_check_at) <= now,
+        col(Monitor.next_check_at) <= (now if until is None else until),
         or_(col(Monitor.lease_expires_at).is_(None), col(Monitor.lease_expires_at) < now),
     )
 
@@ -166,7 +191,7 @@ class Collector:
         events: EventBus | None,
         *,
         concurrency: int = 200,
-        tick: float = 1.0,
+        tick: float = 0.25,
         lease_margin: float = 30.0,
         jitter: float = 10.0,
         owner: str | None = None,
@@ -190,31 +215,68 @@ class Collector:
         self._per_tenant: Counter[int] = Counter()
         #: Consecutive failed recordings per monitor id, for the back-off.
         self._record_failures: dict[int, int] = {}
+        #: Claimed checks still waiting for their start time (monitor id -> task).
+        self._waiting: dict[int, asyncio.Task[None]] = {}
+        #: Probed HTTP/TCP outcomes waiting for the batch writer (while started).
+        self._outbox: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._writers: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         self._clients = HttpClients()
+        self._writers = [
+            asyncio.create_task(self._write_loop(), name=f"collector-writer-{n}")
+            for n in range(RECORD_WRITERS)
+        ]
         self._loop_task = asyncio.create_task(self._run_loop(), name="collector")
         log.info("collector %s started (concurrency %d)", self.owner, self.concurrency)
 
     async def stop(self, deadline: float = 5.0) -> None:
         """Stop claiming, give in-flight checks ``deadline`` seconds, cancel the rest.
 
-        Cancelled checks keep their lease; another instance re-runs them once it expires.
+        Claimed checks that have not started yet are given back at once (another
+        instance runs them on time); cancelled running checks keep their lease and
+        another instance re-runs them once it expires.
         """
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
+        await self._give_back_waiting()
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=deadline)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for writer in self._writers:
+            writer.cancel()
+        await asyncio.gather(*self._writers, return_exceptions=True)
+        self._writers = []
         if self._clients is not None:
             await self._clients.aclose()
             self._clients = None
+
+    async def _give_back_waiting(self) -> None:
+        waiting = dict(self._waiting)
+        if not waiting:
+            return
+        for task in waiting.values():
+            task.cancel()
+        await asyncio.gather(*waiting.values(), return_exceptions=True)
+        try:
+            async with self.db.session() as session:
+                await session.execute(
+                    update(Monitor)
+                    .where(col(Monitor.id).in_(list(waiting)), col(Monitor.lease_owner) == self.owner)
+                    .values(lease_owner=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+                await session.commit()
+        except Exception as exc:  # noqa: BLE001 - the leases expire on their own
+            log.warning(
+                "collector %s: could not give back %d unstarted checks (%s)", self.owner, len(waiting), exc
+            )
 
     def wake(self) -> None:
         """Claim now instead of at the next tick (a monitor became due early)."""
@@ -243,8 +305,7 @@ class Collector:
                     )
                     await asyncio.sleep(min(30.0, self.tick * 2**failures))
                     continue
-            for monitor in claimed:
-                self._start(monitor)
+            self._schedule(claimed)
             if claimed and len(claimed) == free:
                 await asyncio.sleep(0)  # more may be due; claim again once slots free up
                 if len(self._tasks) >= self.concurrency:
@@ -254,14 +315,37 @@ class Collector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.tick)
 
-    def _start(self, monitor: Monitor) -> None:
+    def _schedule(self, claimed: list[Monitor]) -> None:
+        """Start each claimed check at its own due time, never all at the tick's instant.
+
+        A claim takes what falls due within the next tick; due times are spread (first
+        checks are jittered, then keep their cadence), so starting each at its due time
+        spreads the work evenly. Checks already overdue (a backlog, a restart) are spread
+        evenly over one tick instead of being started together: a burst of simultaneous
+        connects queues on the event loop and on the target, and the recorded latency
+        would measure that queue instead of the target.
+        """
+        if not claimed:
+            return
+        now = utcnow()
+        step = self.tick / len(claimed)
+        for index, monitor in enumerate(sorted(claimed, key=lambda m: m.next_check_at)):
+            due_in = (monitor.next_check_at - now).total_seconds()
+            self._start(monitor, max(due_in, index * step))
+
+    def _start(self, monitor: Monitor, delay: float = 0.0) -> None:
         tenant = monitor.tenant_id
+        key = monitor.id or 0
         self._per_tenant[tenant] += 1
-        task = asyncio.create_task(self._check(monitor), name=f"check-{monitor.id}")
+        task = asyncio.create_task(self._check(monitor, delay), name=f"check-{monitor.id}")
         self._tasks.add(task)
+        if delay > 0:
+            self._waiting[key] = task
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
+            if self._waiting.get(key) is t:
+                del self._waiting[key]
             self._per_tenant[tenant] -= 1
             if self._per_tenant[tenant] <= 0:
                 del self._per_tenant[tenant]
@@ -274,13 +358,15 @@ class Collector:
         return max(1, self.concurrency // (busy_tenants + 1))
 
     async def claim(self, limit: int) -> list[Monitor]:
-        """Lease up to ``limit`` due monitors to this instance; returns detached snapshots.
+        """Lease up to ``limit`` monitors due within the next tick to this instance; returns
+        detached snapshots (the caller starts each at its due time).
 
         Tenants at their cap (see :meth:`tenant_cap`) are skipped; a round that meets a
         tenant reaching its cap queries again without it, so one tenant's thousands of
         due rows cannot hide another tenant's single due row.
         """
         now = utcnow()
+        until = now + timedelta(seconds=self.tick)
         counts = Counter(self._per_tenant)
         taken: list[Monitor] = []
         seen: list[int] = []
@@ -290,7 +376,7 @@ class Collector:
                 if want <= 0:
                     break
                 skip = [t for t, n in counts.items() if n >= self.tenant_cap(len(counts))]
-                stmt = select(Monitor).where(due_condition(now))
+                stmt = select(Monitor).where(due_condition(now, until))
                 if skip:
                     stmt = stmt.where(col(Monitor.tenant_id).not_in(skip))
                 if seen:
@@ -315,7 +401,7 @@ class Collector:
                 await session.rollback()
                 return []
             longest = max(effective_timeout(m.timeout, self.timeout_max) for m in taken)
-            expires = now + timedelta(seconds=longest + PROBE_SLACK + self.lease_margin)
+            expires = until + timedelta(seconds=longest + PROBE_SLACK + self.lease_margin)
             ids = [m.id for m in taken]
             await session.execute(
                 update(Monitor)
@@ -330,7 +416,10 @@ class Collector:
             return taken
 
     # -- checking ----------------------------------------------------------------------------
-    async def _check(self, monitor: Monitor) -> None:
+    async def _check(self, monitor: Monitor, delay: float = 0.0) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+            self._waiting.pop(monitor.id or 0, None)
         try:
             await self.check_claimed(monitor)
         except asyncio.CancelledError:
@@ -387,6 +476,17 @@ class Collector:
                 monitor, self._clients, timeout_max=self.timeout_max, max_body_bytes=self.max_body_bytes
             )
             metrics.CHECK_DURATION.labels(kind=monitor.kind).observe(time.perf_counter() - started)
+            if self._writers:
+                # Recorded with the other outcomes of the moment in one transaction: one
+                # pooled connection, one maintenance-window read and one commit per batch
+                # instead of per check (at hundreds of checks/s the per-check transaction,
+                # not the probe, was the cost).
+                done: asyncio.Future[recorder.Recording | None] = asyncio.get_running_loop().create_future()
+                self._outbox.put_nowait((monitor, outcome, done))
+                return await done
+        return await self._record_one(monitor, outcome)
+
+    async def _record_one(self, monitor: Monitor, outcome: CheckOutcome | None) -> recorder.Recording | None:
         now = utcnow()
         async with self.db.session() as session:
             members: list[str] | None = None
@@ -415,6 +515,72 @@ class Collector:
             await session.commit()
         await self.publish(rec.events)
         return rec
+
+    # -- batched recording -------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < RECORD_BATCH_MAX and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[_Pending]) -> None:
+        saved = [{f: getattr(m, f) for f in _RECORDED_FIELDS} for m, _o, _d in batch]
+        try:
+            recordings = await self._record_batch([(m, o) for m, o, _d in batch])
+        except Exception:  # noqa: BLE001 - retried one by one below
+            # One bad row must not cost the others their results: record each on its
+            # own, so only the bad one fails (and backs off, see _back_off).
+            for (monitor, outcome, done), fields in zip(batch, saved, strict=True):
+                for name, value in fields.items():
+                    setattr(monitor, name, value)
+                try:
+                    rec = await self._record_one(monitor, outcome)
+                except Exception as exc:  # noqa: BLE001 - handed to the waiting check
+                    if not done.done():
+                        done.set_exception(exc)
+                else:
+                    if not done.done():
+                        done.set_result(rec)
+            return
+        for (_m, _o, done), rec in zip(batch, recordings, strict=True):
+            if not done.done():
+                done.set_result(rec)
+        for rec in recordings:
+            if rec is not None:
+                await self.publish(rec.events)
+
+    async def _record_batch(
+        self, items: list[tuple[Monitor, CheckOutcome]]
+    ) -> list[recorder.Recording | None]:
+        """Record HTTP/TCP outcomes in one transaction; None for each that lost its compare-and-set."""
+        now = utcnow()
+        out: list[recorder.Recording | None] = []
+        async with self.db.session() as session:
+            windows = await recorder.active_windows(session, {m.tenant_id for m, _o in items}, now)
+            for monitor, outcome in items:
+                rec = await recorder.record(
+                    session,
+                    monitor,
+                    outcome,
+                    now=now,
+                    in_maintenance=recorder.covered(monitor, windows),
+                    next_check_at=next_due(monitor, now),
+                    lease_owner=self.owner,
+                )
+                if rec is None:  # nothing was written for it: give the lease back
+                    await session.execute(
+                        update(Monitor)
+                        .where(col(Monitor.id) == monitor.id, col(Monitor.lease_owner) == self.owner)
+                        .values(lease_owner=None, lease_expires_at=None, next_check_at=next_due(monitor, now))
+                        .execution_options(synchronize_session=False)
+                    )
+                out.append(rec)
+            await session.commit()
+        for (monitor, outcome), rec in zip(items, out, strict=True):
+            if rec is not None:
+                metrics.CHECKS.labels(kind=monitor.kind, result="up" if outcome.ok else "down").inc()
+        return out
 
     async def _release(self, monitor: Monitor, now: datetime) -> None:
         """Give back a lease whose recording lost the compare-and-set."""
