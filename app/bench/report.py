@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 
 from app.bench import connect as connect_bench
+from app.bench import storm as storm_bench
+from app.bench import summary as summary_bench
 from app.bench.servers import ROOT
 
 
@@ -144,6 +146,10 @@ def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
                 "issue 16 asks this at 500 checks/s (5,000 monitors at 10 s)",
             )
         )
+    if scenarios.get("summary"):
+        checks += summary_bench.evaluate(scenarios["summary"])
+    if scenarios.get("storm"):
+        checks += storm_bench.evaluate(scenarios["storm"])
     problems = list(integrity_problems(scenarios))
     checks.append(_check("nothing lost or duplicated; no errors", "none", problems or "none", not problems))
     return checks
@@ -327,6 +333,10 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if "connect" in scenarios:
         lines += connect_bench.markdown_lines(scenarios["connect"])
+    if "summary" in scenarios:
+        lines += summary_bench.markdown_lines(scenarios["summary"])
+    if "storm" in scenarios:
+        lines += storm_bench.markdown_lines(scenarios["storm"])
     if results.get("errors"):
         lines += ["", "## Scenario failures", ""] + [f"- {e}" for e in results["errors"]]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""The bench scenarios (issue: operations and performance): rpc, fanout, idle, scale, connect, collector.
+"""The bench scenarios (issue: operations and performance): rpc, fanout, idle, scale, connect, collector,
+summary, storm.
 
 Each scenario starts the servers it needs fresh, measures the echo reference
 and Watchpost the same way, stops everything, and returns a plain dict for the
@@ -20,6 +21,8 @@ from app.bench.collector import collector
 from app.bench.fanout import run_fanout
 from app.bench.loadgen import close_all, request_all, run_rpc
 from app.bench.stats import ratio
+from app.bench.storm import storm
+from app.bench.summary import summary
 from app.bench.targets import EchoTarget, Environment, Target
 from app.bench.watchpost import WatchpostTarget
 from app.bench.wsclient import BenchConnection
@@ -370,7 +373,7 @@ async def connect(env: Environment, plan: Plan, say: Progress) -> dict[str, Any]
 
 
 #: Scenario names in run order; "fanout" and "idle" share one run (``listeners``).
-NAMES = ("rpc", "fanout", "idle", "scale", "connect", "collector")
+NAMES = ("rpc", "fanout", "idle", "scale", "connect", "collector", "summary", "storm")
 
 
 async def run_selected(
@@ -400,6 +403,10 @@ async def run_selected(
                 results["collector"] = await collector(
                     env, plan.collector_monitors, plan.collector_interval, plan.collector_duration_s, say
                 )
+            elif step == "summary":
+                results["summary"] = await summary(env, plan.name, say)
+            elif step == "storm":
+                results["storm"] = await storm(env, plan.name, say)
             else:
                 results["scale"] = await scale(env, plan, say)
         except Exception as exc:  # noqa: BLE001 - record the failure and go on with the next scenario
