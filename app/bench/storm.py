@@ -25,7 +25,7 @@ from app.bench.watchpost import WatchpostTarget
 from app.protocol import PkgID
 
 #: Simultaneous SUBSCRIBEs by plan name (the issue's figure is 5,000).
-SIZES = {"full": 5000, "quick": 2000, "smoke": 4}
+SIZES = {"full": 5000, "quick": 3000, "smoke": 4}
 #: Events published between the seq the clients hold and the storm: each must be replayed.
 MISSED_EVENTS = 3
 #: How long the storm may take before an answer counts as missing.
