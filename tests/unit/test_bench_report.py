@@ -164,3 +164,92 @@ def test_connect_is_judged_by_its_slowest_credential() -> None:
     # A smoke-sized run (a few handshakes) measures start-up, not a rate: no verdict.
     smoke = {"echo": row("none (echo)", 30, 20), "watchpost": [row("local JWT", 10, 20)]}
     assert [t["target"] for t in evaluate({"connect": smoke})] == ["nothing lost or duplicated; no errors"]
+
+
+def _summary_row(**change: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "monitors": 10000,
+        "total_reported": 10000,
+        "received": 10000,
+        "distinct": 10000,
+        "pages": 5,
+        "bytes": 1_900_000,
+        "bytes_per_monitor": 190.0,
+        "first_page_ms": 25.0,
+        "complete_ms": 100.0,
+        "server_cpu_ms": 60.0,
+        "open_after": True,
+    }
+    return row | change
+
+
+@pytest.mark.parametrize(
+    ("change", "met"),
+    [
+        ({}, True),
+        ({"received": 9999, "distinct": 9999}, False),  # a monitor missing
+        ({"received": 10001}, False),  # a monitor twice (a page boundary repeated)
+        ({"total_reported": 9000}, False),  # the whole-tenant total disagrees
+        ({"open_after": False}, False),  # closed as a slow consumer
+        ({"first_page_ms": 2500.0}, False),  # the dashboard waits too long for its first rows
+    ],
+)
+def test_summary_needs_every_monitor_once_on_an_open_connection_fast(
+    change: dict[str, object], met: bool
+) -> None:
+    scenarios = {"summary": {"watchpost": [_summary_row(**change)]}}
+    check, integrity = evaluate(scenarios)
+    assert check["target"] == "STATUS_SUMMARY at 10000 monitors"
+    assert check["met"] is met, check
+    assert integrity["met"] is True
+    assert "| 10000 | " in markdown(
+        {
+            "started_at": "2026-12-05T00:00:00Z",
+            "command": "python -m app.bench --scenario summary",
+            "machine": {
+                "nproc": 2,
+                "cpu_model": "cpu",
+                "memory_gib": 1,
+                "kernel": "k",
+                "python": "3.11",
+                "git_commit": "c",
+                "load_average_at_start": [0, 0, 0],
+            },
+            "settings": {"plan": {"name": "quick"}, "cpus": "pinned"},
+            "elapsed_s": 1.0,
+            "scenarios": scenarios,
+            "targets": [check, integrity],
+            "errors": [],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("codes", "recovered", "replayed", "met"),
+    [
+        ({"0": 3000}, 3000, 3000, True),
+        ({"0": 102, "10": 2898}, 102, 102, False),  # the failure: UNAVAILABLE from the pool
+        ({"0": 2999, "no answer": 1}, 2999, 2999, False),  # one never answered
+        ({"0": 3000}, 2990, 2990, False),  # answered 0 but without recovery
+        ({"0": 3000}, 3000, 2999, False),  # recovered but replayed the wrong events
+    ],
+)
+def test_storm_needs_every_subscribe_answered_0_and_recovered(
+    codes: dict[str, int], recovered: int, replayed: int, met: bool
+) -> None:
+    row = {
+        "subscribers": 3000,
+        "missed_events": 3,
+        "answers_by_code": codes,
+        "answered_0": codes.get("0", 0),
+        "recovered": recovered,
+        "replayed_exactly": replayed,
+        "all_answered_s": 0.4,
+        "answer_time": {"p50_ms": 290.0, "p99_ms": 370.0},
+        "server_cpu_s": 0.4,
+        "not_ok_samples": [],
+    }
+    check, integrity = evaluate({"storm": {"watchpost": [row]}})
+    assert check["met"] is met, check
+    assert check["target"].startswith("storm: 3000 simultaneous SUBSCRIBEs")
+    assert integrity["met"] is True
