@@ -253,3 +253,33 @@ def test_storm_needs_every_subscribe_answered_0_and_recovered(
     assert check["met"] is met, check
     assert check["target"].startswith("storm: 3000 simultaneous SUBSCRIBEs")
     assert integrity["met"] is True
+
+
+@pytest.mark.parametrize(
+    ("answers", "lost", "duplicated", "met", "integrity"),
+    [
+        ({"0": 2500, "recovered": 2500}, 0, 0, True, True),
+        ({"0": 2400, "10": 100, "recovered": 2400}, 0, 0, False, True),  # UNAVAILABLE on resubscribe
+        ({"0": 2500, "recovered": 2000}, 0, 0, False, True),  # the history no longer covered the gap
+        ({"0": 2500, "recovered": 2500}, 3, 0, False, False),  # an event missed across the move
+        ({"0": 2500, "recovered": 2500}, 0, 2, False, False),  # an event delivered twice
+    ],
+)
+def test_storm_drain_needs_every_moved_client_resubscribed_with_nothing_lost(
+    answers: dict[str, int], lost: int, duplicated: int, met: bool, integrity: bool
+) -> None:
+    drain = {
+        "subscribers": 5000,
+        "moved": 2500,
+        "events": 20,
+        "close_codes": {"1001": 2500},
+        "resubscribe_answers": answers,
+        "all_resubscribed_s": 4.6,
+        "resubscribed": {"p50_ms": 2000.0, "p99_ms": 4500.0},
+        "lost": lost,
+        "duplicated": duplicated,
+    }
+    check, verdict = evaluate({"storm": {"watchpost": [], "drain": drain}})
+    assert check["target"] == "storm: drain 1 of 2 instances, 2500 of 5000 subscribers move"
+    assert check["met"] is met, check
+    assert verdict["met"] is integrity, verdict
