@@ -70,4 +70,4 @@ bench: $(STAMP) ## load-test a real server on PostgreSQL + Redis vs a bare echo 
 	$(BIN)/python -m app.bench $(ARGS)
 
 clean: ## remove caches (keeps the virtualenv and database)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts

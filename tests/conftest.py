@@ -5,8 +5,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests import services
+
+ROOT = Path(__file__).resolve().parent.parent
+# Hypothesis keeps its example database and caches with the other test output
+# (test-artifacts/, ignored by git) rather than in a .hypothesis folder at the top.
+set_hypothesis_home_dir(ROOT / "test-artifacts" / "hypothesis")
 
 # The pure layer: tests that start no server and touch no database or Redis. It runs
 # first (make test-fast) and must pass with PostgreSQL and Redis down.
