@@ -36,6 +36,31 @@ STATES = ["up"] * 17 + ["down", "paused", "pending"]
 FIRST_PAGE_TARGET_MS = 2000.0
 
 
+def monitor_rows(tenant_id: int, start: int, count: int) -> list[dict[str, Any]]:
+    """Rows for one bulk insert of tcp monitors numbered ``start``.. (states by STATES), scheduled
+    far in the future so the collector leaves them alone. The tests' bulk set-up uses it too."""
+    # One model for the defaults, then plain dicts: 50,000 model objects take seconds.
+    template = Monitor(
+        tenant_id=tenant_id,
+        name="template",
+        kind="tcp",
+        port=22,
+        interval=3600,
+        timeout=5,
+        next_check_at=datetime(2100, 1, 1, tzinfo=UTC),
+    ).model_dump(exclude={"id"})
+    return [
+        {
+            **template,
+            "name": f"node-{i:05d}",
+            "host": f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}",
+            "state": STATES[i % len(STATES)],
+            "last_latency_ms": float(i % 97),
+        }
+        for i in range(start, start + count)
+    ]
+
+
 async def add_monitors(database_url: str, start: int, count: int) -> None:
     """Insert monitors numbered ``start``..``start + count - 1`` into the bench tenant."""
     db = Database(database_url)
@@ -45,27 +70,7 @@ async def add_monitors(database_url: str, start: int, count: int) -> None:
             tenant_id = found.scalar_one()
             if tenant_id is None:
                 raise RuntimeError("the bench tenant was not created")
-            # One model for the defaults, then plain dicts: 50,000 model objects take seconds.
-            template = Monitor(
-                tenant_id=tenant_id,
-                name="template",
-                kind="tcp",
-                port=22,
-                interval=3600,
-                timeout=5,
-                next_check_at=datetime(2100, 1, 1, tzinfo=UTC),
-            ).model_dump(exclude={"id"})
-            rows = [
-                {
-                    **template,
-                    "name": f"node-{i:05d}",
-                    "host": f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}",
-                    "state": STATES[i % len(STATES)],
-                    "last_latency_ms": float(i % 97),
-                }
-                for i in range(start, start + count)
-            ]
-            await s.execute(insert(Monitor), rows)
+            await s.execute(insert(Monitor), monitor_rows(tenant_id, start, count))
             await s.commit()
     finally:
         await db.close()
