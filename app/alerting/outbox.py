@@ -55,7 +55,7 @@ class Claimed:
 
     def alert(self) -> Alert:
         d = self.delivery
-        kind: AlertKind = "reminder" if d.kind == "reminder" else "test" if d.kind == "test" else "state"
+        kind: AlertKind = d.kind if d.kind in ("reminder", "test", "certificate") else "state"  # type: ignore[assignment]
         return Alert(
             monitor_name=d.monitor_name,
             state=d.state,
@@ -146,6 +146,61 @@ async def enqueue_state_change(
         session.add(delivery)
         added.append(delivery)
     return added
+
+
+#: Channels subscribed to any of these get certificate expiry alerts.
+CERTIFICATE_ON = ("certificate", "down")
+
+
+async def enqueue_certificate(
+    session: AsyncSession, monitor: Monitor, threshold: int, reason: str, *, now: dt.datetime
+) -> list[Delivery]:
+    """One "certificate" delivery per linked, enabled channel subscribed to ``certificate``
+    or ``down``: the monitor's certificate reached ``threshold`` days before expiry.
+
+    Called inside the transaction that records the check (``monitor`` carries the new
+    ``cert_expires_at``); the dedupe key names the certificate's expiry and the
+    threshold, so one certificate alerts each threshold at most once per channel."""
+    expires = monitor.cert_expires_at
+    if expires is None:
+        return []
+    channels = await _linked_channels(session, monitor)
+    added = []
+    for channel in channels:
+        if not any(on in channel.on for on in CERTIFICATE_ON):
+            continue
+        delivery = Delivery(
+            tenant_id=monitor.tenant_id,
+            channel_id=channel.id,  # type: ignore[arg-type]
+            monitor_id=monitor.id,
+            dedupe_key=f"c:{monitor.id}:{int(expires.timestamp())}:{threshold}:{channel.id}",
+            kind="certificate",
+            monitor_name=monitor.name,
+            state="certificate",
+            previous_state=None,
+            reason=reason[:_REASON_MAX],
+            event_at=now,
+            next_attempt_at=utcnow(),
+        )
+        session.add(delivery)
+        added.append(delivery)
+    return added
+
+
+async def _linked_channels(session: AsyncSession, monitor: Monitor) -> Sequence[Channel]:
+    wanted = sorted({i for i in (monitor.channels or []) if isinstance(i, int) and not isinstance(i, bool)})
+    if not wanted:
+        return []
+    stmt = (
+        select(Channel)
+        .where(
+            col(Channel.id).in_(wanted),
+            col(Channel.tenant_id) == monitor.tenant_id,
+            col(Channel.enabled).is_(True),
+        )
+        .order_by(col(Channel.id))
+    )
+    return (await session.execute(stmt)).scalars().all()
 
 
 async def enqueue_reminders(db: Database, *, now: dt.datetime | None = None) -> int:
