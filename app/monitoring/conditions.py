@@ -36,6 +36,7 @@ rejected or evaluated condition costs bounded time and memory.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -114,9 +115,23 @@ class Answer:
 
 
 def parse_all(texts: Sequence[Any] | None) -> tuple[Condition, ...]:
-    """Parse a monitor's list; ``ValueError`` names the index (``conditions[1]: column 9: …``)."""
+    """Parse a monitor's list; ``ValueError`` names the index (``conditions[1]: column 9: …``).
+
+    Every check of a monitor parses the same texts: the parsed lists are cached
+    (bounded), so the collector pays for parsing once per definition, not per check."""
     if not texts:
         return ()
+    if all(isinstance(t, str) for t in texts):
+        return _parse_cached(tuple(texts))
+    return _parse_list(texts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(texts: tuple[str, ...]) -> tuple[Condition, ...]:
+    return _parse_list(texts)
+
+
+def _parse_list(texts: Sequence[Any]) -> tuple[Condition, ...]:
     if len(texts) > MAX_CONDITIONS:
         raise ValueError(f"at most {MAX_CONDITIONS} conditions")
     out = []

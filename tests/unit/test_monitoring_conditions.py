@@ -272,3 +272,23 @@ def test_degraded_is_neither_up_nor_down() -> None:
     assert s.state == State.DOWN
     s = step("pending", 0, 0, True, degraded=True, recover_threshold=2)
     assert s.state == State.PENDING
+
+
+def test_fleet_export_masks_request_secrets_and_skips_defaults() -> None:
+    from app.monitoring.fleet import to_row
+
+    definition = _values(
+        headers={"X-Api-Key": "key-123456", "X-Env": "prod"},
+        auth={"type": "bearer", "token": "tok-secret"},
+        conditions=['$.status == "UP"'],
+    )
+    row = to_row(definition, "api", member_names={}, channel_names={}, timeout_max=60)
+    assert row["headers"] == {"X-Api-Key": "***", "X-Env": "prod"}
+    assert row["auth"] == {"type": "bearer", "token": "***"}
+    assert row["conditions"] == ['$.status == "UP"']
+    old = {**_values(), "headers": None, "conditions": None, "max_redirects": None, "cert_alert_days": None}
+    assert set(to_row(old, "old", member_names={}, channel_names={}, timeout_max=60)) == {
+        "name",
+        "kind",
+        "url",
+    }
