@@ -3,10 +3,14 @@ conditions, degraded latency and certificate details, against real loopback serv
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import datetime as dt
 import json
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -145,3 +149,77 @@ async def test_https_records_expiry_issuer_and_cert_days_condition() -> None:
     assert tls.cert_not_after is not None and tls.cert_not_after - dt.datetime.now(dt.UTC) < dt.timedelta(
         days=11
     )
+
+
+def _chain_files(directory: Path, ca_days: int, leaf_days: int) -> tuple[Path, Path, dt.datetime]:
+    """A CA expiring in ``ca_days`` and a 127.0.0.1 leaf it signed expiring in ``leaf_days``;
+    returns (chain PEM leaf first, leaf key PEM, the CA's expiry)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Watchpost Test CA")])
+    ca_until = now + dt.timedelta(days=ca_days)
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(ca_until)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=leaf_days))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    chain, key = directory / "chain.pem", directory / "key.pem"
+    chain.write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
+    )
+    key.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return chain, key, ca_until
+
+
+async def test_chain_earliest_expiry_and_leaf_issuer(tmp_path: Path) -> None:
+    chain, key, ca_until = _chain_files(tmp_path, ca_days=5, leaf_days=60)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(chain, key)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        out = await run_http_check(spec_for(f"https://127.0.0.1:{port}/", verify_tls=False, timeout=5))
+    finally:
+        server.close()
+    assert out.ok, out.error
+    # The intermediate expires first: that is the chain's expiry, not the leaf's 60 days.
+    assert out.cert_expires_at == ca_until
+    assert out.cert_issuer == "CN=Watchpost Test CA"
