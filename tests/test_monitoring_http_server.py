@@ -112,7 +112,7 @@ async def test_invalid_conditions_are_refused_with_the_position(server: ServerPr
 
 
 async def test_failing_condition_text_and_degraded_state(server: ServerProcess) -> None:
-    with HttpTarget() as target:
+    with HttpTarget() as target, HttpReceiver() as rx:
         target.respond("/health", 200, json.dumps({"status": "UP", "lag": 40}))
         async with await editor_ws(server) as ws:
             unsaved = await ok(
@@ -121,6 +121,17 @@ async def test_failing_condition_text_and_degraded_state(server: ServerProcess) 
                 {"monitor": {"kind": "http", "url": target.url("/health"), "conditions": ["$.lag < 10"]}},
             )
             assert unsaved["result"]["error"] == "$.lag: expected < 10, got 40"
+            hook = await ok(
+                ws,
+                PkgID.CHANNEL_CREATE,
+                {
+                    "name": unique("slow"),
+                    "kind": "webhook",
+                    "config": {"url": f"{rx.url}/slow"},
+                    "on": ["degraded"],
+                },
+            )
+            target.respond("/health", 200, json.dumps({"status": "UP", "lag": 3}))
             m = await ok(
                 ws,
                 PkgID.MONITOR_CREATE,
@@ -129,25 +140,39 @@ async def test_failing_condition_text_and_degraded_state(server: ServerProcess) 
                     "kind": "http",
                     "url": target.url("/health"),
                     "conditions": ['$.status == "UP"', "warn: $.lag < 30"],
+                    "channels": [hook["id"]],
                 },
             )
-            first = await ok(ws, PkgID.MONITOR_CHECK_NOW, {"id": m["id"]})
-            assert first["state"] == "degraded"
-            assert first["result"]["ok"] and first["result"]["degraded"]
-            assert first["result"]["warning"] == "$.lag: expected < 30, got 40"
+            assert (await ok(ws, PkgID.MONITOR_CHECK_NOW, {"id": m["id"]}))["state"] == "up"
+            target.respond("/health", 200, json.dumps({"status": "UP", "lag": 40}))
+            slow = await ok(ws, PkgID.MONITOR_CHECK_NOW, {"id": m["id"]})
+            assert slow["state"] == "degraded"
+            assert slow["result"]["ok"] and slow["result"]["degraded"]
+            assert slow["result"]["warning"] == "$.lag: expected < 30, got 40"
             got = await ok(ws, PkgID.MONITOR_GET, {"id": m["id"]})
             assert got["state"] == "degraded" and got["last_error"] == "$.lag: expected < 30, got 40"
             summary = await ok(ws, PkgID.STATUS_SUMMARY, {})
             assert summary["counts"]["degraded"] == 1
+            await rx.wait_for(1)
+            alert = rx.requests[0].json()
+            assert (alert["state"], alert["previous_state"]) == ("degraded", "up")
+            assert alert["reason"] == "$.lag: expected < 30, got 40"
             target.respond("/health", 200, json.dumps({"status": "UP", "lag": 3}))
             assert (await ok(ws, PkgID.MONITOR_CHECK_NOW, {"id": m["id"]}))["state"] == "up"
+            await rx.wait_for(2)
+            assert (rx.requests[1].json()["state"], rx.requests[1].json()["previous_state"]) == (
+                "up",
+                "degraded",
+            )
             target.respond("/health", 200, json.dumps({"status": "DOWN", "lag": 3}))
             down = await ok(ws, PkgID.MONITOR_CHECK_NOW, {"id": m["id"]})
             assert down["state"] == "down"
             assert down["result"]["error"] == '$.status: expected "UP", got "DOWN"'
             uptime = await ok(ws, PkgID.STATS_UPTIME, {"monitor_id": m["id"], "windows": ["24h"]})
-            # Two of three checks passed (degraded counts as up).
-            assert (uptime["windows"]["24h"]["up"], uptime["windows"]["24h"]["checks"]) == (2, 3), uptime
+            # Three of four checks passed (degraded counts as up).
+            assert (uptime["windows"]["24h"]["up"], uptime["windows"]["24h"]["checks"]) == (3, 4), uptime
+            # The channel listens to degraded only: going down does not reach it.
+            await rx.stays_at(2, 0.5)
 
 
 async def test_certificate_alert_once_per_threshold(server: ServerProcess) -> None:

@@ -82,9 +82,10 @@ async def enqueue_for_transition(
 
     Alerts follow incidents, so maintenance, pause and a fresh monitor's first
     "up" stay quiet: "opened" alerts ``down``; "resolved" alerts the state the
-    monitor came back to (``up``, or ``degraded`` for a group, which channels
-    subscribed to ``up`` also get); a group slipping from up to degraded alerts
-    channels subscribed to ``degraded``.
+    monitor came back to (``up``, or ``degraded``, which channels subscribed to
+    ``up`` also get); a monitor slipping from up to degraded alerts channels
+    subscribed to ``degraded``, and its return from degraded to up alerts them
+    (only them) again.
     """
     if incident_action == "opened":
         return await enqueue_state_change(session, monitor, previous_state, "down")
@@ -92,6 +93,9 @@ async def enqueue_for_transition(
         return await enqueue_state_change(session, monitor, previous_state, state, match="up")
     if state == "degraded" and previous_state == "up":
         return await enqueue_state_change(session, monitor, previous_state, state)
+    if state == "up" and previous_state == "degraded":
+        # Back from degraded: only the channels that heard about it hear it ended.
+        return await enqueue_state_change(session, monitor, previous_state, state, only="degraded")
     return []
 
 
@@ -102,10 +106,11 @@ async def enqueue_state_change(
     state: str,
     *,
     match: str | None = None,
+    only: str | None = None,
     at: dt.datetime | None = None,
 ) -> list[Delivery]:
     """Add one pending delivery per linked, enabled channel whose ``on`` includes ``state``
-    (or ``match``, when given).
+    (or ``match``, when given; exactly ``only``, when given).
 
     Call inside the transaction that records the transition (before commit),
     after ``monitor.state_seq`` has moved on; only adds rows to ``session``.
@@ -125,10 +130,14 @@ async def enqueue_state_change(
     )
     channels = (await session.execute(stmt)).scalars().all()
     when = at or monitor.state_changed_at or utcnow()
-    reason = monitor.last_error if state == "down" else None
+    # Down says why it failed; degraded says which warning (a warn: condition, the latency).
+    reason = monitor.last_error if state in ("down", "degraded") else None
     added = []
     for channel in channels:
-        if state not in channel.on and (match is None or match not in channel.on):
+        if only is not None:
+            if only not in channel.on:
+                continue
+        elif state not in channel.on and (match is None or match not in channel.on):
             continue
         delivery = Delivery(
             tenant_id=monitor.tenant_id,
