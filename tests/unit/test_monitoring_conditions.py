@@ -292,3 +292,18 @@ def test_fleet_export_masks_request_secrets_and_skips_defaults() -> None:
         "kind",
         "url",
     }
+
+
+def test_certificate_alert_message_and_secret_scrubbing() -> None:
+    from app.alerting.message import Alert, subject, text, webhook_payload
+    from app.monitoring.checks import CheckOutcome, scrub_secrets
+
+    at = dt.datetime(2026, 12, 5, 3, 40, tzinfo=dt.UTC)
+    reason = certs.describe(10, at + dt.timedelta(days=10), 14, "CN=R11")
+    alert = Alert("shop", "certificate", at, kind="certificate", monitor_id=3, reason=reason)
+    assert subject(alert) == "[Watchpost] shop: TLS certificate expires soon"
+    assert text(alert).splitlines()[2] == f"Certificate: {reason}"
+    assert "State:" not in text(alert)
+    assert webhook_payload(alert)["event"] == "monitor.certificate_expiring"
+    out = scrub_secrets(CheckOutcome(False, error="401 for token tok-abcdef"), ["tok-abcdef"])
+    assert out.error == "401 for token ***"
