@@ -223,3 +223,15 @@ async def test_chain_earliest_expiry_and_leaf_issuer(tmp_path: Path) -> None:
     # The intermediate expires first: that is the chain's expiry, not the leaf's 60 days.
     assert out.cert_expires_at == ca_until
     assert out.cert_issuer == "CN=Watchpost Test CA"
+
+
+async def test_cookies_never_travel_between_checks() -> None:
+    # The collector shares its clients across monitors and tenants.
+    with HttpReceiver(Reply(headers={"Set-Cookie": "sid=tenant-a-session; Path=/"})) as rx:
+        clients = HttpClients()
+        try:
+            await run_http_check(spec_for(rx.url + "/a", timeout=5), clients)
+            await run_http_check(spec_for(rx.url + "/b", timeout=5), clients)
+        finally:
+            await clients.aclose()
+        assert [r.headers.get("cookie") for r in rx.requests] == [None, None]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import http.cookiejar
 import logging
 import math
 import socket
@@ -152,6 +153,10 @@ class HttpClients:
         headers = {"User-Agent": "Watchpost/1 (health check)"}
         self.verifying = egress.http_client(self.policy, verify=True, limits=limits, headers=headers)
         self.insecure = egress.http_client(self.policy, verify=False, limits=limits, headers=headers)
+        # The clients are shared by every monitor of every tenant: a cookie one target sets
+        # (a session after basic auth) must never be sent on another monitor's check.
+        for client in (self.verifying, self.insecure):
+            client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
     def get(self, verify_tls: bool) -> httpx.AsyncClient:
         return self.verifying if verify_tls else self.insecure
