@@ -41,7 +41,8 @@ from app.urls import BadURL, check_http_url
 
 KINDS = ("webhook", "slack", "discord", "email")
 #: Monitor states a channel can subscribe to with ``on``.
-ALERT_STATES = ("down", "up", "degraded")
+#: What a channel can subscribe to: monitor states, and certificate expiry alerts.
+ALERT_STATES = ("down", "up", "degraded", "certificate")
 DEFAULT_ON = ["down", "up"]
 SECURITIES = ("starttls", "tls", "none")
 _DEFAULT_PORT = {"starttls": 587, "tls": 465, "none": 25}
@@ -109,7 +110,12 @@ CHANNEL_FIELDS: dict[str, Any] = {
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
     "kind": {"enum": list(KINDS)},
     "config": {"type": "object"},
-    "on": {"type": "array", "items": {"enum": list(ALERT_STATES)}, "uniqueItems": True, "maxItems": 3},
+    "on": {
+        "type": "array",
+        "items": {"enum": list(ALERT_STATES)},
+        "uniqueItems": True,
+        "maxItems": len(ALERT_STATES),
+    },
     "remind_every": {"type": ["integer", "null"], "minimum": 1, "maximum": 7 * 24 * 60},
     "enabled": {"type": "boolean"},
 }

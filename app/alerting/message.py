@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-AlertKind = Literal["state", "reminder", "test"]
+AlertKind = Literal["state", "reminder", "test", "certificate"]
 
 # Control characters (including CR/LF) would let a monitor name break a mail
 # header or fake extra lines in a chat message.
@@ -59,6 +59,8 @@ def subject(alert: Alert) -> str:
         return f"[Watchpost] Test message for {name}"
     if alert.kind == "reminder":
         return f"[Watchpost] {name} is still {state}"
+    if alert.kind == "certificate":
+        return f"[Watchpost] {name}: TLS certificate expires soon"
     return f"[Watchpost] {name} is {state}"
 
 
@@ -68,6 +70,10 @@ def text(alert: Alert) -> str:
     if alert.kind == "test":
         lines.append("This is a test message: the channel works.")
     lines.append(f"Monitor: {clean(alert.monitor_name)}")
+    if alert.kind == "certificate":
+        lines.append(f"Certificate: {clean(alert.reason or '', 500)}")
+        lines.append(f"Time: {format_time(alert.at)}")
+        return "\n".join(lines)
     lines.append(f"State: {alert.state}")
     if alert.previous_state:
         lines.append(f"Previous state: {alert.previous_state}")
@@ -79,7 +85,12 @@ def text(alert: Alert) -> str:
 
 def webhook_payload(alert: Alert) -> dict[str, Any]:
     """The JSON document a generic webhook receives (documented in docs/alerting.md)."""
-    event = {"state": "monitor.state_changed", "reminder": "monitor.reminder", "test": "channel.test"}
+    event = {
+        "state": "monitor.state_changed",
+        "reminder": "monitor.reminder",
+        "test": "channel.test",
+        "certificate": "monitor.certificate_expiring",
+    }
     return {
         "event": event[alert.kind],
         "delivery_id": alert.delivery_id,

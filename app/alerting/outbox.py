@@ -55,7 +55,7 @@ class Claimed:
 
     def alert(self) -> Alert:
         d = self.delivery
-        kind: AlertKind = "reminder" if d.kind == "reminder" else "test" if d.kind == "test" else "state"
+        kind: AlertKind = d.kind if d.kind in ("reminder", "test", "certificate") else "state"  # type: ignore[assignment]
         return Alert(
             monitor_name=d.monitor_name,
             state=d.state,
@@ -82,9 +82,10 @@ async def enqueue_for_transition(
 
     Alerts follow incidents, so maintenance, pause and a fresh monitor's first
     "up" stay quiet: "opened" alerts ``down``; "resolved" alerts the state the
-    monitor came back to (``up``, or ``degraded`` for a group, which channels
-    subscribed to ``up`` also get); a group slipping from up to degraded alerts
-    channels subscribed to ``degraded``.
+    monitor came back to (``up``, or ``degraded``, which channels subscribed to
+    ``up`` also get); a monitor slipping from up to degraded alerts channels
+    subscribed to ``degraded``, and its return from degraded to up alerts them
+    (only them) again.
     """
     if incident_action == "opened":
         return await enqueue_state_change(session, monitor, previous_state, "down")
@@ -92,6 +93,9 @@ async def enqueue_for_transition(
         return await enqueue_state_change(session, monitor, previous_state, state, match="up")
     if state == "degraded" and previous_state == "up":
         return await enqueue_state_change(session, monitor, previous_state, state)
+    if state == "up" and previous_state == "degraded":
+        # Back from degraded: only the channels that heard about it hear it ended.
+        return await enqueue_state_change(session, monitor, previous_state, state, only="degraded")
     return []
 
 
@@ -102,10 +106,11 @@ async def enqueue_state_change(
     state: str,
     *,
     match: str | None = None,
+    only: str | None = None,
     at: dt.datetime | None = None,
 ) -> list[Delivery]:
     """Add one pending delivery per linked, enabled channel whose ``on`` includes ``state``
-    (or ``match``, when given).
+    (or ``match``, when given; exactly ``only``, when given).
 
     Call inside the transaction that records the transition (before commit),
     after ``monitor.state_seq`` has moved on; only adds rows to ``session``.
@@ -125,10 +130,14 @@ async def enqueue_state_change(
     )
     channels = (await session.execute(stmt)).scalars().all()
     when = at or monitor.state_changed_at or utcnow()
-    reason = monitor.last_error if state == "down" else None
+    # Down says why it failed; degraded says which warning (a warn: condition, the latency).
+    reason = monitor.last_error if state in ("down", "degraded") else None
     added = []
     for channel in channels:
-        if state not in channel.on and (match is None or match not in channel.on):
+        if only is not None:
+            if only not in channel.on:
+                continue
+        elif state not in channel.on and (match is None or match not in channel.on):
             continue
         delivery = Delivery(
             tenant_id=monitor.tenant_id,
@@ -146,6 +155,61 @@ async def enqueue_state_change(
         session.add(delivery)
         added.append(delivery)
     return added
+
+
+#: Channels subscribed to any of these get certificate expiry alerts.
+CERTIFICATE_ON = ("certificate", "down")
+
+
+async def enqueue_certificate(
+    session: AsyncSession, monitor: Monitor, threshold: int, reason: str, *, now: dt.datetime
+) -> list[Delivery]:
+    """One "certificate" delivery per linked, enabled channel subscribed to ``certificate``
+    or ``down``: the monitor's certificate reached ``threshold`` days before expiry.
+
+    Called inside the transaction that records the check (``monitor`` carries the new
+    ``cert_expires_at``); the dedupe key names the certificate's expiry and the
+    threshold, so one certificate alerts each threshold at most once per channel."""
+    expires = monitor.cert_expires_at
+    if expires is None:
+        return []
+    channels = await _linked_channels(session, monitor)
+    added = []
+    for channel in channels:
+        if not any(on in channel.on for on in CERTIFICATE_ON):
+            continue
+        delivery = Delivery(
+            tenant_id=monitor.tenant_id,
+            channel_id=channel.id,  # type: ignore[arg-type]
+            monitor_id=monitor.id,
+            dedupe_key=f"c:{monitor.id}:{int(expires.timestamp())}:{threshold}:{channel.id}",
+            kind="certificate",
+            monitor_name=monitor.name,
+            state="certificate",
+            previous_state=None,
+            reason=reason[:_REASON_MAX],
+            event_at=now,
+            next_attempt_at=utcnow(),
+        )
+        session.add(delivery)
+        added.append(delivery)
+    return added
+
+
+async def _linked_channels(session: AsyncSession, monitor: Monitor) -> Sequence[Channel]:
+    wanted = sorted({i for i in (monitor.channels or []) if isinstance(i, int) and not isinstance(i, bool)})
+    if not wanted:
+        return []
+    stmt = (
+        select(Channel)
+        .where(
+            col(Channel.id).in_(wanted),
+            col(Channel.tenant_id) == monitor.tenant_id,
+            col(Channel.enabled).is_(True),
+        )
+        .order_by(col(Channel.id))
+    )
+    return (await session.execute(stmt)).scalars().all()
 
 
 async def enqueue_reminders(db: Database, *, now: dt.datetime | None = None) -> int:

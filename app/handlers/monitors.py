@@ -27,7 +27,7 @@ from app.errors import Conflict, InvalidData, NotFound
 from app.models.base import iso, utcnow
 from app.models.monitor import Monitor
 from app.monitoring import recorder
-from app.monitoring.checks import CheckOutcome, run_http_check, run_tcp_check
+from app.monitoring.checks import CheckOutcome, cert_days_left, run_http_check, run_tcp_check
 from app.monitoring.collector import group_outcome, internal_error
 from app.monitoring.definition import (
     DEFAULTS,
@@ -61,6 +61,12 @@ _CHECK_FIELDS = (
     "keyword",
     "verify_tls",
     "follow_redirects",
+    "max_redirects",
+    "headers",
+    "body",
+    "auth",
+    "conditions",
+    "degraded_latency_ms",
     "host",
     "port",
     "interval",
@@ -382,7 +388,11 @@ def _outcome_wire(outcome: CheckOutcome) -> dict[str, Any]:
         "latency_ms": outcome.latency_ms,
         "status_code": outcome.status_code,
         "error": outcome.error,
+        "degraded": outcome.degraded,
+        "warning": outcome.warning,
         "cert_expires_at": iso(outcome.cert_expires_at),
+        "cert_days_left": cert_days_left(outcome.cert_expires_at),
+        "cert_issuer": outcome.cert_issuer,
     }
 
 
@@ -415,7 +425,15 @@ async def _probe(values: dict[str, Any] | Monitor, ctx: Context) -> CheckOutcome
     },
     audit=True,
     response_example={
-        "result": {"ok": True, "latency_ms": 12.5, "status_code": 200, "error": None},
+        "result": {
+            "ok": True,
+            "latency_ms": 12.5,
+            "status_code": 200,
+            "error": None,
+            "degraded": False,
+            "warning": None,
+            "cert_days_left": 60,
+        },
         "state": "up",
     },
 )
@@ -478,7 +496,11 @@ async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
     return {
         "result": {
             **result_to_wire(rec.result),
-            "cert_expires_at": _outcome_wire(outcome)["cert_expires_at"],
+            **{
+                k: v
+                for k, v in _outcome_wire(outcome).items()
+                if k in ("degraded", "warning", "cert_expires_at", "cert_days_left", "cert_issuer")
+            },
         },
         "state": rec.monitor.state,
         "recorded": True,

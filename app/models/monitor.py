@@ -36,6 +36,20 @@ class Monitor(SQLModel, table=True):
     keyword: str | None = Field(default=None, max_length=500)
     verify_tls: bool = True
     follow_redirects: bool = True
+    #: Most redirects followed (None: 10); only with ``follow_redirects``.
+    max_redirects: int | None = None
+    #: Request headers {name: value}; values of secret-looking names are write-only.
+    headers: dict[str, str] | None = Field(default=None, sa_type=JSON)
+    #: Request body sent as-is (POST/PUT/PATCH).
+    body: str | None = Field(default=None, max_length=65536)
+    #: {"type": "basic", "username", "password"} or {"type": "bearer", "token"}; secrets write-only.
+    auth: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    #: Condition texts (app.monitoring.conditions), checked after expected_status and keyword.
+    conditions: list[str] | None = Field(default=None, sa_type=JSON)
+    #: A check slower than this (ms) leaves the monitor ``degraded`` instead of ``up``.
+    degraded_latency_ms: float | None = None
+    #: Days before certificate expiry that alert, once each (None: 21, 14, 7; []: never).
+    cert_alert_days: list[int] | None = Field(default=None, sa_type=JSON)
     # --- tcp
     host: str | None = Field(default=None, max_length=255)
     port: int | None = None
@@ -72,6 +86,10 @@ class Monitor(SQLModel, table=True):
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, max_length=300)
     cert_expires_at: datetime | None = None
+    #: Issuer (RFC 4514) of the certificate the last HTTPS check saw.
+    cert_issuer: str | None = Field(default=None, max_length=300)
+    #: The smallest cert_alert_days threshold already alerted for ``cert_expires_at``.
+    cert_alerted: int | None = None
     #: 24h uptime as of ``uptime_24h_at``, refreshed by the housekeeping pass so that
     #: STATUS_SUMMARY reads one row per monitor and nothing else (STATS_UPTIME is exact).
     uptime_24h: float | None = None

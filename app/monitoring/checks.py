@@ -10,9 +10,21 @@ since TLS verification is fixed per client). Keep-alive is off on purpose: a
 health check must open a fresh connection, or a dead listener hides behind a
 pooled socket and the TLS certificate is never seen again.
 
-TLS certificate expiry comes from the peer certificate of the final response's
-connection (``network_stream`` → ``ssl_object``); it is read in binary form and
-parsed with ``cryptography``, so it works with ``verify_tls=False`` too.
+TLS certificate expiry comes from the certificate chain the server sent on the
+final response's connection (``network_stream`` → ``ssl_object``): the earliest
+expiry of the chain and the issuer of the leaf, read in binary form and parsed
+with ``cryptography``, so it works with ``verify_tls=False`` too.
+
+After the status and keyword shorthands, the monitor's conditions
+(:mod:`app.monitoring.conditions`) are evaluated against the answer; a failing
+``warn:`` condition or a response slower than ``degraded_latency_ms`` makes the
+outcome ``degraded`` (ok, with a ``warning`` saying why).
+
+Request building (method, headers, auth, body, redirects) is in
+:func:`build_request`; a fast-path probe for plain GETs must fall back to this
+full path whenever a monitor has headers, a body, auth, a non-GET method,
+a redirect limit other than the default, conditions, a degraded latency, or
+certificate alerts (every HTTPS check here records the certificate).
 """
 
 from __future__ import annotations
@@ -20,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import http.cookiejar
 import logging
+import math
 import socket
 import ssl
 import time
@@ -34,6 +48,7 @@ import httpx
 
 from app import egress
 from app.egress import EgressDenied, EgressPolicy
+from app.monitoring.conditions import Answer, Condition, evaluate
 
 #: At most this much of a body is read (CHECK_MAX_BODY_BYTES); the keyword is searched in it.
 MAX_BODY_BYTES = 1024 * 1024
@@ -49,6 +64,10 @@ class CheckOutcome:
     status_code: int | None = None
     error: str | None = None
     cert_expires_at: dt.datetime | None = None
+    #: Ok, but a ``warn:`` condition or the latency threshold did not hold (``warning`` says which).
+    degraded: bool = False
+    warning: str | None = None
+    cert_issuer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +82,12 @@ class HttpSpec:
     verify_tls: bool = True
     headers: dict[str, str] = field(default_factory=dict)
     max_body_bytes: int = MAX_BODY_BYTES
+    body: str | None = None
+    max_redirects: int = 10
+    conditions: tuple[Condition, ...] = ()
+    degraded_latency_ms: float | None = None
+    #: Values to mask in error texts (auth password/token, secret header values).
+    secrets: tuple[str, ...] = ()
 
 
 def parse_expected_status(value: Sequence[int | str] | None) -> tuple[tuple[int, int], ...]:
@@ -128,6 +153,10 @@ class HttpClients:
         headers = {"User-Agent": "Watchpost/1 (health check)"}
         self.verifying = egress.http_client(self.policy, verify=True, limits=limits, headers=headers)
         self.insecure = egress.http_client(self.policy, verify=False, limits=limits, headers=headers)
+        # The clients are shared by every monitor of every tenant: a cookie one target sets
+        # (a session after basic auth) must never be sent on another monitor's check.
+        for client in (self.verifying, self.insecure):
+            client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
     def get(self, verify_tls: bool) -> httpx.AsyncClient:
         return self.verifying if verify_tls else self.insecure
@@ -141,7 +170,18 @@ def _seconds(value: float) -> str:
     return f"{value:g} s"
 
 
-def _cert_expiry(response: httpx.Response) -> dt.datetime | None:
+#: ``_ssl.ENCODING_DER``: the format argument of the inner certificate objects' public_bytes.
+_ENCODING_DER = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    expires_at: dt.datetime
+    issuer: str
+
+
+def _cert_info(response: httpx.Response) -> CertInfo | None:
+    """The earliest expiry in the chain the server sent, and the leaf's issuer."""
     stream = response.extensions.get("network_stream")
     if stream is None:
         return None
@@ -153,7 +193,35 @@ def _cert_expiry(response: httpx.Response) -> dt.datetime | None:
         return None
     from cryptography import x509
 
-    return x509.load_der_x509_certificate(der).not_valid_after_utc
+    leaf = x509.load_der_x509_certificate(der)
+    expires = leaf.not_valid_after_utc
+    for cert_der in _chain_der(ssl_object):
+        try:
+            expires = min(expires, x509.load_der_x509_certificate(cert_der).not_valid_after_utc)
+        except ValueError:
+            continue
+    return CertInfo(expires, leaf.issuer.rfc4514_string()[:300])
+
+
+def _chain_der(ssl_object: Any) -> list[bytes]:
+    """The chain as sent (leaf first), DER; empty where the ssl module cannot say
+    (``get_unverified_chain`` is public from Python 3.13, on the inner object before)."""
+    for owner in (ssl_object, getattr(ssl_object, "_sslobj", None)):
+        getter = getattr(owner, "get_unverified_chain", None)
+        if getter is None:
+            continue
+        try:
+            chain = getter() or []
+        except (ssl.SSLError, ValueError):
+            return []
+        out = []
+        for cert in chain:
+            if isinstance(cert, bytes):
+                out.append(cert)
+            elif hasattr(cert, "public_bytes"):
+                out.append(cert.public_bytes(_ENCODING_DER))
+        return out
+    return []
 
 
 def _describe_error(exc: BaseException, timeout: float) -> str:
@@ -190,7 +258,8 @@ async def run_http_check(spec: HttpSpec, clients: HttpClients | None = None) -> 
     own = clients is None
     active = clients if clients is not None else HttpClients()
     try:
-        return scrub_outcome(await _http_once(spec, active.get(spec.verify_tls)), spec.url)
+        outcome = scrub_outcome(await _http_once(spec, active.get(spec.verify_tls)), spec.url)
+        return scrub_secrets(outcome, spec.secrets)
     finally:
         if own:
             await active.aclose()
@@ -216,49 +285,125 @@ class _SendClock:
         return self.started if self.started is not None else fallback
 
 
+def build_request(spec: HttpSpec, client: httpx.AsyncClient, clock: _SendClock) -> httpx.Request:
+    """The first request of a check: method, URL, the monitor's headers and auth, body.
+
+    A fast-path probe may skip this only for a plain GET without headers, body, auth,
+    conditions, degraded latency or certificate alerts (see the module docstring)."""
+    return client.build_request(
+        spec.method,
+        spec.url,
+        # Ask for the body as sent: a compressed body would be inflated without a
+        # bound before we could count it. A server that compresses anyway is
+        # inflated by _BodyReader, bounded too.
+        headers={"Accept-Encoding": "identity", **spec.headers},
+        content=spec.body.encode() if spec.body is not None else None,
+        timeout=spec.timeout,
+        extensions={"trace": clock},
+    )
+
+
+class _TooManyRedirects(Exception):
+    pass
+
+
 async def _http_once(spec: HttpSpec, client: httpx.AsyncClient) -> CheckOutcome:
     called = time.perf_counter()
     clock = _SendClock()
     status: int | None = None
-    cert: dt.datetime | None = None
+    cert: CertInfo | None = None
+    headers: dict[str, str] = {}
     try:
         # One deadline for the whole exchange, not httpx's per-phase timeouts:
         # a target that trickles bytes must still fail within `timeout`.
         async with asyncio.timeout(spec.timeout):
-            async with client.stream(
-                spec.method,
-                spec.url,
-                # Ask for the body as sent: a compressed body would be inflated without a
-                # bound before we could count it. A server that compresses anyway is
-                # inflated by _BodyReader, bounded too.
-                headers={"Accept-Encoding": "identity", **spec.headers},
-                follow_redirects=spec.follow_redirects,
-                timeout=spec.timeout,
-                extensions={"trace": clock},
-            ) as response:
-                status = response.status_code
-                cert = _cert_expiry(response)
-                reader = _BodyReader(spec.max_body_bytes, response.headers.get("content-encoding", ""))
-                async for chunk in response.aiter_raw():
-                    if reader.feed(chunk):
-                        break  # the rest is never read: the connection is closed with the stream
+            request = build_request(spec, client, clock)
+            hops = 0
+            while True:
+                # Redirects one at a time, so the monitor's limit applies (httpx's is per
+                # client); httpx builds each next request and drops Authorization when the
+                # redirect leaves the origin.
+                response = await client.send(request, stream=True, follow_redirects=False)
+                try:
+                    if spec.follow_redirects and response.next_request is not None:
+                        if hops >= spec.max_redirects:
+                            raise _TooManyRedirects
+                        hops += 1
+                        request = response.next_request
+                        continue
+                    status = response.status_code
+                    headers = dict(response.headers)
+                    cert = _cert_info(response)
+                    reader = _BodyReader(spec.max_body_bytes, response.headers.get("content-encoding", ""))
+                    async for chunk in response.aiter_raw():
+                        if reader.feed(chunk):
+                            break  # the rest is never read: the connection is closed with the stream
+                    break
+                finally:
+                    await response.aclose()
+    except _TooManyRedirects:
+        return _fail(
+            clock.since(called), f"more than {spec.max_redirects} redirects (max_redirects)", status, cert
+        )
     except TimeoutError:
         return _fail(clock.since(called), f"timed out after {_seconds(spec.timeout)}", status, cert)
     except (httpx.HTTPError, OSError, ssl.SSLError, zlib.error) as exc:
         return _fail(clock.since(called), _describe_error(exc, spec.timeout), status, cert)
     latency = (time.perf_counter() - clock.since(called)) * 1000
-    if not status_matches(status, spec.expected_status):
-        return CheckOutcome(
-            False,
-            latency,
-            status,
-            f"status {status}, expected {format_expected_status(spec.expected_status)}",
-            cert,
-        )
+    return judge(spec, latency, status, headers, reader, cert)
+
+
+def judge(
+    spec: HttpSpec,
+    latency: float,
+    status: int,
+    headers: dict[str, str],
+    reader: _BodyReader,
+    cert: CertInfo | None,
+) -> CheckOutcome:
+    """The outcome of a completed exchange: shorthands, conditions, degraded latency."""
+    expires = cert.expires_at if cert else None
+    issuer = cert.issuer if cert else None
+
+    def outcome(ok: bool, error: str | None, warning: str | None = None) -> CheckOutcome:
+        return CheckOutcome(ok, latency, status, error, expires, warning is not None, warning, issuer)
+
+    # A status condition (not warn) replaces the expected_status shorthand.
+    status_by_condition = any(c.subject == "status" and not c.warn for c in spec.conditions)
+    if not status_by_condition and not status_matches(status, spec.expected_status):
+        return outcome(False, f"status {status}, expected {format_expected_status(spec.expected_status)}")
     if spec.keyword is not None and spec.keyword.encode() not in reader.body:
         where = f"the first {spec.max_body_bytes} bytes" if reader.truncated else "the body"
-        return CheckOutcome(False, latency, status, f"keyword {spec.keyword!r} not found in {where}", cert)
-    return CheckOutcome(True, latency, status, None, cert)
+        return outcome(False, f"keyword {spec.keyword!r} not found in {where}")
+    warnings: list[str] = []
+    if spec.conditions:
+        answer = Answer(
+            status_code=status,
+            latency_ms=latency,
+            body=bytes(reader.body),
+            headers=headers,
+            cert_days=cert_days_left(expires),
+            truncated=reader.truncated,
+        )
+        verdict = evaluate(spec.conditions, answer)
+        if verdict.failed:
+            return outcome(False, "; ".join(verdict.failed))
+        warnings.extend(verdict.warned)
+    if spec.degraded_latency_ms is not None and latency > spec.degraded_latency_ms:
+        warnings.append(
+            f"response_time: {latency:.0f} ms, above degraded_latency_ms {spec.degraded_latency_ms:g}"
+        )
+    return outcome(True, None, "; ".join(warnings) if warnings else None)
+
+
+def cert_days_left(expires: dt.datetime | None, now: dt.datetime | None = None) -> int | None:
+    """Whole days until ``expires`` (negative once expired); None without a certificate."""
+    if expires is None:
+        return None
+    if expires.tzinfo is None:  # stored naive, in UTC
+        expires = expires.replace(tzinfo=dt.UTC)
+    left = expires - (now or dt.datetime.now(dt.UTC))
+    return math.floor(left.total_seconds() / 86400)
 
 
 class _BodyReader:
@@ -319,10 +464,27 @@ def scrub_text(text: str, url: str | None) -> str:
     return text
 
 
-def _fail(started: float, error: str, status: int | None, cert: dt.datetime | None) -> CheckOutcome:
+def scrub_secrets(outcome: CheckOutcome, secrets: Sequence[str]) -> CheckOutcome:
+    """``outcome`` with the request's secrets (auth, secret headers) masked in its texts."""
+    if not secrets or (outcome.error is None and outcome.warning is None):
+        return outcome
+    error, warning = outcome.error, outcome.warning
+    for secret in sorted(secrets, key=len, reverse=True):
+        error = error.replace(secret, "***") if error else error
+        warning = warning.replace(secret, "***") if warning else warning
+    return dataclasses.replace(outcome, error=error, warning=warning)
+
+
+def _fail(
+    started: float, error: str, status: int | None, cert: CertInfo | dt.datetime | None
+) -> CheckOutcome:
     # Latency of a failed probe says how long it took to fail; keep it for timeouts
     # and refusals alike so the history shows "refused in 1 ms" vs "hung for 5 s".
-    return CheckOutcome(False, (time.perf_counter() - started) * 1000, status, error, cert)
+    expires = cert.expires_at if isinstance(cert, CertInfo) else cert
+    issuer = cert.issuer if isinstance(cert, CertInfo) else None
+    return CheckOutcome(
+        False, (time.perf_counter() - started) * 1000, status, error, expires, cert_issuer=issuer
+    )
 
 
 async def run_tcp_check(

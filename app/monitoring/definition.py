@@ -19,11 +19,33 @@ from app.ids import ID, MAX_ID
 from app.models.base import iso
 from app.models.monitor import Monitor
 from app.monitoring.checks import MAX_BODY_BYTES, HttpSpec, parse_expected_status
+from app.monitoring.conditions import (
+    MAX_CONDITION_LENGTH,
+    MAX_CONDITIONS,
+    ConditionError,
+    parse,
+    parse_all,
+)
+from app.monitoring.request import (
+    DEFAULT_CERT_ALERT_DAYS,
+    DEFAULT_MAX_REDIRECTS,
+    HEADER_NAME_PATTERN,
+    MAX_REQUEST_BODY,
+    auth_problems,
+    header_problems,
+    keep_masked_secrets,
+    mask_request,
+    request_headers,
+    secrets_of,
+)
 from app.urls import MASK, BadURL, check_http_url, mask_credentials, valid_hostname
 
 KINDS = ("http", "tcp", "push", "group")
+#: Kinds whose checks evaluate ``conditions`` (app.monitoring.conditions).
+CONDITION_KINDS = ("http",)
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_INTERVAL = 24 * 3600
+MAX_REDIRECTS = 20
 
 #: Definition fields a client may send (CREATE, UPDATE, CHECK_NOW with an unsaved monitor).
 MONITOR_FIELDS_SCHEMA: dict[str, Any] = {
@@ -40,6 +62,38 @@ MONITOR_FIELDS_SCHEMA: dict[str, Any] = {
     "keyword": {"type": ["string", "null"], "maxLength": 500},
     "verify_tls": {"type": "boolean"},
     "follow_redirects": {"type": "boolean"},
+    "max_redirects": {"type": ["integer", "null"], "maximum": MAX_ID},
+    "headers": {
+        "type": ["object", "null"],
+        "maxProperties": 30,
+        "propertyNames": {"pattern": HEADER_NAME_PATTERN, "maxLength": 100},
+        "additionalProperties": {"type": "string", "maxLength": 2000},
+    },
+    "body": {"type": ["string", "null"], "maxLength": MAX_REQUEST_BODY},
+    "auth": {
+        "type": ["object", "null"],
+        "properties": {
+            "type": {"enum": ["basic", "bearer"]},
+            "username": {"type": "string", "maxLength": 200},
+            "password": {"type": "string", "maxLength": 500},
+            "token": {"type": "string", "maxLength": 2000},
+        },
+        "required": ["type"],
+    },
+    "conditions": {
+        "type": ["array", "null"],
+        "maxItems": MAX_CONDITIONS,
+        "items": {"type": "string", "maxLength": MAX_CONDITION_LENGTH},
+    },
+    "degraded_latency_ms": {
+        "type": ["number", "null"],
+        "maximum": MAX_INTERVAL * 1000,
+    },
+    "cert_alert_days": {
+        "type": ["array", "null"],
+        "maxItems": 10,
+        "items": {"type": "integer", "maximum": MAX_ID},
+    },
     "host": {"type": ["string", "null"], "maxLength": 255},
     # Ranges are checked by validate_definition (all errors at once); the schema only
     # keeps numbers within what the database can hold.
@@ -64,6 +118,13 @@ DEFAULTS: dict[str, Any] = {
     "keyword": None,
     "verify_tls": True,
     "follow_redirects": True,
+    "max_redirects": DEFAULT_MAX_REDIRECTS,
+    "headers": {},
+    "body": None,
+    "auth": None,
+    "conditions": [],
+    "degraded_latency_ms": None,
+    "cert_alert_days": list(DEFAULT_CERT_ALERT_DAYS),
     "host": None,
     "port": None,
     "interval": 60,
@@ -111,6 +172,10 @@ def normalise(values: dict[str, Any]) -> dict[str, Any]:
     values["method"] = str(values.get("method") or "GET").upper()
     values["timeout"] = float(values["timeout"])
     values["tags"] = sorted(set(values.get("tags") or []))
+    values["headers"] = dict(values.get("headers") or {})
+    values["conditions"] = [c.strip() for c in values.get("conditions") or []]
+    if values.get("cert_alert_days") is not None:
+        values["cert_alert_days"] = sorted(set(values["cert_alert_days"]), reverse=True)
     return values
 
 
@@ -133,6 +198,8 @@ def merge_update(
     sent_url = patch.get("url")
     if isinstance(sent_url, str) and stored_url and sent_url == mask_credentials(stored_url):
         values["url"] = stored_url
+    # Header values and auth secrets sent back as *** keep the stored ones (like channel secrets).
+    values.update(keep_masked_secrets(current, patch))
     return values
 
 
@@ -188,6 +255,28 @@ def validate_definition(values: dict[str, Any], *, min_interval: int, timeout_ma
             parse_expected_status(values.get("expected_status"))
         except ValueError as exc:
             bad("expected_status", str(exc))
+        for path, msg in header_problems(values.get("headers")) + auth_problems(values.get("auth")):
+            bad(path, msg)
+        days = values.get("cert_alert_days") or []
+        if any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 365 for d in days):
+            bad("cert_alert_days", "cert_alert_days are whole days between 1 and 365, e.g. [21, 14, 7]")
+        redirects = values.get("max_redirects")
+        if redirects is not None and not 0 <= redirects <= MAX_REDIRECTS:
+            bad("max_redirects", f"max_redirects must be between 0 and {MAX_REDIRECTS}")
+        latency = values.get("degraded_latency_ms")
+        if latency is not None and not (math.isfinite(latency) and latency > 0):
+            bad("degraded_latency_ms", "degraded_latency_ms must be a positive number of milliseconds")
+        elif latency is not None and latency >= values["timeout"] * 1000:
+            bad(
+                "degraded_latency_ms",
+                f"degraded_latency_ms ({latency:g}) must be below the timeout ({values['timeout']:g} s)",
+            )
+    if kind in CONDITION_KINDS:
+        for i, text in enumerate(values.get("conditions") or []):
+            try:
+                parse(text)
+            except ConditionError as exc:
+                bad(f"conditions[{i}]", f"conditions[{i}] at {exc}: {text[:80]!r}")
     elif kind == "tcp":
         host = values.get("host")
         if not host:
@@ -218,6 +307,7 @@ def http_spec(
 ) -> HttpSpec:
     """What to probe; the timeout is capped by ``timeout_max`` (rows stored before the cap)."""
     get = (lambda k: getattr(m, k)) if isinstance(m, Monitor) else m.get
+    max_redirects = get("max_redirects")
     return HttpSpec(
         url=str(get("url")),
         method=str(get("method") or "GET").upper(),
@@ -226,7 +316,13 @@ def http_spec(
         timeout=effective_timeout(get("timeout"), timeout_max),
         follow_redirects=bool(get("follow_redirects")),
         verify_tls=bool(get("verify_tls")),
+        headers=request_headers(get("headers"), get("auth")),
         max_body_bytes=max_body_bytes,
+        body=get("body") or None,
+        max_redirects=DEFAULT_MAX_REDIRECTS if max_redirects is None else int(max_redirects),
+        conditions=parse_all(get("conditions")),
+        degraded_latency_ms=get("degraded_latency_ms"),
+        secrets=tuple(secrets_of(get("headers"), get("auth"))),
     )
 
 
@@ -252,6 +348,13 @@ WIRE_FIELDS = (
     "keyword",
     "verify_tls",
     "follow_redirects",
+    "max_redirects",
+    "headers",
+    "body",
+    "auth",
+    "conditions",
+    "degraded_latency_ms",
+    "cert_alert_days",
     "host",
     "port",
     "interval",
@@ -274,6 +377,7 @@ WIRE_FIELDS = (
     "last_status_code",
     "last_error",
     "cert_expires_at",
+    "cert_issuer",
     "created_at",
     "updated_at",
 )
@@ -291,6 +395,10 @@ def monitor_to_wire(m: Monitor | Mapping[str, Any], *, show_push_token: bool = T
     # Credentials inside a target URL are write-only: shown masked everywhere (answers,
     # events); the stored URL keeps them for the check.
     wire["url"] = mask_credentials(wire["url"])
+    wire["headers"], wire["auth"] = mask_request(wire["headers"], wire["auth"])
+    wire["conditions"] = list(wire["conditions"] or [])
+    if wire["max_redirects"] is None:
+        wire["max_redirects"] = DEFAULT_MAX_REDIRECTS
     if not show_push_token:
         wire["push_token"] = None
     return wire

@@ -28,6 +28,7 @@ from app.monitoring.definition import (
     validate_definition,
     with_defaults,
 )
+from app.monitoring.request import mask_request
 from app.urls import mask_credentials
 
 #: What a row defines; everything else on a monitor (state, push token, schedule) is not
@@ -260,6 +261,9 @@ def _cycle(graph: Mapping[str, Sequence[str]], rows: Mapping[str, int]) -> list[
     return found
 
 
+_NULL_IS_DEFAULT = ("max_redirects", "headers", "conditions", "cert_alert_days")
+
+
 def to_row(
     definition: Mapping[str, Any],
     name: str,
@@ -281,6 +285,12 @@ def to_row(
             value = [channel_names.get(c, c) for c in value or []]
         elif key == "url" and value:
             value = mask_credentials(value)
+        elif key in ("headers", "auth"):
+            # Auth secrets and secret header values are write-only, as in every answer.
+            headers, auth = mask_request(definition.get("headers"), definition.get("auth"))
+            value = headers if key == "headers" else auth
+        if value is None and key in _NULL_IS_DEFAULT:  # rows stored before these fields existed
+            value = default
         if value != default:
             row[key] = value
     return row

@@ -10,11 +10,15 @@ alerts nobody. This is the one place monitoring depends on alerting.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.alerting.outbox import enqueue_for_transition
+from app.alerting.outbox import enqueue_certificate, enqueue_for_transition
 from app.models.incident import Incident
 from app.models.monitor import Monitor
+from app.monitoring import certs
+from app.monitoring.checks import cert_days_left
 from app.monitoring.state import State
 
 
@@ -36,3 +40,16 @@ async def on_state_change(
     """
     previous, new = transition
     await enqueue_for_transition(session, monitor, previous.value, new.value, incident_action)
+
+
+async def on_certificate_expiring(
+    session: AsyncSession, monitor: Monitor, threshold: int, *, now: datetime
+) -> None:
+    """Called once per crossed certificate threshold (``monitor.cert_alerted`` already set),
+    before commit, in the transaction that records the check; only adds rows to ``session``."""
+    expires = monitor.cert_expires_at
+    days_left = cert_days_left(expires, now)
+    if expires is None or days_left is None:
+        return
+    reason = certs.describe(days_left, expires, threshold, monitor.cert_issuer)
+    await enqueue_certificate(session, monitor, threshold, reason, now=now)

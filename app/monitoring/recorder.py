@@ -22,8 +22,8 @@ from app.models.check import CheckResult
 from app.models.incident import Incident
 from app.models.maintenance import MaintenanceWindow
 from app.models.monitor import Monitor
-from app.monitoring import hooks
-from app.monitoring.checks import CheckOutcome
+from app.monitoring import certs, hooks
+from app.monitoring.checks import CheckOutcome, cert_days_left
 from app.monitoring.state import UP_LIKE, State, Step, group_state, step
 from app.monitoring.wire import incident_to_wire, result_to_wire
 from app.protocol import PkgID
@@ -78,7 +78,12 @@ async def group_member_states(session: AsyncSession, group: Monitor) -> list[str
 
 
 def decide(
-    monitor: Monitor, ok: bool | None, *, in_maintenance: bool, members: list[str] | None = None
+    monitor: Monitor,
+    ok: bool | None,
+    *,
+    in_maintenance: bool,
+    members: list[str] | None = None,
+    degraded: bool = False,
 ) -> Step:
     """The state step for one outcome. Groups derive their state from ``members``."""
     if monitor.kind == "group" and members is not None and monitor.enabled:
@@ -94,6 +99,7 @@ def decide(
         recover_threshold=monitor.recover_threshold,
         in_maintenance=in_maintenance,
         paused=not monitor.enabled,
+        degraded=degraded,
     )
 
 
@@ -114,7 +120,11 @@ async def record(
     ``next_check_at`` None keeps the schedule (CHECK_NOW). On success the
     snapshot carries the new state and the lease is released.
     """
-    decision = decide(monitor, outcome.ok, in_maintenance=in_maintenance, members=members)
+    decision = decide(
+        monitor, outcome.ok, in_maintenance=in_maintenance, members=members, degraded=outcome.degraded
+    )
+    # A degraded check keeps its warning where a failure keeps its error.
+    said = outcome.error or outcome.warning
     values: dict[str, Any] = {
         "state": decision.state.value,
         "state_seq": monitor.state_seq + 1,
@@ -123,10 +133,9 @@ async def record(
         "last_checked_at": now,
         "last_latency_ms": outcome.latency_ms,
         "last_status_code": outcome.status_code,
-        "last_error": (outcome.error or None) and outcome.error[:300],
+        "last_error": (said or None) and said[:300],
     }
-    if outcome.cert_expires_at is not None:
-        values["cert_expires_at"] = outcome.cert_expires_at
+    cert_threshold = _certificate(monitor, outcome, values, now, in_maintenance)
     if decision.transition is not None:
         values["state_changed_at"] = now
     if next_check_at is not None:
@@ -165,6 +174,8 @@ async def record(
     session.add(result)
     await session.flush()
     rec = Recording(monitor, result, decision.transition)
+    if cert_threshold is not None:
+        await hooks.on_certificate_expiring(session, monitor, cert_threshold, now=now)
     if decision.transition is not None:
         await _incidents(session, rec, outcome, now)
         await _nudge_groups(session, monitor, now)
@@ -173,6 +184,28 @@ async def record(
         )
     rec.events = _events(rec)
     return rec
+
+
+def _certificate(
+    monitor: Monitor, outcome: CheckOutcome, values: dict[str, Any], now: datetime, in_maintenance: bool
+) -> int | None:
+    """Put the certificate the check saw into ``values``; return the expiry threshold to
+    alert now, if any (once per threshold and certificate; never in maintenance)."""
+    expires = outcome.cert_expires_at
+    if expires is None:
+        return None
+    values["cert_expires_at"] = expires
+    values["cert_issuer"] = outcome.cert_issuer
+    alerted = monitor.cert_alerted
+    if certs.renewed(monitor.cert_expires_at, expires) and alerted is not None:
+        alerted = values["cert_alerted"] = None
+    days_left = cert_days_left(expires, now)
+    if days_left is None or in_maintenance or not monitor.enabled:
+        return None
+    threshold = certs.due_threshold(days_left, monitor.cert_alert_days, alerted)
+    if threshold is not None:
+        values["cert_alerted"] = threshold
+    return threshold
 
 
 async def _nudge_groups(session: AsyncSession, member: Monitor, now: datetime) -> None:

@@ -15,7 +15,11 @@ States (docs/monitoring.md has the full table):
 - ``maintenance``: inside a maintenance window. Checks still run and counters
   still move (so the state is known the moment the window ends), but the
   visible state stays ``maintenance`` and no incident or alert is raised.
-- ``degraded`` (groups only): at least ``min_up`` members are up, but not all.
+- ``degraded``: a group with at least ``min_up`` members up, but not all; or a
+  check that passed with a warning (a ``warn:`` condition that did not hold, or
+  a response slower than ``degraded_latency_ms``). Neither up nor down: it counts
+  as up for uptime and groups, opens no incident, and alerts channels that
+  subscribe to ``degraded``.
 """
 
 from __future__ import annotations
@@ -58,9 +62,15 @@ def step(
     recover_threshold: int = 1,
     in_maintenance: bool = False,
     paused: bool = False,
+    degraded: bool = False,
 ) -> Step:
     """Apply one outcome (``ok``; None means "no new outcome", e.g. a window
-    boundary or a pause) to a monitor and return its new state and counters."""
+    boundary or a pause) to a monitor and return its new state and counters.
+
+    ``degraded`` (with ``ok``): the check passed with a warning. Successes count
+    towards ``recover_threshold`` whether degraded or not; once it is reached the
+    state is ``degraded`` or ``up`` as the latest outcome says. A failure below
+    ``fail_threshold`` keeps a degraded monitor degraded ("retrying")."""
     current = State(current)
     if paused:
         return _result(current, State.PAUSED, 0, 0)
@@ -73,12 +83,15 @@ def step(
     # Leaving pause or maintenance re-derives the state from the counters,
     # exactly like a fresh monitor, so a target that failed throughout a window
     # goes down on the first check after it.
-    base = State.PENDING if current in (State.PAUSED, State.MAINTENANCE, State.DEGRADED) else current
+    base = State.PENDING if current in (State.PAUSED, State.MAINTENANCE) else current
     new = base
     if fail_streak >= max(1, fail_threshold):
         new = State.DOWN
     elif ok_streak >= max(1, recover_threshold):
-        new = State.UP
+        if ok is None:
+            new = base if base in UP_LIKE else State.UP
+        else:
+            new = State.DEGRADED if (ok and degraded) else State.UP
     return _result(current, new, fail_streak, ok_streak)
 
 

@@ -27,9 +27,10 @@ from sqlalchemy import and_, case, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.models.base import iso
+from app.models.base import iso, utcnow
 from app.models.check import CheckResult, DailyRollup, HourlyRollup
 from app.models.monitor import Monitor
+from app.monitoring.checks import cert_days_left
 
 WINDOWS: dict[str, timedelta] = {
     "1h": timedelta(hours=1),
@@ -293,6 +294,7 @@ async def summary(
     One index range scan over ``monitors`` (``ix_monitors_tenant_id``), nothing
     else, so it stays fast at tens of thousands of monitors.
     """
+    now = utcnow()
     stmt = (
         select(
             col(Monitor.id),
@@ -304,6 +306,7 @@ async def summary(
             col(Monitor.state_changed_at),
             col(Monitor.uptime_24h),
             col(Monitor.uptime_24h_at),
+            col(Monitor.cert_expires_at),
         )
         .where(col(Monitor.tenant_id) == tenant_id, col(Monitor.id) > after)
         .order_by(col(Monitor.id))
@@ -321,6 +324,7 @@ async def summary(
             "state_changed_at": iso(row[6]),
             "uptime_24h": row[7],
             "uptime_24h_at": iso(row[8]),
+            "cert_days_left": cert_days_left(row[9], now),
         }
         for row in (await session.execute(stmt)).all()
     ]

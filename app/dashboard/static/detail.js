@@ -10,6 +10,11 @@ import { Pkg } from "./wp-client.js";
 
 const HISTORY_LIMIT = 100; // results shown in the detail view
 
+// Whole days until a certificate expires (negative once expired), as STATUS_SUMMARY counts them.
+function certDaysLeft(iso) {
+  return Math.floor((Date.parse(iso) - Date.now()) / 86400000);
+}
+
 export async function openDetail(id) {
   if (id === undefined || id === null) return;
   closeDetail();
@@ -97,9 +102,11 @@ function paintDetail() {
     ["Tags", Array.isArray(m.tags) && m.tags.length ? m.tags.join(", ") : null],
     ["Push token", m.kind === "push" ? m.push_token : null],
     ["Last latency", fmtLatency(live?.latency)],
-    ["Last error", m.last_error],
+    [state === "degraded" ? "Warning" : "Last error", m.last_error],
     ["Last status", m.last_status_code ? `HTTP ${m.last_status_code}` : null],
-    ["Certificate expires", m.cert_expires_at ? fmtTime(m.cert_expires_at) : null],
+    ["Certificate expires", m.cert_expires_at ? `${fmtTime(m.cert_expires_at)} (${certDaysLeft(m.cert_expires_at)} days left)` : null],
+    ["Certificate issuer", m.cert_issuer],
+    ["Conditions", Array.isArray(m.conditions) && m.conditions.length ? m.conditions.join("; ") : null],
     ["Uptime 24h", fmtUptime(detail.stats?.["24h"] ?? live?.uptime)],
     ["Uptime 7d", detail.stats ? fmtUptime(detail.stats["7d"]) : null],
     ["Uptime 30d", detail.stats ? fmtUptime(detail.stats["30d"]) : null],

@@ -9,7 +9,8 @@ import { Pkg, RSP, WatchpostError } from "./wp-client.js";
 // Inputs that take the monitor's value as it is (lists and checkboxes are handled apart).
 const PLAIN_FIELDS = [
   "name", "kind", "url", "method", "keyword", "host", "port", "interval", "timeout",
-  "fail_threshold", "recover_threshold", "min_up", "description",
+  "fail_threshold", "recover_threshold", "min_up", "description", "max_redirects",
+  "degraded_latency_ms", "body",
 ];
 
 let formVersion = null; // optimistic-concurrency version of the monitor being edited
@@ -21,6 +22,28 @@ function parseExpected(text) {
     .map((s) => s.trim())
     .filter(Boolean)
     .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+}
+
+// "X-Env: prod" lines <-> {"X-Env": "prod"}; secret values arrive masked (***) and are
+// sent back as *** so the server keeps the stored ones.
+function headersText(headers) {
+  return Object.entries(headers ?? {}).map(([k, v]) => `${k}: ${v}`).join("\n");
+}
+
+function parseHeaders(text) {
+  const out = {};
+  for (const line of text.split("\n")) {
+    const at = line.indexOf(":");
+    if (at > 0) out[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return out;
+}
+
+function authPayload(f) {
+  const type = f.auth_type.value;
+  if (!type) return null;
+  if (type === "bearer") return { type, token: f.auth_secret.value };
+  return { type, username: f.auth_username.value, password: f.auth_secret.value };
 }
 
 export function showKindFields(kind) {
@@ -50,6 +73,12 @@ export async function openForm(id = null) {
       form.elements.expected_status.value = (mon.expected_status ?? []).join(", ");
       form.elements.tags.value = (mon.tags ?? []).join(", ");
       form.elements.members.value = (mon.members ?? []).join(", ");
+      form.elements.headers.value = headersText(mon.headers);
+      form.elements.conditions.value = (mon.conditions ?? []).join("\n");
+      form.elements.cert_alert_days.value = (mon.cert_alert_days ?? []).join(", ");
+      form.elements.auth_type.value = mon.auth?.type ?? "";
+      form.elements.auth_username.value = mon.auth?.username ?? "";
+      form.elements.auth_secret.value = mon.auth?.password ?? mon.auth?.token ?? "";
     } catch (err) {
       toast(errorText(err), "error");
       return;
@@ -81,9 +110,16 @@ function formPayload(form) {
       keyword: f.keyword.value || null,
       verify_tls: f.verify_tls.checked,
       follow_redirects: f.follow_redirects.checked,
+      max_redirects: num(f.max_redirects.value) ?? null,
+      degraded_latency_ms: num(f.degraded_latency_ms.value) ?? null,
+      headers: parseHeaders(f.headers.value),
+      body: f.body.value === "" ? null : f.body.value,
+      auth: authPayload(f),
+      conditions: f.conditions.value.split("\n").map((s) => s.trim()).filter(Boolean),
     });
     const expected = parseExpected(f.expected_status.value);
     if (expected.length) data.expected_status = expected;
+    if (f.cert_alert_days.value.trim() !== "") data.cert_alert_days = list(f.cert_alert_days.value).map(Number);
   } else if (kind === "tcp") {
     Object.assign(data, { host: f.host.value.trim(), port: num(f.port.value) });
   } else if (kind === "push") {

@@ -35,13 +35,14 @@ function computeOrder() {
 }
 
 function rowSig(m) {
-  return [m.state, m.name, m.latency, m.uptime, m.kind, m.error, m.url, m.host, m.port].join("|");
+  return [m.state, m.name, m.latency, m.uptime, m.kind, m.error, m.url, m.host, m.port, m.cert_days_left].join("|");
 }
 
 function buildRow(m) {
-  // A down monitor shows why instead of where.
+  // A down or degraded monitor shows why (the failing condition) instead of where.
   const where = m.kind === "tcp" && m.host ? `${m.host}:${m.port ?? ""}` : m.kind === "http" ? m.url ?? "" : "";
-  const target = m.state === "down" && m.error ? m.error : where;
+  const target = (m.state === "down" || m.state === "degraded") && m.error ? m.error : where;
+  const cert = m.cert_days_left ?? null;
   return el(
     "div",
     {
@@ -57,7 +58,19 @@ function buildRow(m) {
       el("span", { class: "monitor-name", "data-testid": "monitor-name", text: m.name ?? `#${m.id}` }),
       el("span", { class: "target", text: target }),
     ),
-    el("span", { class: "cell kind", text: m.kind ?? "" }),
+    el(
+      "span",
+      { class: "cell kind" },
+      m.kind ?? "",
+      cert === null
+        ? ""
+        : el("span", {
+            class: cert <= 14 ? "cert-days soon" : "cert-days",
+            "data-testid": "monitor-cert-days",
+            title: "days until the TLS certificate expires",
+            text: ` · cert ${cert}d`,
+          }),
+    ),
     el("span", { class: "cell num", "data-testid": "monitor-latency", text: fmtLatency(m.latency) }),
     el("span", { class: "cell num", "data-testid": "monitor-uptime", text: fmtUptime(m.uptime) }),
   );

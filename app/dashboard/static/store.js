@@ -85,7 +85,7 @@ export function monitorId(d) {
 /** Normalises a summary row, a monitor or an event into the fields the list shows. */
 export function mergeMonitor(base, src) {
   const m = base ? { ...base } : { id: src.id };
-  for (const k of ["name", "kind", "url", "host", "port", "tags", "interval", "enabled", "version"]) {
+  for (const k of ["name", "kind", "url", "host", "port", "tags", "interval", "enabled", "version", "cert_days_left"]) {
     if (src[k] !== undefined) m[k] = src[k];
   }
   const state = src.state ?? src.status;
