@@ -18,10 +18,13 @@ from app.errors import InvalidData
 from app.ids import ID, MAX_ID
 from app.models.base import iso
 from app.models.monitor import Monitor
+from app.monitoring import kinds
 from app.monitoring.checks import MAX_BODY_BYTES, HttpSpec, parse_expected_status
 from app.urls import MASK, BadURL, check_http_url, mask_credentials, valid_hostname
 
-KINDS = ("http", "tcp", "push", "group")
+KINDS = ("http", "tcp", "push", "group", *kinds.NAMES)
+#: Kinds that make no request of their own (no timeout to fit in the interval).
+PASSIVE_KINDS = ("push", "group")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_INTERVAL = 24 * 3600
 
@@ -55,6 +58,8 @@ MONITOR_FIELDS_SCHEMA: dict[str, Any] = {
     "channels": {"type": "array", "maxItems": 50, "items": ID},
     "description": {"type": "string", "maxLength": 2000},
     "enabled": {"type": "boolean"},
+    # The fields of the dns, postgres, redis, websocket and ping kinds (app.monitoring.kinds).
+    "options": kinds.OPTIONS_SCHEMA,
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -78,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "channels": [],
     "description": "",
     "enabled": True,
+    "options": {},
 }
 
 
@@ -111,6 +117,7 @@ def normalise(values: dict[str, Any]) -> dict[str, Any]:
     values["method"] = str(values.get("method") or "GET").upper()
     values["timeout"] = float(values["timeout"])
     values["tags"] = sorted(set(values.get("tags") or []))
+    values["options"] = dict(values.get("options") or {})
     return values
 
 
@@ -129,6 +136,9 @@ def merge_update(
         values["timeout"] = default_timeout(values["interval"], timeout_max)
     if values.get("timeout") is None:
         values["timeout"] = current.get("timeout") or default_timeout(values["interval"], timeout_max)
+    if isinstance(patch.get("options"), Mapping):
+        # Secret options sent back as shown ("***") keep their stored values.
+        values["options"] = kinds.keep_secrets(str(values["kind"]), current.get("options"), patch["options"])
     stored_url = current.get("url")
     sent_url = patch.get("url")
     if isinstance(sent_url, str) and stored_url and sent_url == mask_credentials(stored_url):
@@ -172,7 +182,7 @@ def validate_definition(values: dict[str, Any], *, min_interval: int, timeout_ma
             "timeout",
             f"timeout ({timeout:g} s) is above the largest allowed ({timeout_max:g} s, CHECK_TIMEOUT_MAX)",
         )
-    elif timeout >= interval and kind in ("http", "tcp"):  # push and group monitors make no request
+    elif timeout >= interval and kind not in PASSIVE_KINDS:  # push and group monitors make no request
         bad("timeout", f"timeout ({timeout:g} s) must be shorter than interval ({interval} s)")
     if kind == "http":
         url = values.get("url")
@@ -209,6 +219,7 @@ def validate_definition(values: dict[str, Any], *, min_interval: int, timeout_ma
                 "min_up",
                 f"min_up ({values.get('min_up')}) cannot exceed the number of members ({len(members)})",
             )
+    kinds.validate(kind, values, bad)
     if errors:
         raise InvalidData(f"invalid monitor: {errors[0]['msg']}", errors=errors)
 
@@ -228,6 +239,17 @@ def http_spec(
         verify_tls=bool(get("verify_tls")),
         max_body_bytes=max_body_bytes,
     )
+
+
+def kind_values(m: Monitor | Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a runner of :mod:`app.monitoring.kinds` reads, stored secrets included."""
+    get = (lambda k: getattr(m, k)) if isinstance(m, Monitor) else m.get
+    return {
+        "url": get("url"),
+        "host": get("host"),
+        "verify_tls": get("verify_tls"),
+        "options": dict(get("options") or {}),
+    }
 
 
 def effective_timeout(timeout: Any, timeout_max: float) -> float:
@@ -265,6 +287,7 @@ WIRE_FIELDS = (
     "channels",
     "description",
     "enabled",
+    "options",
     "state",
     "state_changed_at",
     "version",
@@ -291,6 +314,8 @@ def monitor_to_wire(m: Monitor | Mapping[str, Any], *, show_push_token: bool = T
     # Credentials inside a target URL are write-only: shown masked everywhere (answers,
     # events); the stored URL keeps them for the check.
     wire["url"] = mask_credentials(wire["url"])
+    # Secret options (connection strings, header values) likewise: "***" on the wire.
+    wire["options"] = kinds.mask_options(str(wire["kind"]), wire["options"])
     if not show_push_token:
         wire["push_token"] = None
     return wire
