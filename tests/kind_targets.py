@@ -29,8 +29,11 @@ import dns.zone
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from tests.targets import _LoopThread
+
+HEALTH = Subprotocol("health.v1")
 
 ZONE = """
 $ORIGIN watchpost.test.
@@ -82,6 +85,7 @@ class DnsTarget:
         response.flags |= dns.flags.AA
         question = query.question[0]
         name, rtype = question.name, question.rdtype
+        assert self.zone.origin is not None
         if not name.is_subdomain(self.zone.origin):
             response.set_rcode(dns.rcode.REFUSED)
             return response.to_wire()
@@ -92,7 +96,7 @@ class DnsTarget:
         rdataset = node.get_rdataset(dns.rdataclass.IN, rtype)
         if rdataset is not None:
             rrset = response.find_rrset(response.answer, name, dns.rdataclass.IN, rtype, create=True)
-            rrset.update(rdataset)
+            rrset.update(rdataset)  # type: ignore[no-untyped-call]
         return response.to_wire()
 
     def start(self) -> Self:
@@ -176,8 +180,8 @@ class WsTarget:
                 "127.0.0.1",
                 0,
                 process_request=self._process_request,
-                subprotocols=["health.v1"],  # type: ignore[list-item]
-                select_subprotocol=lambda conn, offered: "health.v1" if "health.v1" in offered else None,
+                subprotocols=[HEALTH],
+                select_subprotocol=lambda conn, offered: HEALTH if HEALTH in offered else None,
             )
 
         self._server = self._loop.run(_start())

@@ -121,7 +121,7 @@ async def _resolve(
     except OSError as exc:
         return failed(started, f"resolving {name} failed: {exc.strerror or exc}")
     outcome = passed(started)
-    got = [_text(rtype, r) for r in answer.rrset] if answer.rrset is not None else []
+    got = sorted(_text(rtype, r) for r in answer.rrset) if answer.rrset is not None else []
     if not got:
         return failed(started, f"no {rtype} records for {name}")
     expected = list(options.get("expected") or [])
