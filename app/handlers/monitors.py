@@ -50,6 +50,7 @@ from app.protocol import PkgID, Request
 from app.routing import ID, VERSION, PackageRouter, obj
 from app.storage.db import Database
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
+from app.urls import mask_credentials
 
 router = PackageRouter()
 
@@ -144,6 +145,16 @@ async def _check_channels(session: AsyncSession, ctx: Context, channel_ids: list
         )
 
 
+def _audit(ctx: Context, data: Mapping[str, Any]) -> None:
+    """Record what was asked in the audit row, secrets masked like in answers."""
+    details = dict(data)
+    if isinstance(details.get("url"), str):
+        details["url"] = mask_credentials(details["url"])
+    if isinstance(details.get("options"), Mapping):
+        details["options"] = kinds.mask_options(str(details.get("kind") or ""), details["options"])
+    ctx.audit_details = details
+
+
 def _validate(values: dict[str, Any], ctx: Context) -> None:
     validate_definition(
         values,
@@ -183,6 +194,7 @@ def _status_event(ctx: Context, monitor: Monitor, previous: str) -> None:
 )
 async def monitor_create(req: Request, ctx: Context) -> dict[str, Any]:
     """Create a monitor; its first check runs within the collector's jitter window."""
+    _audit(ctx, req.data)
     values = normalise(with_defaults(req.data, timeout_max=ctx.settings.check_timeout_max))
     _validate(values, ctx)
     now = utcnow()
@@ -279,6 +291,7 @@ async def monitor_list(req: Request, ctx: Context) -> Page:
 async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
     """Change a monitor's definition. ``version`` must be the one you read; a stale one is CONFLICT."""
     data = dict(req.data)
+    _audit(ctx, data)
     monitor_id, version = data.pop("id"), data.pop("version")
     ctx.audit_target = str(monitor_id)
     try:
@@ -441,6 +454,7 @@ async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
     """Run one check now. With ``id`` the result is recorded (state, incidents, events) like a
     scheduled one; with ``monitor`` (an unsaved definition) it is only returned — "test before save"."""
     if "monitor" in req.data:
+        _audit(ctx, req.data["monitor"])
         values = normalise(
             with_defaults(
                 {"name": "unsaved", **req.data["monitor"]}, timeout_max=ctx.settings.check_timeout_max

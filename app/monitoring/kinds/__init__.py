@@ -66,10 +66,11 @@ async def run(
 
 
 def mask_options(kind: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` as shown in answers, events and audit rows: secrets as ``"***"`` (a
+    connection string whatever the kind, so a patch without its kind is masked too)."""
     out = dict(options or {})
-    for name in SECRET_OPTIONS.get(kind, ()):
-        if out.get(name):
-            out[name] = MASK
+    if out.get("connection_string"):
+        out["connection_string"] = MASK
     if isinstance(out.get("headers"), dict):
         out["headers"] = {name: MASK for name in out["headers"]}
     return out
