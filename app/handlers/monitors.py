@@ -452,7 +452,9 @@ async def _test_unsaved(values: dict[str, Any], ctx: Context) -> CheckOutcome:
 )
 async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
     """Run one check now. With ``id`` the result is recorded (state, incidents, events) like a
-    scheduled one; with ``monitor`` (an unsaved definition) it is only returned — "test before save"."""
+    scheduled one; with ``monitor`` (an unsaved definition of any kind) it is only returned —
+    "test before save": a group is judged from its members' states, a push monitor answers
+    what it would record if no push came."""
     if "monitor" in req.data:
         _audit(ctx, req.data["monitor"])
         values = normalise(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import InvalidData
+from app.monitoring import kinds
 from app.monitoring.definition import (
     DEFAULTS,
     default_timeout,
@@ -281,6 +282,9 @@ def to_row(
             value = [channel_names.get(c, c) for c in value or []]
         elif key == "url" and value:
             value = mask_credentials(value)
+        elif key == "options":
+            # Connection strings and header values masked too; importing the row back keeps them.
+            value = kinds.mask_options(str(definition["kind"]), value)
         if value != default:
             row[key] = value
     return row
