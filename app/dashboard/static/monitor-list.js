@@ -40,7 +40,11 @@ function rowSig(m) {
 
 function buildRow(m) {
   // A down monitor shows why instead of where.
-  const where = m.kind === "tcp" && m.host ? `${m.host}:${m.port ?? ""}` : m.kind === "http" ? m.url ?? "" : "";
+  const where =
+    m.kind === "tcp" && m.host ? `${m.host}:${m.port ?? ""}`
+    : m.kind === "http" || m.kind === "websocket" ? m.url ?? ""
+    : m.kind === "dns" || m.kind === "ping" ? m.host ?? ""
+    : "";
   const target = m.state === "down" && m.error ? m.error : where;
   return el(
     "div",
