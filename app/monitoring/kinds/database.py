@@ -10,6 +10,7 @@ CHECK_DENY_NETWORKS judges (a Unix socket path is refused while the list is set)
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import time
@@ -140,7 +141,10 @@ async def _postgres(dsn: str, timeout: float, policy: EgressPolicy, started: flo
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         return failed(started, f"SELECT 1 failed: {exc}")
     finally:
-        await conn.close(timeout=timeout)
+        try:
+            await conn.close(timeout=timeout)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            conn.terminate()  # the round trip decided the result; a failed goodbye does not
     if value != 1:
         return failed(started, f"SELECT 1 returned {value!r}")
     return passed(started)
@@ -182,7 +186,8 @@ async def _redis(dsn: str, timeout: float, policy: EgressPolicy, started: float)
     except redis.exceptions.RedisError as exc:
         return failed(started, f"redis error: {exc}")
     finally:
-        await client.aclose()
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await client.aclose()
     if answer is not True:
         return failed(started, f"PING answered {answer!r}")
     return passed(started)
