@@ -30,7 +30,7 @@ def problems(data: dict[str, Any]) -> dict[str, str]:
     try:
         validate_definition(values, min_interval=10, timeout_max=60)
     except InvalidData as exc:
-        return {e["path"]: e["msg"] for e in exc.errors}
+        return {e["path"]: e["msg"] for e in exc.errors or []}
     return {}
 
 
