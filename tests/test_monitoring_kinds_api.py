@@ -258,7 +258,7 @@ async def test_bad_definitions_are_refused_with_the_path(
         (
             {"kind": "http", "url": "https://x.example/", "options": {"count": 1}},
             "options",
-            "a http monitor takes no options",
+            "an http monitor takes no options",
         ),
     ]
     async with ws_connect(server, server.login(editor, PASSWORD)) as ws:

@@ -136,6 +136,8 @@ def merge_update(
         values["timeout"] = default_timeout(values["interval"], timeout_max)
     if values.get("timeout") is None:
         values["timeout"] = current.get("timeout") or default_timeout(values["interval"], timeout_max)
+    if "options" not in patch and patch.get("kind", current.get("kind")) != current.get("kind"):
+        values["options"] = {}  # another kind's options mean nothing to the new one
     if isinstance(patch.get("options"), Mapping):
         # Secret options sent back as shown ("***") keep their stored values.
         values["options"] = kinds.keep_secrets(str(values["kind"]), current.get("options"), patch["options"])

@@ -162,3 +162,14 @@ def test_update_with_mask_keeps_the_stored_string_and_wire_shows_mask() -> None:
     exported = to_row(merged, "db", member_names={}, channel_names={}, timeout_max=60)
     assert exported["options"] == {"connection_string": "***"}
     assert "s3cret" not in repr(exported)
+
+
+def test_changing_kind_drops_the_old_kinds_options() -> None:
+    current = normalise(
+        with_defaults(
+            {"name": "db", "kind": "postgres", "options": {"connection_string": DSN}}, timeout_max=60
+        )
+    )
+    merged = merge_update(current, {"kind": "tcp", "host": "db.internal", "port": 5432}, timeout_max=60)
+    assert merged["options"] == {}
+    validate_definition(normalise(merged), min_interval=10, timeout_max=60)

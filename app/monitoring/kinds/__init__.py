@@ -46,7 +46,8 @@ def validate(kind: str, values: Mapping[str, Any], bad: Bad) -> None:
     elif kind == "ping":
         ping.validate(values, bad)
     elif values.get("options"):
-        bad("options", f"a {kind} monitor takes no options")
+        article = "an" if kind == "http" else "a"
+        bad("options", f"{article} {kind} monitor takes no options")
 
 
 async def run(
