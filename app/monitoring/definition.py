@@ -138,9 +138,16 @@ def merge_update(
         values["timeout"] = current.get("timeout") or default_timeout(values["interval"], timeout_max)
     if "options" not in patch and patch.get("kind", current.get("kind")) != current.get("kind"):
         values["options"] = {}  # another kind's options mean nothing to the new one
+    same = kinds.destination(values.get("url")) == kinds.destination(current.get("url"))
+    stored_options = current.get("options") or {}
     if isinstance(patch.get("options"), Mapping):
         # Secret options sent back as shown ("***") keep their stored values.
-        values["options"] = kinds.keep_secrets(str(values["kind"]), current.get("options"), patch["options"])
+        values["options"] = kinds.keep_secrets(
+            str(values["kind"]), stored_options, patch["options"], same_destination=same
+        )
+    elif not same and values["kind"] == current.get("kind") and stored_options.get("headers"):
+        # The url moved to another server: the stored header values do not go with it.
+        values["options"] = {**stored_options, "headers": {name: MASK for name in stored_options["headers"]}}
     stored_url = current.get("url")
     sent_url = patch.get("url")
     if isinstance(sent_url, str) and stored_url and sent_url == mask_credentials(stored_url):

@@ -173,3 +173,41 @@ def test_changing_kind_drops_the_old_kinds_options() -> None:
     merged = merge_update(current, {"kind": "tcp", "host": "db.internal", "port": 5432}, timeout_max=60)
     assert merged["options"] == {}
     validate_definition(normalise(merged), min_interval=10, timeout_max=60)
+
+
+def test_header_values_stay_with_their_server() -> None:
+    current = normalise(
+        with_defaults(
+            {
+                "name": "feed",
+                "kind": "websocket",
+                "url": "wss://feed.example/ws",
+                "options": {"headers": {"Authorization": "Bearer t0ken"}},
+            },
+            timeout_max=60,
+        )
+    )
+    # Same server, another path: "***" keeps the stored value.
+    same = merge_update(
+        current,
+        {"url": "wss://feed.example/v2", "options": {"headers": {"Authorization": "***"}}},
+        timeout_max=60,
+    )
+    assert same["options"]["headers"] == {"Authorization": "Bearer t0ken"}
+    # Another host, with or without options: the value must be given again.
+    for patch in (
+        {"url": "wss://elsewhere.example/ws", "options": {"headers": {"Authorization": "***"}}},
+        {"url": "wss://elsewhere.example/ws"},
+        {"url": "wss://feed.example:8443/ws"},
+    ):
+        moved = normalise(merge_update(current, patch, timeout_max=60))
+        assert moved["options"]["headers"] == {"Authorization": "***"}, patch
+        with pytest.raises(InvalidData) as refused:
+            validate_definition(moved, min_interval=10, timeout_max=60)
+        assert [e["path"] for e in refused.value.errors or []] == ["options.headers.Authorization"]
+    given = merge_update(
+        current,
+        {"url": "wss://elsewhere.example/ws", "options": {"headers": {"Authorization": "Bearer other"}}},
+        timeout_max=60,
+    )
+    assert given["options"]["headers"] == {"Authorization": "Bearer other"}

@@ -12,6 +12,7 @@ and :func:`secrets` (texts to mask in results and logs).
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,14 +78,20 @@ def mask_options(kind: str, options: Mapping[str, Any] | None) -> dict[str, Any]
     return out
 
 
-def keep_secrets(kind: str, stored: Mapping[str, Any] | None, sent: Mapping[str, Any]) -> dict[str, Any]:
-    """``sent`` options with each ``"***"`` replaced by the stored secret it stands for."""
+def keep_secrets(
+    kind: str, stored: Mapping[str, Any] | None, sent: Mapping[str, Any], *, same_destination: bool = True
+) -> dict[str, Any]:
+    """``sent`` options with each ``"***"`` replaced by the stored secret it stands for.
+
+    Header values stay with their destination: when the url's scheme, host or port
+    changed (``same_destination`` false) a ``"***"`` stays as it is and validation asks
+    for the value again, so a stored token never follows a url to another server."""
     old = dict(stored or {})
     out = dict(sent)
     for name in SECRET_OPTIONS.get(kind, ()):
         if out.get(name) == MASK and old.get(name):
             out[name] = old[name]
-    if isinstance(out.get("headers"), dict):
+    if isinstance(out.get("headers"), dict) and same_destination:
         stored_headers = old.get("headers")
         old_headers: dict[str, Any] = stored_headers if isinstance(stored_headers, dict) else {}
         out["headers"] = {
@@ -92,6 +99,17 @@ def keep_secrets(kind: str, stored: Mapping[str, Any] | None, sent: Mapping[str,
             for name, value in out["headers"].items()
         }
     return out
+
+
+def destination(url: Any) -> tuple[str, str, int | None] | None:
+    """Where a url connects: scheme, host and port (None when it does not parse)."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return None
 
 
 def secrets(options: Mapping[str, Any] | None) -> list[str]:

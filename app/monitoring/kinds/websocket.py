@@ -96,7 +96,8 @@ def validate(values: Mapping[str, Any], bad: Bad) -> None:
         elif value == MASK:
             bad(
                 f"options.headers.{name}",
-                f"options.headers.{name}: re-enter the value (*** keeps the stored one only in an update)",
+                f"options.headers.{name}: re-enter the value (*** keeps the stored one only in an update "
+                "that keeps the url's scheme, host and port)",
             )
         elif any(c in value for c in "\r\n\0"):
             bad(f"options.headers.{name}", f"options.headers.{name}: a header value cannot hold line breaks")
