@@ -47,6 +47,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     # Check runners (collector, CHECK_NOW) take the CHECK_DENY_NETWORKS policy from here.
     egress.install_check_policy(egress.EgressPolicy.for_checks(settings))
+    # Ping monitors take the CHECK_PING choice of ICMP sockets from here, for the same reason.
+    from app.monitoring.kinds import ping
+
+    ping.install_mode(settings.check_ping)
     policy = load_policy(settings.actions_path)
     router = build_router()
     policy.check_registry(router.specs)  # fail closed: every package needs an actions.json entry

@@ -136,6 +136,9 @@ class Settings:
     check_max_body_bytes: int = 1024 * 1024
     #: Comma-separated CIDRs checks may not reach (after DNS, on every redirect); "" = none.
     check_deny_networks: str = ""
+    #: ICMP for ping monitors: "auto" (unprivileged ICMP sockets where the host allows them,
+    #: else raw sockets when the process may open them), "unprivileged", "privileged" or "off".
+    check_ping: str = "auto"
     #: Comma-separated CIDRs alert deliveries and CHANNEL_TEST may not reach; "" = none.
     alert_deny_networks: str = ""
     retention_days: int = 7
@@ -256,6 +259,8 @@ class Settings:
             problems.append("WS_CLOSE_GRACE must be >= 0 and WS_MAX_JSON_DEPTH at least 2")
         if self.check_timeout_max <= 0 or self.check_max_body_bytes <= 0:
             problems.append("CHECK_TIMEOUT_MAX and CHECK_MAX_BODY_BYTES must be positive")
+        if self.check_ping not in ("auto", "unprivileged", "privileged", "off"):
+            problems.append("CHECK_PING must be 'auto', 'unprivileged', 'privileged' or 'off'")
         if self.http_max_body_bytes < 1024 or self.password_max_length < 8:
             problems.append("HTTP_MAX_BODY_BYTES must be at least 1024 and PASSWORD_MAX_LENGTH at least 8")
         if min(self.quota_monitors, self.quota_channels, self.quota_api_tokens) < 0:

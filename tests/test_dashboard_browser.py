@@ -24,6 +24,7 @@ from app.protocol import PkgID
 from tests import services
 from tests.bulk_monitors import add_monitors, expected_counts
 from tests.fixtures import PASSWORD, acreate_user, unique
+from tests.kind_targets import DnsTarget
 from tests.server import ROOT, ServerProcess, ok, sqlite_url, ws_connect
 from tests.targets import HttpTarget
 
@@ -522,4 +523,67 @@ async def test_large_tenants_list_quickly(browser: BrowserContext, shared: Serve
     await page.get_by_test_id("monitor-filter").fill(last)
     await expect(page.get_by_test_id("monitor-count")).to_have_text(f"1 of {count} monitors", timeout=WAIT_MS)
     await expect(row(page, ids[-1])).to_be_visible()
+    assert errors == []
+
+
+async def test_monitor_form_offers_every_kind_and_tests_before_saving(
+    browser: BrowserContext, shared: ServerProcess
+) -> None:
+    """The form's kinds and their fields, the Test button (CHECK_NOW on the unsaved
+    definition, failing reason shown), and a connection string that stays masked on edit."""
+    slug = unique("kinds")
+    admin = await acreate_user(shared.database_url, {slug: "admin"})
+    page, errors = await open_page(browser, shared)
+    await log_in(page, admin, PASSWORD)
+    form = page.get_by_test_id("monitor-form")
+    kind = form.get_by_test_id("form-kind")
+    result = form.get_by_test_id("form-test-result")
+    with DnsTarget() as dns:
+        await page.get_by_test_id("monitor-new").click()
+        values = await kind.locator("option").evaluate_all("(os) => os.map((o) => o.value)")
+        assert values == ["http", "tcp", "push", "group", "dns", "postgres", "redis", "websocket", "ping"]
+        await kind.select_option("dns")
+        await expect(form.get_by_test_id("form-url")).to_be_hidden()
+        await expect(form.get_by_test_id("form-port")).to_be_hidden()
+        await form.get_by_test_id("form-name").fill("api-records")
+        await form.get_by_test_id("form-host").fill("api.watchpost.test")
+        await form.get_by_test_id("form-resolver").fill("127.0.0.1")
+        await form.get_by_test_id("form-resolver-port").fill(str(dns.port))
+        await form.get_by_test_id("form-expected").fill("192.0.2.99")
+        await form.get_by_test_id("form-test").click()
+        await expect(result).to_contain_text(
+            "A answer [192.0.2.10, 192.0.2.11] has none of [192.0.2.99]", timeout=WAIT_MS
+        )
+        await form.get_by_test_id("form-expected").fill("192.0.2.10")
+        await form.get_by_test_id("form-test").click()
+        await expect(result).to_contain_text("Up in", timeout=WAIT_MS)
+        await form.get_by_test_id("form-save").click()
+        await expect(form).to_be_hidden(timeout=WAIT_MS)
+        created = page.locator('[data-testid="monitor-row"]', has_text="api-records")
+        await expect(created).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+
+    dsn = f"postgresql://postgres:form-s3cret@127.0.0.1:5432/{services.PG_ADMIN_URL.rsplit('/', 1)[-1]}"
+    await page.get_by_test_id("monitor-new").click()
+    await kind.select_option("postgres")
+    await expect(form.get_by_test_id("form-host")).to_be_hidden()
+    await form.get_by_test_id("form-name").fill("orders-db")
+    await form.get_by_test_id("form-connection-string").fill(dsn)
+    await form.get_by_test_id("form-test").click()
+    await expect(result).to_contain_text("Up in", timeout=WAIT_MS)
+    await form.get_by_test_id("form-save").click()
+    await expect(form).to_be_hidden(timeout=WAIT_MS)
+    db_row = page.locator('[data-testid="monitor-row"]', has_text="orders-db")
+    await db_row.click()
+    await page.get_by_test_id("monitor-edit").click()
+    await expect(form.get_by_test_id("form-connection-string")).to_have_value("***")
+    await form.get_by_test_id("form-name").fill("orders-db-2")
+    await form.get_by_test_id("form-save").click()
+    await expect(form).to_be_hidden(timeout=WAIT_MS)
+    async with ws_connect(shared, await asyncio.to_thread(shared.login, admin, PASSWORD), tenant=slug) as ws:
+        [saved] = [
+            m for m in await ok(ws, PkgID.MONITOR_LIST, {"kind": "postgres"}) if m["name"] == "orders-db-2"
+        ]
+        assert saved["options"] == {"connection_string": "***"}
+        checked = await ok(ws, PkgID.MONITOR_CHECK_NOW, {"id": saved["id"]})
+        assert checked["result"]["ok"] is True, checked  # the stored string was kept
     assert errors == []

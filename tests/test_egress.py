@@ -28,6 +28,7 @@ from app.monitoring.checks import HttpClients, HttpSpec, run_http_check, run_tcp
 from app.protocol import PkgID
 from app.settings import parse_networks
 from tests.fixtures import PASSWORD, acreate_user, unique
+from tests.kind_targets import DnsTarget
 from tests.receivers import HttpReceiver, Reply
 from tests.server import ServerProcess, call, ok, sqlite_url, ws_connect
 from tests.targets import make_self_signed_cert
@@ -285,3 +286,35 @@ async def test_without_deny_lists_the_same_destinations_are_reached(
     assert check["ok"] is True and tcp["ok"] is True, (check, tcp)
     assert test["data"]["ok"] is True, test
     assert sorted(r.path for r in private.requests) == ["/check", "/hook"]
+
+
+async def test_check_now_of_the_other_kinds_obeys_check_deny_networks(guarded: ServerProcess) -> None:
+    """dns (the resolver's address), postgres, redis, websocket and ping: the same rule."""
+    editor = await acreate_user(guarded.database_url, {unique("t"): "editor"})
+    blocked = f"destination {PRIVATE} is blocked by CHECK_DENY_NETWORKS"
+
+    def dns_def(resolver: str, port: int) -> dict[str, Any]:
+        return {
+            "kind": "dns",
+            "host": "api.watchpost.test",
+            "options": {"resolver": resolver, "resolver_port": port},
+        }
+
+    with DnsTarget() as dns:
+        async with ws_connect(guarded, guarded.login(editor, PASSWORD)) as ws:
+            for definition in (
+                dns_def(PRIVATE, dns.port),
+                {
+                    "kind": "postgres",
+                    "options": {"connection_string": f"postgresql://postgres@{PRIVATE}:5432/x"},
+                },
+                {"kind": "redis", "options": {"connection_string": f"redis://{PRIVATE}:6379/0"}},
+                {"kind": "websocket", "url": f"ws://{PRIVATE}:9/socket"},
+                {"kind": "ping", "host": PRIVATE, "options": {"count": 1}},
+            ):
+                result = await _check_now(ws, definition)
+                assert result["ok"] is False and result["error"] == blocked, (definition["kind"], result)
+            assert dns.queries == 0
+            allowed = await _check_now(ws, dns_def("127.0.0.1", dns.port))
+            assert allowed["ok"] is True, allowed
+            assert dns.queries == 1

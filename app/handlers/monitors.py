@@ -26,15 +26,16 @@ from app.context import Context
 from app.errors import Conflict, InvalidData, NotFound
 from app.models.base import iso, utcnow
 from app.models.monitor import Monitor
-from app.monitoring import recorder
+from app.monitoring import kinds, recorder
 from app.monitoring.checks import CheckOutcome, cert_days_left, run_http_check, run_tcp_check
-from app.monitoring.collector import group_outcome, internal_error
+from app.monitoring.collector import group_outcome, internal_error, missed_push
 from app.monitoring.definition import (
     DEFAULTS,
     KINDS,
     MONITOR_FIELDS_SCHEMA,
     effective_timeout,
     http_spec,
+    kind_values,
     merge_update,
     monitor_to_wire,
     new_push_token,
@@ -49,6 +50,7 @@ from app.protocol import PkgID, Request
 from app.routing import ID, VERSION, PackageRouter, obj
 from app.storage.db import Database
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
+from app.urls import mask_credentials
 
 router = PackageRouter()
 
@@ -74,6 +76,7 @@ _CHECK_FIELDS = (
     "members",
     "min_up",
     "grace",
+    "options",
 )
 
 _EXAMPLE = {
@@ -148,6 +151,16 @@ async def _check_channels(session: AsyncSession, ctx: Context, channel_ids: list
         )
 
 
+def _audit(ctx: Context, data: Mapping[str, Any]) -> None:
+    """Record what was asked in the audit row, secrets masked like in answers."""
+    details = dict(data)
+    if isinstance(details.get("url"), str):
+        details["url"] = mask_credentials(details["url"])
+    if isinstance(details.get("options"), Mapping):
+        details["options"] = kinds.mask_options(str(details.get("kind") or ""), details["options"])
+    ctx.audit_details = details
+
+
 def _validate(values: dict[str, Any], ctx: Context) -> None:
     validate_definition(
         values,
@@ -187,6 +200,7 @@ def _status_event(ctx: Context, monitor: Monitor, previous: str) -> None:
 )
 async def monitor_create(req: Request, ctx: Context) -> dict[str, Any]:
     """Create a monitor; its first check runs within the collector's jitter window."""
+    _audit(ctx, req.data)
     values = normalise(with_defaults(req.data, timeout_max=ctx.settings.check_timeout_max))
     _validate(values, ctx)
     now = utcnow()
@@ -283,6 +297,7 @@ async def monitor_list(req: Request, ctx: Context) -> Page:
 async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
     """Change a monitor's definition. ``version`` must be the one you read; a stale one is CONFLICT."""
     data = dict(req.data)
+    _audit(ctx, data)
     monitor_id, version = data.pop("id"), data.pop("version")
     ctx.audit_target = str(monitor_id)
     try:
@@ -409,10 +424,26 @@ async def _probe(values: dict[str, Any] | Monitor, ctx: Context) -> CheckOutcome
                 max_body_bytes=ctx.settings.check_max_body_bytes,
             )
             return await run_http_check(dataclasses.replace(spec, timeout=timeout))
+        if get("kind") in kinds.NAMES:
+            return await kinds.run(str(get("kind")), kind_values(values), timeout)
         return await run_tcp_check(str(get("host")), int(get("port") or 0), timeout)
     # A row stored before validation was strict: a failed result, not status 1.
     except Exception as exc:  # noqa: BLE001
-        return internal_error(exc, get("url"))
+        return internal_error(exc, get("url"), get("options"))
+
+
+async def _test_unsaved(values: dict[str, Any], ctx: Context) -> CheckOutcome:
+    """The result an unsaved definition would get now, recorded nowhere."""
+    if values["kind"] == "group":
+        async with ctx.services.db.session() as s:
+            await _check_members(s, ctx, values, None)
+            probe = Monitor(tenant_id=ctx.tenant_id, **values)
+            return group_outcome(probe, await recorder.group_member_states(s, probe))
+    if values["kind"] == "push":
+        # Nothing can have pushed to a monitor that does not exist yet: what it would
+        # report if saved and never pushed to.
+        return missed_push(Monitor(tenant_id=ctx.tenant_id, **values))
+    return await _probe(values, ctx)
 
 
 @router.package(
@@ -439,20 +470,18 @@ async def _probe(values: dict[str, Any] | Monitor, ctx: Context) -> CheckOutcome
 )
 async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
     """Run one check now. With ``id`` the result is recorded (state, incidents, events) like a
-    scheduled one; with ``monitor`` (an unsaved definition) it is only returned — "test before save"."""
+    scheduled one; with ``monitor`` (an unsaved definition of any kind) it is only returned —
+    "test before save": a group is judged from its members' states, a push monitor answers
+    what it would record if no push came."""
     if "monitor" in req.data:
+        _audit(ctx, req.data["monitor"])
         values = normalise(
             with_defaults(
                 {"name": "unsaved", **req.data["monitor"]}, timeout_max=ctx.settings.check_timeout_max
             )
         )
         _validate(values, ctx)
-        if values["kind"] not in ("http", "tcp"):
-            raise InvalidData(
-                f"only http and tcp definitions can be tested before saving, not {values['kind']}",
-                errors=[{"path": "monitor.kind", "msg": "not testable"}],
-            )
-        return {"result": _outcome_wire(await _probe(values, ctx)), "recorded": False}
+        return {"result": _outcome_wire(await _test_unsaved(values, ctx)), "recorded": False}
     monitor_id = req.data["id"]
     ctx.audit_target = str(monitor_id)
     async with ctx.services.db.session() as s:
@@ -462,7 +491,7 @@ async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
             "push monitors are checked by their pushes; send HEARTBEAT_PUSH (201) with the push token",
             errors=[{"path": "id", "msg": "push monitor"}],
         )
-    outcome = await _probe(monitor, ctx) if monitor.kind in ("http", "tcp") else None
+    outcome = await _probe(monitor, ctx) if monitor.kind != "group" else None
     rec: recorder.Recording | None = None
     for _attempt in range(3):
         try:

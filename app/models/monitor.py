@@ -53,6 +53,9 @@ class Monitor(SQLModel, table=True):
     # --- tcp
     host: str | None = Field(default=None, max_length=255)
     port: int | None = None
+    # --- dns, postgres, redis, websocket, ping: the kind's own fields (app.monitoring.kinds);
+    #: a postgres/redis connection string is kept here and shown masked.
+    options: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     # --- schedule and retries
     interval: int = 60
     timeout: float = 10.0

@@ -53,7 +53,7 @@ from sqlmodel import col
 from app import metrics
 from app.models.base import utcnow
 from app.models.monitor import Monitor
-from app.monitoring import recorder
+from app.monitoring import kinds, recorder
 from app.monitoring.checks import (
     MAX_BODY_BYTES,
     CheckOutcome,
@@ -62,7 +62,7 @@ from app.monitoring.checks import (
     run_tcp_check,
     scrub_text,
 )
-from app.monitoring.definition import effective_timeout, http_spec
+from app.monitoring.definition import effective_timeout, http_spec, kind_values
 from app.monitoring.state import UP_LIKE, group_state
 
 if TYPE_CHECKING:
@@ -157,17 +157,27 @@ async def probe(
                 return await run_http_check(spec, clients)
             if monitor.kind == "tcp":
                 return await run_tcp_check(str(monitor.host), int(monitor.port or 0), timeout)
+            if monitor.kind in kinds.NAMES:
+                return await kinds.run(monitor.kind, kind_values(monitor), timeout)
             raise ValueError(f"{monitor.kind!r} monitors are not probed")
     except TimeoutError:
         return CheckOutcome(False, None, None, f"timed out after {timeout:g} s")
     except Exception as exc:  # noqa: BLE001 - any runner failure becomes a recorded result
-        return internal_error(exc, monitor.url)
+        return internal_error(exc, monitor.url, monitor.options)
 
 
-def internal_error(exc: BaseException, url: str | None) -> CheckOutcome:
-    """A failed outcome for an exception no runner turned into a sentence."""
-    text = scrub_text(f"internal check error: {type(exc).__name__}: {exc}", url)
+def internal_error(exc: BaseException, url: str | None, options: Any = None) -> CheckOutcome:
+    """A failed outcome for an exception no runner turned into a sentence (secrets masked)."""
+    text = scrub_secrets(f"internal check error: {type(exc).__name__}: {exc}", url, options)
     return CheckOutcome(False, None, None, text[:300])
+
+
+def scrub_secrets(text: str, url: str | None, options: Any = None) -> str:
+    """``text`` without the URL's credentials nor the secret options (connection strings, headers)."""
+    text = scrub_text(text, url)
+    for secret in kinds.secrets(options if isinstance(options, dict) else None):
+        text = text.replace(secret, "***")
+    return text
 
 
 def missed_push(monitor: Monitor) -> CheckOutcome:
@@ -436,7 +446,7 @@ class Collector:
         failures = self._record_failures.get(key, 0) + 1
         self._record_failures[key] = failures
         delay = min(RECORD_BACKOFF_MAX, RECORD_BACKOFF_FIRST * 2 ** min(failures - 1, 20))
-        reason = scrub_text(f"{type(exc).__name__}: {exc}", monitor.url)[:300]
+        reason = scrub_secrets(f"{type(exc).__name__}: {exc}", monitor.url, monitor.options)[:300]
         log.warning(
             "collector %s: recording monitor %s failed %d time(s) in a row (%r); next try in %g s",
             self.owner,
@@ -470,7 +480,7 @@ class Collector:
     async def check_claimed(self, monitor: Monitor) -> recorder.Recording | None:
         """Run and record one leased monitor; returns the recording, or None if it lost the race."""
         outcome: CheckOutcome | None = None
-        if monitor.kind in ("http", "tcp"):
+        if monitor.kind not in ("push", "group"):
             started = time.perf_counter()
             outcome = await probe(
                 monitor, self._clients, timeout_max=self.timeout_max, max_body_bytes=self.max_body_bytes

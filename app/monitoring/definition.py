@@ -18,6 +18,7 @@ from app.errors import InvalidData
 from app.ids import ID, MAX_ID
 from app.models.base import iso
 from app.models.monitor import Monitor
+from app.monitoring import kinds
 from app.monitoring.checks import MAX_BODY_BYTES, HttpSpec, parse_expected_status
 from app.monitoring.conditions import (
     MAX_CONDITION_LENGTH,
@@ -40,9 +41,11 @@ from app.monitoring.request import (
 )
 from app.urls import MASK, BadURL, check_http_url, mask_credentials, valid_hostname
 
-KINDS = ("http", "tcp", "push", "group")
+KINDS = ("http", "tcp", "push", "group", *kinds.NAMES)
 #: Kinds whose checks evaluate ``conditions`` (app.monitoring.conditions).
 CONDITION_KINDS = ("http",)
+#: Kinds that make no request of their own (no timeout to fit in the interval).
+PASSIVE_KINDS = ("push", "group")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_INTERVAL = 24 * 3600
 MAX_REDIRECTS = 20
@@ -109,6 +112,8 @@ MONITOR_FIELDS_SCHEMA: dict[str, Any] = {
     "channels": {"type": "array", "maxItems": 50, "items": ID},
     "description": {"type": "string", "maxLength": 2000},
     "enabled": {"type": "boolean"},
+    # The fields of the dns, postgres, redis, websocket and ping kinds (app.monitoring.kinds).
+    "options": kinds.OPTIONS_SCHEMA,
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -139,6 +144,7 @@ DEFAULTS: dict[str, Any] = {
     "channels": [],
     "description": "",
     "enabled": True,
+    "options": {},
 }
 
 
@@ -176,6 +182,7 @@ def normalise(values: dict[str, Any]) -> dict[str, Any]:
     values["conditions"] = [c.strip() for c in values.get("conditions") or []]
     if values.get("cert_alert_days") is not None:
         values["cert_alert_days"] = sorted(set(values["cert_alert_days"]), reverse=True)
+    values["options"] = dict(values.get("options") or {})
     return values
 
 
@@ -194,6 +201,18 @@ def merge_update(
         values["timeout"] = default_timeout(values["interval"], timeout_max)
     if values.get("timeout") is None:
         values["timeout"] = current.get("timeout") or default_timeout(values["interval"], timeout_max)
+    if "options" not in patch and patch.get("kind", current.get("kind")) != current.get("kind"):
+        values["options"] = {}  # another kind's options mean nothing to the new one
+    same = kinds.destination(values.get("url")) == kinds.destination(current.get("url"))
+    stored_options = current.get("options") or {}
+    if isinstance(patch.get("options"), Mapping):
+        # Secret options sent back as shown ("***") keep their stored values.
+        values["options"] = kinds.keep_secrets(
+            str(values["kind"]), stored_options, patch["options"], same_destination=same
+        )
+    elif not same and values["kind"] == current.get("kind") and stored_options.get("headers"):
+        # The url moved to another server: the stored header values do not go with it.
+        values["options"] = {**stored_options, "headers": {name: MASK for name in stored_options["headers"]}}
     stored_url = current.get("url")
     sent_url = patch.get("url")
     if isinstance(sent_url, str) and stored_url and sent_url == mask_credentials(stored_url):
@@ -239,7 +258,7 @@ def validate_definition(values: dict[str, Any], *, min_interval: int, timeout_ma
             "timeout",
             f"timeout ({timeout:g} s) is above the largest allowed ({timeout_max:g} s, CHECK_TIMEOUT_MAX)",
         )
-    elif timeout >= interval and kind in ("http", "tcp"):  # push and group monitors make no request
+    elif timeout >= interval and kind not in PASSIVE_KINDS:  # push and group monitors make no request
         bad("timeout", f"timeout ({timeout:g} s) must be shorter than interval ({interval} s)")
     if kind == "http":
         url = values.get("url")
@@ -298,6 +317,7 @@ def validate_definition(values: dict[str, Any], *, min_interval: int, timeout_ma
                 "min_up",
                 f"min_up ({values.get('min_up')}) cannot exceed the number of members ({len(members)})",
             )
+    kinds.validate(kind, values, bad)
     if errors:
         raise InvalidData(f"invalid monitor: {errors[0]['msg']}", errors=errors)
 
@@ -324,6 +344,17 @@ def http_spec(
         degraded_latency_ms=get("degraded_latency_ms"),
         secrets=tuple(secrets_of(get("headers"), get("auth"))),
     )
+
+
+def kind_values(m: Monitor | Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a runner of :mod:`app.monitoring.kinds` reads, stored secrets included."""
+    get = (lambda k: getattr(m, k)) if isinstance(m, Monitor) else m.get
+    return {
+        "url": get("url"),
+        "host": get("host"),
+        "verify_tls": get("verify_tls"),
+        "options": dict(get("options") or {}),
+    }
 
 
 def effective_timeout(timeout: Any, timeout_max: float) -> float:
@@ -368,6 +399,7 @@ WIRE_FIELDS = (
     "channels",
     "description",
     "enabled",
+    "options",
     "state",
     "state_changed_at",
     "version",
@@ -399,6 +431,8 @@ def monitor_to_wire(m: Monitor | Mapping[str, Any], *, show_push_token: bool = T
     wire["conditions"] = list(wire["conditions"] or [])
     if wire["max_redirects"] is None:
         wire["max_redirects"] = DEFAULT_MAX_REDIRECTS
+    # Secret options (connection strings, header values) likewise: "***" on the wire.
+    wire["options"] = kinds.mask_options(str(wire["kind"]), wire["options"])
     if not show_push_token:
         wire["push_token"] = None
     return wire

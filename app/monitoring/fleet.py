@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import InvalidData
+from app.monitoring import kinds
 from app.monitoring.definition import (
     DEFAULTS,
     default_timeout,
@@ -289,6 +290,9 @@ def to_row(
             # Auth secrets and secret header values are write-only, as in every answer.
             headers, auth = mask_request(definition.get("headers"), definition.get("auth"))
             value = headers if key == "headers" else auth
+        elif key == "options":
+            # Connection strings and header values masked too; importing the row back keeps them.
+            value = kinds.mask_options(str(definition["kind"]), value)
         if value is None and key in _NULL_IS_DEFAULT:  # rows stored before these fields existed
             value = default
         if value != default:

@@ -103,8 +103,11 @@ def sample(schema: dict[str, Any], rng: random.Random, depth: int = 0) -> Any:
         for name in schema.get("required", []):
             if rng.random() > 0.05:
                 out_obj[name] = sample(props.get(name, {}), rng, depth + 1)
+        # Wide schemas (a monitor definition has ~40 fields) would almost never yield an
+        # all-valid sample at one in two per field: aim at about four optional fields.
+        chance = min(0.5, 4 / max(len(props), 1))
         for name, sub in props.items():
-            if rng.random() < 0.5:
+            if rng.random() < chance:
                 out_obj[name] = sample(sub, rng, depth + 1)
         if rng.random() < 0.1:
             out_obj[rng.choice(["extra", "Bad Key", "x" * 70])] = "v"

@@ -7,7 +7,7 @@ import { auth } from "./auth.js";
 import { closeDetail, openDetail } from "./detail.js";
 import { $, el, errorText } from "./dom.js";
 import { wireList } from "./monitor-list.js";
-import { openForm, showKindFields, submitForm } from "./monitor-form.js";
+import { openForm, showKindFields, submitForm, testForm } from "./monitor-form.js";
 import { addPainter, invalidate, model, session } from "./store.js";
 import {
   applyIncidentEvent,
@@ -225,6 +225,7 @@ function wire() {
     if (ev.key === "Escape" && !$("#monitor-dialog").open) closeDetail();
   });
   $("#monitor-form").addEventListener("submit", submitForm);
+  $("#form-test").addEventListener("click", testForm);
   $("#monitor-form").elements.kind.addEventListener("change", (ev) => showKindFields(ev.target.value));
   $("#form-cancel").addEventListener("click", () => $("#monitor-dialog").close());
   // Relative times in the incident list go stale; refresh them now and then.

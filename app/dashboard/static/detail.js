@@ -92,9 +92,17 @@ function paintDetail() {
   badge.className = `badge state-${state}`;
   badge.dataset.state = state;
 
+  // Connection strings are never shown (the server sends "***"): the kind says enough.
+  const target = (mon) => {
+    if (mon.kind === "tcp") return `${mon.host}:${mon.port}`;
+    if (mon.kind === "dns") return `${mon.host} (${mon.options?.record_type ?? "A"})`;
+    if (mon.kind === "ping") return mon.host;
+    if (mon.kind === "postgres" || mon.kind === "redis") return null;
+    return mon.url;
+  };
   const fields = [
     ["Kind", m.kind],
-    ["Target", m.kind === "tcp" ? `${m.host}:${m.port}` : m.url],
+    ["Target", target(m)],
     ["Method", m.kind === "http" ? m.method : null],
     ["Interval", m.interval ? `${m.interval}s` : null],
     ["Timeout", m.timeout ? `${m.timeout}s` : null],

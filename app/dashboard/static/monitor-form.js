@@ -13,6 +13,15 @@ const PLAIN_FIELDS = [
   "degraded_latency_ms", "body",
 ];
 
+// Fields of the kinds whose own settings live in the monitor's `options` object.
+const OPTION_FIELDS = {
+  dns: ["record_type", "resolver", "resolver_port", "expected", "match"],
+  postgres: ["connection_string"],
+  redis: ["connection_string"],
+  websocket: ["subprotocol", "headers", "send", "expect", "expect_json"],
+  ping: ["count", "max_loss"],
+};
+
 let formVersion = null; // optimistic-concurrency version of the monitor being edited
 
 function parseExpected(text) {
@@ -79,13 +88,56 @@ export async function openForm(id = null) {
       form.elements.auth_type.value = mon.auth?.type ?? "";
       form.elements.auth_username.value = mon.auth?.username ?? "";
       form.elements.auth_secret.value = mon.auth?.password ?? mon.auth?.token ?? "";
+      fillOptions(form, mon.options ?? {});
     } catch (err) {
       toast(errorText(err), "error");
       return;
     }
   }
+  $("#form-test-result").textContent = "";
   showKindFields(form.elements.kind.value);
   $("#monitor-dialog").showModal();
+}
+
+function fillOptions(form, options) {
+  const f = form.elements;
+  for (const [name, value] of Object.entries(options)) {
+    if (value === null || value === undefined) continue;
+    if (name === "expected") f.expected.value = value.join(", ");
+    else if (name === "headers") {
+      f.ws_headers.value = Object.entries(value).map(([k, v]) => `${k}: ${v}`).join("\n");
+    } else if (name === "expect_json") f.expect_json.value = JSON.stringify(value);
+    else if (f[name]) f[name].value = value;
+  }
+}
+
+// The kind's options from the form; a field left empty is left out (the server's default).
+function optionsPayload(form, kind) {
+  const f = form.elements;
+  const options = {};
+  for (const name of OPTION_FIELDS[kind] ?? []) {
+    if (name === "headers") {
+      const headers = {};
+      for (const line of f.ws_headers.value.split("\n")) {
+        const at = line.indexOf(":");
+        if (at > 0) headers[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+      }
+      if (Object.keys(headers).length) options.headers = headers;
+      continue;
+    }
+    const raw = f[name].value.trim();
+    if (raw === "") continue;
+    if (name === "expected") options.expected = raw.split(",").map((s) => s.trim()).filter(Boolean);
+    else if (["resolver_port", "count", "max_loss"].includes(name)) options[name] = Number(raw);
+    else if (name === "expect_json") {
+      try {
+        options.expect_json = JSON.parse(raw);
+      } catch {
+        throw new Error('"First answer JSON holds" is not valid JSON, e.g. {"status": "UP"}');
+      }
+    } else options[name] = f[name].value;
+  }
+  return options;
 }
 
 function formPayload(form) {
@@ -126,19 +178,48 @@ function formPayload(form) {
     if (f.grace.value !== "") data.grace = num(f.grace.value);
   } else if (kind === "group") {
     Object.assign(data, { members: list(f.members.value).map(Number), min_up: num(f.min_up.value) });
+  } else if (kind === "dns" || kind === "ping") {
+    data.host = f.host.value.trim();
+  } else if (kind === "websocket") {
+    Object.assign(data, { url: f.url.value.trim(), verify_tls: f.verify_tls.checked });
   }
+  if (OPTION_FIELDS[kind]) data.options = optionsPayload(form, kind);
   for (const k of Object.keys(data)) if (data[k] === undefined) delete data[k];
   return data;
+}
+
+// "Test": one check of the definition as the form holds it, recorded nowhere
+// (MONITOR_CHECK_NOW with an unsaved monitor); the result or the failing reason is shown.
+export async function testForm() {
+  const form = $("#monitor-form");
+  const out = $("#form-test-result");
+  const button = $("#form-test");
+  $("#form-error").textContent = "";
+  out.textContent = "Testing…";
+  button.disabled = true;
+  try {
+    const { name: _name, ...definition } = formPayload(form);
+    const answer = await session.client.call(Pkg.MONITOR_CHECK_NOW, { monitor: definition }, { timeoutMs: 65000 });
+    const r = answer?.result ?? {};
+    const took = r.latency_ms === null || r.latency_ms === undefined ? "" : ` in ${Math.round(r.latency_ms)} ms`;
+    out.textContent = r.ok ? `Up${took}` : `Down${took}: ${r.error}`;
+    out.className = r.ok ? "ok" : "error";
+  } catch (err) {
+    out.textContent = "";
+    $("#form-error").textContent = errorText(err);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 export async function submitForm(ev) {
   ev.preventDefault();
   const form = $("#monitor-form");
   const id = form.elements.id.value ? Number(form.elements.id.value) : null;
-  const data = formPayload(form);
   const saveButton = $("#form-save");
   saveButton.disabled = true;
   try {
+    const data = formPayload(form);
     if (id) {
       await session.client.call(Pkg.MONITOR_UPDATE, { ...data, id, version: formVersion });
       toast("Monitor saved");

@@ -40,7 +40,11 @@ function rowSig(m) {
 
 function buildRow(m) {
   // A down or degraded monitor shows why (the failing condition) instead of where.
-  const where = m.kind === "tcp" && m.host ? `${m.host}:${m.port ?? ""}` : m.kind === "http" ? m.url ?? "" : "";
+  const where =
+    m.kind === "tcp" && m.host ? `${m.host}:${m.port ?? ""}`
+    : m.kind === "http" || m.kind === "websocket" ? m.url ?? ""
+    : m.kind === "dns" || m.kind === "ping" ? m.host ?? ""
+    : "";
   const target = (m.state === "down" || m.state === "degraded") && m.error ? m.error : where;
   const cert = m.cert_days_left ?? null;
   return el(
