@@ -38,12 +38,17 @@ from app.alerting.senders import SendResult
 from app.models.base import utcnow
 from app.models.channel import Channel
 from app.models.delivery import Delivery, DeliveryAttempt
+from app.models.incident import Incident
 from app.models.monitor import Monitor
 from app.storage.db import Database
 
 log = logging.getLogger("watchpost.alerting")
 
 _REASON_MAX = 500
+#: How ``last_error`` of a delivery held by quiet hours begins.
+HELD_PREFIX = "held by the channel's quiet hours"
+#: Channel kinds told when an incident is acknowledged in Watchpost.
+ACK_KINDS = ("pagerduty",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +60,8 @@ class Claimed:
 
     def alert(self) -> Alert:
         d = self.delivery
-        kind: AlertKind = "reminder" if d.kind == "reminder" else "test" if d.kind == "test" else "state"
+        kinds: dict[str, AlertKind] = {"reminder": "reminder", "test": "test", "ack": "ack"}
+        kind: AlertKind = kinds.get(d.kind, "state")
         return Alert(
             monitor_name=d.monitor_name,
             state=d.state,
@@ -127,6 +133,18 @@ async def enqueue_state_change(
     when = at or monitor.state_changed_at or utcnow()
     reason = monitor.last_error if state == "down" else None
     added = []
+    # The incident this transition opened or resolved: the monitor's latest (the
+    # recorder has flushed it). PagerDuty keys its events on it; templates show it.
+    incident_id = (
+        await session.execute(
+            select(col(Incident.id))
+            .where(col(Incident.monitor_id) == monitor.id)
+            .order_by(col(Incident.id).desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if state != "down" and match is None:
+        incident_id = None  # up → degraded: no incident
     for channel in channels:
         if state not in channel.on and (match is None or match not in channel.on):
             continue
@@ -134,6 +152,7 @@ async def enqueue_state_change(
             tenant_id=monitor.tenant_id,
             channel_id=channel.id,  # type: ignore[arg-type]
             monitor_id=monitor.id,
+            incident_id=incident_id,
             dedupe_key=f"s:{monitor.id}:{monitor.state_seq}:{channel.id}",
             kind="state",
             monitor_name=monitor.name,
@@ -310,6 +329,70 @@ async def cancel(db: Database, claimed: Claimed, owner: str, why: str) -> None:
             )
         )
         await s.commit()
+
+
+async def hold(db: Database, claimed: Claimed, owner: str, until: dt.datetime, why: str) -> None:
+    """Put a claimed delivery back, unsent and without counting an attempt, until ``until``
+    (the channel's quiet hours); ``why`` shows in the delivery log."""
+    async with db.session() as s:
+        await s.execute(
+            update(Delivery)
+            .where(col(Delivery.id) == claimed.delivery.id, col(Delivery.lease_owner) == owner)
+            .values(
+                status="pending",
+                next_attempt_at=until,
+                last_error=why[:_REASON_MAX],
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=utcnow(),
+            )
+        )
+        await s.commit()
+
+
+async def enqueue_incident_ack(session: AsyncSession, incident: Incident) -> list[Delivery]:
+    """An ``ack`` delivery for each linked, enabled PagerDuty channel of the incident's monitor
+    (PagerDuty acknowledges its incident too). Call inside the INCIDENT_ACK transaction, on
+    the first acknowledgement only; the dedupe key makes a second one impossible anyway."""
+    monitor = await session.get(Monitor, incident.monitor_id)
+    wanted = sorted({i for i in (monitor.channels if monitor else []) or [] if isinstance(i, int)})
+    if monitor is None or not wanted:
+        return []
+    channels = (
+        (
+            await session.execute(
+                select(Channel)
+                .where(
+                    col(Channel.id).in_(wanted),
+                    col(Channel.tenant_id) == incident.tenant_id,
+                    col(Channel.enabled).is_(True),
+                    col(Channel.kind).in_(ACK_KINDS),
+                )
+                .order_by(col(Channel.id))
+            )
+        )
+        .scalars()
+        .all()
+    )
+    added = []
+    for channel in channels:
+        delivery = Delivery(
+            tenant_id=incident.tenant_id,
+            channel_id=channel.id,  # type: ignore[arg-type]
+            monitor_id=monitor.id,
+            incident_id=incident.id,
+            dedupe_key=f"a:{incident.id}:{channel.id}",
+            kind="ack",
+            monitor_name=monitor.name,
+            state="down",
+            previous_state=None,
+            reason=(incident.cause or "")[:_REASON_MAX] or None,
+            event_at=incident.acked_at or utcnow(),
+            next_attempt_at=utcnow(),
+        )
+        session.add(delivery)
+        added.append(delivery)
+    return added
 
 
 async def record_attempt(
