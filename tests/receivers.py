@@ -205,6 +205,31 @@ class HttpReceiver(_Waitable):
         """The answer to ``request``: scripted, else the default (subclasses may look at it)."""
         return self._next_reply()
 
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    return
+                with self._lock:
+                    self._requests.append(request)
+                reply = self._reply_for(request)
+                if reply.hang:
+                    await asyncio.sleep(_HANG_SECONDS)
+                    return
+                writer.write(_encode_reply(reply))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
 
 class PagerDutyReceiver(HttpReceiver):
     """A local PagerDuty Events API v2 (``POST /v2/enqueue``): validates each event as
@@ -266,31 +291,6 @@ class PagerDutyReceiver(HttpReceiver):
     def _invalid(*errors: str) -> Reply:
         body = {"status": "invalid event", "message": "Event object is invalid", "errors": list(errors)}
         return Reply(400, orjson.dumps(body), {"content-type": "application/json"})
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
-        try:
-            while True:
-                request = await _read_request(reader)
-                if request is None:
-                    return
-                with self._lock:
-                    self._requests.append(request)
-                reply = self._reply_for(request)
-                if reply.hang:
-                    await asyncio.sleep(_HANG_SECONDS)
-                    return
-                writer.write(_encode_reply(reply))
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
-        finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> ReceivedRequest | None:
