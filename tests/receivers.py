@@ -246,6 +246,10 @@ class PagerDutyReceiver(HttpReceiver):
         #: dedup_key -> the actions it went through, in order.
         self.alerts: dict[str, list[str]] = {}
 
+    def __enter__(self) -> PagerDutyReceiver:
+        self.start()
+        return self
+
     @property
     def events_url(self) -> str:
         return f"{self.url}/v2/enqueue"

@@ -384,8 +384,8 @@ async def test_quiet_hours_hold_alerts_except_for_critical_monitors(
 
             # Lifting the quiet hours sends what they held.
             await ok(ws, PkgID.CHANNEL_UPDATE, {"id": cid, "quiet_hours": None})
-            rows = await _settled(ws, cid, 2)
-            assert {r["monitor"]: r["status"] for r in rows} == {
+            final = await _settled(ws, cid, 2)
+            assert {r["monitor"]: r["status"] for r in final} == {
                 "quiet-api": "delivered",
                 "loud-api": "delivered",
             }
