@@ -169,8 +169,9 @@ def secrets_of(urls: Sequence[str]) -> list[str]:
         rest = url.partition("://")[2]
         found.append(rest)
         parts = urllib.parse.urlsplit(url)
+        # Short pieces (a host named "ntfy") would mask ordinary words of the error.
         for piece in (parts.username, parts.password, parts.hostname, parts.netloc):
-            if piece:
+            if piece and len(piece) >= 4:
                 found.append(piece)
         found += [seg for seg in parts.path.split("/") if len(seg) >= 4]
         found += [v for _, v in urllib.parse.parse_qsl(parts.query) if len(v) >= 4]
@@ -248,7 +249,10 @@ async def notify(
 
 
 def title_and_body(alert: Alert) -> tuple[str, str]:
-    """The default message: the headline as title, the plain-text lines below it as body."""
+    """The headline as title; the body is the channel's template body, else the default
+    plain-text lines below the headline."""
+    if alert.custom_text is not None:
+        return message.subject(alert), alert.custom_text
     return message.subject(alert), message.text(alert).split("\n", 1)[1]
 
 

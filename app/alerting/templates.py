@@ -11,9 +11,11 @@ What bounds the cost of one rendering:
 - the language: no macros, ``call`` blocks, includes, imports, ``extends`` or
   ``set`` blocks, and loops nest at most two deep; ``range`` gives at most
   100 items (the other iterables are the short strings of the message);
-- values: only an allow-list of filters; a filter, ``*``, ``**`` or ``+``
-  whose result would be longer than 10,000 characters (or a power with an
-  exponent above 64) is refused;
+- values: only an allow-list of filters and of methods (``upper``, ``split``…;
+  not ``ljust``, ``format`` or ``%`` formatting, which could build huge
+  strings); a filter, method, ``*``, ``**`` or ``+`` whose result would be
+  longer than 10,000 characters (or a power with an exponent above 64) is
+  refused;
 - the output: rendering stops at 10,000 characters (``subject`` at 200, on one
   line: control characters fold to spaces).
 
@@ -104,10 +106,29 @@ def _range(*args: int) -> range:
     return r
 
 
+#: Methods templates may call on values (others could build huge strings: ``ljust``,
+#: ``center``, ``format``…).
+_ALLOWED_METHODS = frozenset(
+    {"upper", "lower", "title", "capitalize", "strip", "lstrip", "rstrip", "startswith", "endswith"}
+    | {"split", "items", "keys", "values", "get", "cycle"}
+)
+
+
 class _Sandbox(SandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**", "+"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if __obj is not _range and getattr(__obj, "__name__", None) not in _ALLOWED_METHODS:
+            name = getattr(__obj, "__name__", type(__obj).__name__)
+            raise SecurityError(f"calling {name}() is not allowed in alert templates")
+        out = super().call(__context, __obj, *args, **kwargs)
+        if _too_long(out):
+            raise SecurityError(f"a value longer than {OUTPUT_MAX} characters")
+        return out
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "%" and isinstance(left, str):
+            raise SecurityError("string formatting with % is not allowed in alert templates")
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
             raise SecurityError("exponents above 64 are not allowed in templates")
         if operator == "*":

@@ -70,6 +70,9 @@ def test_subject_is_one_line_and_bounded() -> None:
         ("{{ 10 ** 100000 }}", "exponents"),
         ("{% for i in range(100000) %}{% endfor %}", "range"),
         ("{{ 1 / 0 }}", "ZeroDivisionError"),
+        ("{{ reason.ljust(100000000) }}", "calling ljust() is not allowed"),
+        ("{{ '{:>99999999}'.format(1) }}", "calling format() is not allowed"),
+        ("{{ '%99999999s' % 1 }}", "formatting with %"),
     ],
 )
 def test_bad_templates_are_refused_with_a_reason(source: str, words: str) -> None:
@@ -77,6 +80,17 @@ def test_bad_templates_are_refused_with_a_reason(source: str, words: str) -> Non
         templates.validate({"body": source})
     assert caught.value.part == "body"
     assert words in caught.value.problem.msg
+
+
+def test_safe_methods_and_loops_work() -> None:
+    _, body = templates.render(
+        {
+            "body": "{{ monitor.name.split('-')|join('+') }} "
+            "{% for i in range(3) %}{{ loop.cycle('a', 'b') }}{% endfor %}"
+        },
+        _alert(),
+    )
+    assert body == "checkout+api aba"
 
 
 def test_the_sandbox_keeps_python_internals_out() -> None:
