@@ -257,6 +257,19 @@ async def test_pagerduty_follows_the_incident_trigger_acknowledge_resolve(
                 {"id": cid, "config": {"routing_key": "WRONG" + ROUTING_KEY[5:], "events_url": "***"}},
             )
             assert wrong["ok"] is False and wrong["permanent"] is True and wrong["status_code"] == 400
+            # The routing key only goes to the events URL it was given for.
+            with PagerDutyReceiver(ROUTING_KEY) as elsewhere:
+                moved = await call(
+                    ws, PkgID.CHANNEL_TEST, {"id": cid, "config": {"events_url": elsewhere.events_url}}
+                )
+                assert moved["status_code"] == 2, moved
+                assert moved["data"]["errors"] == [
+                    {
+                        "path": "config.routing_key",
+                        "msg": "give it again (or null) when the destination changes",
+                    }
+                ]
+            assert elsewhere.requests == []
             assert ROUTING_KEY not in json.dumps(await ok(ws, PkgID.AUDIT_LIST, {"target_id": str(cid)}))
 
 
