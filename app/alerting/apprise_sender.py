@@ -9,7 +9,8 @@ thread, bounded as a whole by the transport's timeout. Where it may connect:
 every TCP connection ``requests``/``urllib3`` opens in that thread passes
 through :func:`_guarded_create_connection`, which resolves the name, refuses
 addresses in ALERT_DENY_NETWORKS and connects to the very address it checked
-(redirects and rebinding included), exactly like the HTTP senders. Plugins that
+(redirects and rebinding included), exactly like the HTTP senders; with a deny
+list, HTTP(S)_PROXY from the environment is ignored for these sends too. Plugins that
 do not speak HTTP(S) (mail, syslog, desktop, MQTT, XMPP, IRC…) bypass urllib3,
 so they are refused when the channel is saved.
 
@@ -33,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import apprise
+import requests.sessions
+import requests.utils
 import urllib3.util.connection
 
 from app.alerting import message
@@ -120,6 +123,22 @@ def _guarded_create_connection(address: tuple[str, int], *args: Any, **kwargs: A
 
 # urllib3 looks the function up on this module at every connect.
 urllib3.util.connection.create_connection = _guarded_create_connection  # type: ignore[assignment]
+
+_original_environ_proxies = requests.utils.get_environ_proxies
+
+
+def _environ_proxies(url: str, no_proxy: str | None = None) -> dict[str, str]:
+    """No HTTP(S)_PROXY from the environment while a deny list is in force (as for the other
+    kinds): a proxy would connect to the destination on our behalf, unchecked."""
+    policy: EgressPolicy | None = getattr(_local, "policy", None)
+    if policy is not None and policy.active:
+        return {}
+    return _original_environ_proxies(url, no_proxy=no_proxy)
+
+
+# requests looks these up on its modules at every request (and redirect).
+requests.utils.get_environ_proxies = _environ_proxies
+requests.sessions.get_environ_proxies = _environ_proxies  # type: ignore[attr-defined]
 
 
 def instantiate(url: str) -> Any:
