@@ -5,17 +5,28 @@ server behind an Apprise ``json://`` URL, a local PagerDuty Events v2 API)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from sqlmodel import col
 from websockets.asyncio.client import ClientConnection
 
+from app.alerting import outbox
+from app.alerting.worker import DeliveryOptions, DeliveryWorker
+from app.models.base import utcnow
+from app.models.channel import Channel
+from app.models.delivery import Delivery
 from app.protocol import PkgID
+from app.storage.db import Database
 from tests import services
 from tests.fixtures import PASSWORD, acreate_user, unique
+from tests.monitoring_fixtures import add_monitor, add_tenant, eventually, migrated_db
 from tests.receivers import HttpReceiver, PagerDutyReceiver
 from tests.server import ServerProcess, call, ok, ws_connect
 from tests.targets import HttpTarget
@@ -417,3 +428,56 @@ async def test_quiet_hours_hold_alerts_except_for_critical_monitors(
                 "loud-api": "delivered",
             }
             assert sorted(r.json()["monitor"]["name"] for r in rx.requests) == ["loud-api", "quiet-api"]
+
+
+async def test_reminders_inside_quiet_hours_are_skipped_and_critical_ones_sent(tmp_path: Path) -> None:
+    """In process on SQLite (the embedded default), with the real outbox and worker."""
+    db = await migrated_db(f"sqlite+aiosqlite:///{tmp_path / 'wp.db'}")
+    try:
+        with HttpReceiver() as rx:
+            tenant = await add_tenant(db)
+            async with db.session() as s:
+                channel = Channel(
+                    tenant_id=tenant,
+                    name="night",
+                    kind="webhook",
+                    config={"url": f"{rx.url}/r"},
+                    remind_every=10,
+                    quiet_hours={"windows": [{"start": "00:00", "end": "24:00"}]},
+                )
+                s.add(channel)
+                await s.commit()
+                assert channel.id is not None
+                cid = channel.id
+            down_since = utcnow() - dt.timedelta(minutes=15)
+            for name, tags in (("sleepy", []), ("vital", ["critical"])):
+                await add_monitor(
+                    db,
+                    tenant,
+                    name=name,
+                    tags=tags,
+                    state="down",
+                    state_changed_at=down_since,
+                    channels=[cid],
+                )
+            assert await outbox.enqueue_reminders(db) == 2
+            worker = DeliveryWorker(db, DeliveryOptions(poll_interval=0.05, reminder_interval=3600.0))
+            await worker.start()
+            try:
+                await eventually(lambda: _none_pending(db), what="reminders settled")
+            finally:
+                await worker.stop()
+            async with db.session() as s:
+                rows = (await s.execute(select(Delivery).order_by(col(Delivery.id)))).scalars().all()
+            outcome = {r.monitor_name: (r.status, r.last_error) for r in rows}
+            assert outcome == {
+                "sleepy": ("cancelled", "reminder skipped: inside the channel's quiet hours"),
+                "vital": ("delivered", None),
+            }
+            assert [r.json()["monitor"]["name"] for r in rx.requests] == ["vital"]
+    finally:
+        await db.close()
+
+
+async def _none_pending(db: Database) -> bool:
+    return await outbox.pending_count(db) == 0

@@ -226,8 +226,16 @@ class DeliveryWorker:
             )
             return
         prepared = await prepare.prepare(self.db, claimed, public_url=self.options.public_url, now=utcnow())
+        if prepared.held_until is not None and claimed.delivery.kind == "reminder":
+            # A reminder repeats anyway; one held all night would arrive with the rest.
+            await outbox.cancel(
+                self.db, claimed, self.owner, "reminder skipped: inside the channel's quiet hours"
+            )
+            metrics.FINISHED.labels(kind=channel.kind, status="cancelled").inc()
+            return
         if prepared.held_until is not None:
             # Quiet hours: back to pending until the window ends, no attempt counted.
+            metrics.HELD.labels(kind=channel.kind).inc()
             await outbox.hold(
                 self.db,
                 claimed,
