@@ -12,12 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlmodel import col
 from websockets.asyncio.client import ClientConnection
 
-from app.alerting import outbox
+from app.alerting import outbox, senders
+from app.alerting.message import Alert
+from app.alerting.senders import Transport
 from app.alerting.worker import DeliveryOptions, DeliveryWorker
 from app.models.base import utcnow
 from app.models.channel import Channel
@@ -481,3 +484,26 @@ async def test_reminders_inside_quiet_hours_are_skipped_and_critical_ones_sent(t
 
 async def _none_pending(db: Database) -> bool:
     return await outbox.pending_count(db) == 0
+
+
+async def test_apprise_with_several_urls_is_delivered_when_any_url_took_it() -> None:
+    """Straight through the sender: a retry would repeat the alert for the URLs that took it."""
+    with HttpReceiver() as good, HttpReceiver() as bad:
+        config = {"urls": [f"json://127.0.0.1:{good.port}/a", f"json://127.0.0.1:{bad.port}/{APPRISE_TOKEN}"]}
+        alert = Alert(monitor_name="multi", state="down", at=utcnow())
+        async with httpx.AsyncClient() as http:
+            transport = Transport(http, timeout=3.0)
+            bad.fail(1, 400)
+            some = await senders.send("apprise", config, alert, transport)
+            assert some.ok is True and some.error is not None
+            assert "URL 2 (json://***)" in some.error and "error=400" in some.error
+            assert APPRISE_TOKEN not in some.error
+            good.fail(1, 400)
+            bad.fail(1, 503)
+            mixed = await senders.send("apprise", config, alert, transport)
+            assert mixed.ok is False and mixed.permanent is False  # one of them may work on retry
+            good.fail(1, 404)
+            bad.fail(1, 400)
+            dead = await senders.send("apprise", config, alert, transport)
+            assert dead.ok is False and dead.permanent is True
+    assert len(good.requests) == 3 and len(bad.requests) == 3
