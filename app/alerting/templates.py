@@ -248,14 +248,6 @@ def tzinfo(name: str | None) -> dt.tzinfo:
         return dt.UTC
 
 
-def valid_timezone(name: str) -> bool:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
 def local_time(at: dt.datetime, tz_name: str | None) -> str:
     """``at`` in the tenant's timezone, e.g. ``2026-11-22 05:30:05 CET``."""
     return at.astimezone(tzinfo(tz_name)).strftime("%Y-%m-%d %H:%M:%S %Z")
