@@ -4,8 +4,10 @@ Apprise (https://github.com/caronc/apprise) knows well over a hundred services
 by URL scheme; a channel holds 1–10 of its URLs. Each URL is a secret (tokens
 live in the user, host, path or query), so answers show only its scheme.
 
-Apprise is synchronous (``requests``), so a send runs the plugins in a worker
-thread, bounded as a whole by the transport's timeout. Where it may connect:
+Apprise is synchronous (``requests``), so a send runs the plugins in a thread
+of this module's own pool (16 threads, apart from the event loop's default
+executor that DNS lookups use), bounded as a whole by the transport's timeout
+and with Apprise's connect and read timeouts set below it. Where it may connect:
 every TCP connection ``requests``/``urllib3`` opens in that thread passes
 through :func:`_guarded_create_connection`, which resolves the name, refuses
 addresses in ALERT_DENY_NETWORKS and connects to the very address it checked
@@ -25,6 +27,7 @@ unexplained failures) is transient and retried.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import re
 import socket
@@ -44,6 +47,10 @@ from app.egress import EgressDenied, EgressPolicy
 
 MASK = "***"
 MAX_URLS = 10
+
+#: Apprise sends run here, not in the loop's default executor: slow services must not
+#: hold up DNS lookups and other threads the rest of the server waits on.
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="apprise")
 
 #: Plugin modules that do not go through urllib3 (so the egress gate would not see
 #: them) or that only make sense on a desktop; refused at CHANNEL_CREATE/UPDATE.
@@ -246,7 +253,8 @@ async def notify(
     refused recipients.
     """
     per_url = max(1.0, timeout - 0.5)
-    jobs = [asyncio.to_thread(_notify_one, url, title, body, per_url, policy) for url in urls]
+    loop = asyncio.get_running_loop()
+    jobs = [loop.run_in_executor(_POOL, _notify_one, url, title, body, per_url, policy) for url in urls]
     try:
         async with asyncio.timeout(timeout):
             results = await asyncio.gather(*jobs)
