@@ -264,6 +264,16 @@ async def test_pagerduty_follows_the_incident_trigger_acknowledge_resolve(
             assert all(r["incident_id"] == incidents[0]["id"] for r in rows)
             assert pd.alerts[key] == ["trigger", "acknowledge", "resolve"]
 
+            # The next incident, resolved by hand in Watchpost: resolved in PagerDuty too.
+            target.respond("/pd-api", 503)
+            assert await _state(ws, mid) == "down"
+            await _settled(ws, cid, 4)
+            second = (await ok(ws, PkgID.INCIDENT_LIST, {"monitor_id": mid, "state": "open"}))[0]
+            await ok(ws, PkgID.INCIDENT_RESOLVE, {"id": second["id"]})
+            rows = await _settled(ws, cid, 5)
+            assert (rows[0]["state"], rows[0]["status"]) == ("resolved", "delivered")
+            assert pd.alerts[f"watchpost-incident-{second['id']}"] == ["trigger", "resolve"]
+
             # A wrong routing key is refused by PagerDuty with 400: permanent.
             wrong = await ok(
                 ws,

@@ -354,6 +354,17 @@ async def enqueue_incident_ack(session: AsyncSession, incident: Incident) -> lis
     """An ``ack`` delivery for each linked, enabled PagerDuty channel of the incident's monitor
     (PagerDuty acknowledges its incident too). Call inside the INCIDENT_ACK transaction, on
     the first acknowledgement only; the dedupe key makes a second one impossible anyway."""
+    return await _enqueue_incident_followup(session, incident, "ack")
+
+
+async def enqueue_incident_resolved(session: AsyncSession, incident: Incident) -> list[Delivery]:
+    """A delivery with state ``resolved`` for each linked, enabled PagerDuty channel when an
+    incident is resolved by hand (INCIDENT_RESOLVE), so PagerDuty resolves it too. Call inside
+    that transaction. (A monitor coming back up alerts through the state-change hook.)"""
+    return await _enqueue_incident_followup(session, incident, "resolved")
+
+
+async def _enqueue_incident_followup(session: AsyncSession, incident: Incident, what: str) -> list[Delivery]:
     monitor = await session.get(Monitor, incident.monitor_id)
     wanted = sorted({i for i in (monitor.channels if monitor else []) or [] if isinstance(i, int)})
     if monitor is None or not wanted:
@@ -381,13 +392,13 @@ async def enqueue_incident_ack(session: AsyncSession, incident: Incident) -> lis
             channel_id=channel.id,  # type: ignore[arg-type]
             monitor_id=monitor.id,
             incident_id=incident.id,
-            dedupe_key=f"a:{incident.id}:{channel.id}",
-            kind="ack",
+            dedupe_key=f"{'a' if what == 'ack' else 'h'}:{incident.id}:{channel.id}",
+            kind="ack" if what == "ack" else "state",
             monitor_name=monitor.name,
-            state="down",
-            previous_state=None,
+            state="down" if what == "ack" else "resolved",
+            previous_state=None if what == "ack" else "down",
             reason=(incident.cause or "")[:_REASON_MAX] or None,
-            event_at=incident.acked_at or utcnow(),
+            event_at=(incident.acked_at if what == "ack" else incident.resolved_at) or utcnow(),
             next_attempt_at=utcnow(),
         )
         session.add(delivery)

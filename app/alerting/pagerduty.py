@@ -5,7 +5,8 @@ incident (``dedup_key`` = ``watchpost-incident-<id>``):
 
 - the monitor goes down (incident opened) → ``trigger``;
 - the incident is acknowledged in Watchpost (INCIDENT_ACK) → ``acknowledge``;
-- the monitor comes back (incident resolved) → ``resolve``.
+- the monitor comes back (incident resolved) → ``resolve``; so does resolving
+  the incident by hand (INCIDENT_RESOLVE: a delivery with state ``resolved``).
 
 Reminders and a group slipping from up to degraded (no incident) send nothing:
 PagerDuty re-notifies by its own escalation rules. CHANNEL_TEST triggers a test
@@ -41,7 +42,7 @@ def action(alert: Alert) -> str | None:
         return None
     if alert.state == "down":
         return "trigger"
-    if alert.previous_state in ("down",) or alert.incident_id is not None:
+    if alert.previous_state == "down" or alert.incident_id is not None:
         return "resolve"
     return None
 
