@@ -82,6 +82,8 @@ class TemplateProblem(ValueError):
 
 
 def _too_long(value: Any) -> bool:
+    if isinstance(value, int):
+        return value.bit_length() > 4096  # arithmetic on huge integers costs time too
     return isinstance(value, (str, list, tuple)) and len(value) > OUTPUT_MAX
 
 
@@ -129,8 +131,11 @@ class _Sandbox(SandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):
             raise SecurityError("string formatting with % is not allowed in alert templates")
-        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
-            raise SecurityError("exponents above 64 are not allowed in templates")
+        if operator == "**" and (
+            (isinstance(right, (int, float)) and abs(right) > 64)
+            or (isinstance(left, int) and left.bit_length() > 64)
+        ):
+            raise SecurityError("exponents above 64 (or of numbers above 2**64) are not allowed in templates")
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if (
