@@ -163,6 +163,9 @@ class Settings:
     reminder_scan_interval: float = 30.0
     #: Finished deliveries (and their attempt logs) older than this many days are deleted.
     delivery_retention_days: int = 30
+    #: The address people open Watchpost at (e.g. https://watch.example.com); alert
+    #: templates get ``links.dashboard`` from it. "" = no links.
+    public_url: str = ""
     # --- extra settings added by later modules without touching this class
     extra: dict[str, str] = field(default_factory=dict)
 

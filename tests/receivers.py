@@ -42,6 +42,7 @@ _HANG_SECONDS = 3600.0
 
 _REASONS = {
     200: "OK",
+    202: "Accepted",
     204: "No Content",
     301: "Moved Permanently",
     400: "Bad Request",
@@ -200,6 +201,10 @@ class HttpReceiver(_Waitable):
         with self._lock:
             return self._script.popleft() if self._script else self.default
 
+    def _reply_for(self, request: ReceivedRequest) -> Reply:
+        """The answer to ``request``: scripted, else the default (subclasses may look at it)."""
+        return self._next_reply()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -211,7 +216,7 @@ class HttpReceiver(_Waitable):
                     return
                 with self._lock:
                     self._requests.append(request)
-                reply = self._next_reply()
+                reply = self._reply_for(request)
                 if reply.hang:
                     await asyncio.sleep(_HANG_SECONDS)
                     return
@@ -224,6 +229,72 @@ class HttpReceiver(_Waitable):
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+class PagerDutyReceiver(HttpReceiver):
+    """A local PagerDuty Events API v2 (``POST /v2/enqueue``): validates each event as
+    PagerDuty does (routing key, action, dedup key, trigger payload), answers 202 with the
+    dedup key or 400 ``invalid event``, and keeps each alert's life cycle by dedup key
+    (``triggered`` → ``acknowledged`` → ``resolved``). Scripted replies still go first."""
+
+    ACTIONS = ("trigger", "acknowledge", "resolve")
+    SEVERITIES = ("critical", "error", "warning", "info")
+
+    def __init__(self, routing_key: str) -> None:
+        super().__init__()
+        self.routing_key = routing_key
+        #: dedup_key -> the actions it went through, in order.
+        self.alerts: dict[str, list[str]] = {}
+
+    def __enter__(self) -> PagerDutyReceiver:
+        self.start()
+        return self
+
+    @property
+    def events_url(self) -> str:
+        return f"{self.url}/v2/enqueue"
+
+    def _reply_for(self, request: ReceivedRequest) -> Reply:
+        with self._lock:
+            if self._script:
+                return self._script.popleft()
+        if request.method != "POST" or request.path != "/v2/enqueue":
+            return Reply(404, b'{"status":"not found"}')
+        try:
+            event = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            return self._invalid("body is not JSON")
+        if not isinstance(event, dict):
+            return self._invalid("event must be an object")
+        errors = []
+        if event.get("routing_key") != self.routing_key:
+            errors.append("routing_key is invalid")
+        action = event.get("event_action")
+        if action not in self.ACTIONS:
+            errors.append("event_action is invalid")
+        key = event.get("dedup_key")
+        if action != "trigger" and not key:
+            errors.append("dedup_key is required for acknowledge and resolve")
+        if action == "trigger":
+            payload = event.get("payload") or {}
+            for name in ("summary", "source", "severity"):
+                if not payload.get(name):
+                    errors.append(f"payload.{name} is required")
+            if payload.get("severity") not in self.SEVERITIES:
+                errors.append("payload.severity is invalid")
+            if len(str(payload.get("summary", ""))) > 1024:
+                errors.append("payload.summary is too long")
+        if errors:
+            return self._invalid(*errors)
+        with self._lock:
+            self.alerts.setdefault(str(key), []).append(str(action))
+        body = {"status": "success", "message": "Event processed", "dedup_key": key}
+        return Reply(202, orjson.dumps(body), {"content-type": "application/json"})
+
+    @staticmethod
+    def _invalid(*errors: str) -> Reply:
+        body = {"status": "invalid event", "message": "Event object is invalid", "errors": list(errors)}
+        return Reply(400, orjson.dumps(body), {"content-type": "application/json"})
 
 
 async def _read_request(reader: asyncio.StreamReader) -> ReceivedRequest | None:

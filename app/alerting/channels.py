@@ -9,7 +9,9 @@ Secrets are write-only. What counts as one, per kind:
 
 - webhook: ``secret``, every custom header value, and the URL's path and query;
 - slack, discord: the URL's path (it *is* the credential);
-- email: ``password``.
+- email: ``password``;
+- apprise: every URL, whole (answers show only its scheme: ``tgram://***``);
+- pagerduty: ``routing_key`` (and the events URL's path and query).
 
 In answers each is replaced by ``***`` (URLs keep scheme, host and port so a
 reader can tell where alerts go).
@@ -33,17 +35,20 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.alerting import apprise_sender, schedule, templates
 from app.alerting.senders import MASK, valid_address
 from app.errors import InvalidData
 from app.models.base import iso
 from app.models.channel import Channel
 from app.urls import BadURL, check_http_url
 
-KINDS = ("webhook", "slack", "discord", "email")
+KINDS = ("webhook", "slack", "discord", "email", "apprise", "pagerduty")
 #: Monitor states a channel can subscribe to with ``on``.
 #: What a channel can subscribe to: monitor states, and certificate expiry alerts.
 ALERT_STATES = ("down", "up", "degraded", "certificate")
 DEFAULT_ON = ["down", "up"]
+#: PagerDuty's Events API v2 endpoint; ``events_url`` overrides it (EU accounts, tests).
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 SECURITIES = ("starttls", "tls", "none")
 _DEFAULT_PORT = {"starttls": 587, "tls": 465, "none": 25}
 
@@ -102,6 +107,35 @@ _CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "apprise": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["urls"],
+        "properties": {
+            "urls": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": apprise_sender.MAX_URLS,
+                "items": {"type": "string", "minLength": 4, "maxLength": 2048, "pattern": _NO_NEWLINE},
+            },
+        },
+    },
+    "pagerduty": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["routing_key"],
+        "properties": {
+            # Events v2 integration keys are 32 characters; leave room for others.
+            "routing_key": {
+                "type": "string",
+                "minLength": 8,
+                "maxLength": 128,
+                "pattern": "^[A-Za-z0-9_-]+$",
+            },
+            "events_url": _URL,
+            "severity": {"enum": ["critical", "error", "warning", "info"]},
+        },
+    },
 }
 _VALIDATORS = {kind: Draft202012Validator(schema) for kind, schema in _CONFIG_SCHEMAS.items()}
 
@@ -118,20 +152,44 @@ CHANNEL_FIELDS: dict[str, Any] = {
     },
     "remind_every": {"type": ["integer", "null"], "minimum": 1, "maximum": 7 * 24 * 60},
     "enabled": {"type": "boolean"},
+    "template": templates.FIELDS,
+    "quiet_hours": schedule.FIELDS,
 }
+
+
+def validate_template(template: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """The template to store (None: the default messages), or ``InvalidData`` naming
+    ``template.subject`` / ``template.body`` and the line of the error."""
+    try:
+        return templates.validate(template)
+    except templates.PartProblem as exc:
+        raise _invalid(f"template.{exc.part}", exc.problem.msg) from None
+
+
+def validate_quiet_hours(quiet_hours: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The schedule to store (None: alerts go out at any time), or ``InvalidData``."""
+    if not quiet_hours:
+        return None
+    out = dict(quiet_hours)
+    tz = out.get("timezone")
+    if tz is None:
+        out.pop("timezone", None)
+    elif not schedule.valid_timezone(str(tz)):
+        raise _invalid("quiet_hours.timezone", "is not an IANA timezone name (like Europe/Berlin)")
+    return out
 
 
 def _invalid(path: str, msg: str) -> InvalidData:
     return InvalidData(f"{path}: {msg}", errors=[{"path": path, "msg": msg}])
 
 
-def _check_url(url: str) -> None:
+def _check_url(url: str, path: str = "config.url") -> None:
     # The one strict check for outbound URLs (monitors use it too): anything it
     # accepts the senders can send, so a saved channel never fails on its URL.
     try:
         check_http_url(url)
     except BadURL as exc:
-        raise _invalid("config.url", str(exc)) from None
+        raise _invalid(path, str(exc)) from None
 
 
 def validate_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,6 +209,17 @@ def validate_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
         )
         raise _invalid(path, msg)
     out = {k: v for k, v in config.items() if v is not None}
+    if kind == "apprise":
+        for i, url in enumerate(out["urls"]):
+            problem = apprise_sender.check_url(str(url))
+            if problem:
+                raise _invalid(f"config.urls.{i}", problem)
+        return out
+    if kind == "pagerduty":
+        out.setdefault("events_url", PAGERDUTY_EVENTS_URL)
+        out.setdefault("severity", "critical")
+        _check_url(str(out["events_url"]), "config.events_url")
+        return out
     if kind != "email":
         _check_url(str(out["url"]))
         if kind == "webhook":
@@ -185,6 +254,12 @@ def mask_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
         out["headers"] = {name: MASK for name in (config.get("headers") or {})}
     if kind == "email":
         out["password"] = MASK if config.get("password") else None
+    if kind == "apprise":
+        out["urls"] = [apprise_sender.masked(str(u)) for u in config.get("urls") or []]
+    if kind == "pagerduty":
+        out["routing_key"] = MASK if config.get("routing_key") else None
+        if "events_url" in out:
+            out["events_url"] = _masked_url(str(out["events_url"]))
     return out
 
 
@@ -207,6 +282,11 @@ def destination(kind: str, config: Mapping[str, Any]) -> tuple[Any, ...]:
             config.get("username"),
             config.get("security"),
         )
+    if kind == "apprise":
+        # Each URL is both the destination and its credential (like Slack's).
+        return tuple(str(u) for u in config["urls"])
+    if kind == "pagerduty":
+        return _origin(str(config["events_url"]))
     return _origin(str(config["url"]))
 
 
@@ -221,6 +301,8 @@ def _kept_secret_paths(kind: str, stored: Mapping[str, Any], merged: Mapping[str
         paths += [f"config.headers.{name}" for name, value in new.items() if old.get(name) == value]
     if kind == "email" and stored.get("password") and merged.get("password") == stored["password"]:
         paths.append("config.password")
+    if kind == "pagerduty" and merged.get("routing_key") == stored.get("routing_key"):
+        paths.append("config.routing_key")
     return paths
 
 
@@ -254,8 +336,10 @@ def mask_patch(patch: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in patch.items():
         if value is None or key in _PLAIN_KEYS:
             out[key] = value
-        elif key == "url" and isinstance(value, str):
+        elif key in ("url", "events_url") and isinstance(value, str):
             out[key] = value if value == MASK else _masked_url(value)
+        elif key == "urls" and isinstance(value, list):
+            out[key] = [apprise_sender.masked(v) if isinstance(v, str) else MASK for v in value]
         elif key == "headers" and isinstance(value, Mapping):
             out[key] = {str(name): None if v is None else MASK for name, v in value.items()}
         else:
@@ -264,7 +348,7 @@ def mask_patch(patch: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: Config keys that are never secret (everything else is masked in audit rows).
-_PLAIN_KEYS = frozenset({"host", "port", "security", "username", "from", "to"})
+_PLAIN_KEYS = frozenset({"host", "port", "security", "username", "from", "to", "severity"})
 
 
 def merge_config(kind: str, stored: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -274,7 +358,12 @@ def merge_config(kind: str, stored: Mapping[str, Any], patch: Mapping[str, Any])
     for key, value in patch.items():
         if value is None:
             merged.pop(key, None)
-        elif value == MASK or (key == "url" and value == _masked_url(str(stored.get("url", "")))):
+        elif value == MASK or (
+            key in ("url", "events_url") and value == _masked_url(str(stored.get(key, "")))
+        ):
+            continue
+        elif key == "urls" and value == [apprise_sender.masked(str(u)) for u in stored.get("urls") or []]:
+            # The list exactly as it was shown: keep the stored URLs.
             continue
         elif key == "headers" and kind == "webhook" and isinstance(value, Mapping):
             old = stored.get("headers") or {}
@@ -308,6 +397,8 @@ def channel_json(channel: Channel) -> dict[str, Any]:
         "on": list(channel.on),
         "remind_every": channel.remind_every,
         "enabled": channel.enabled,
+        "template": channel.template,
+        "quiet_hours": channel.quiet_hours,
         "flagged": channel.flagged_at is not None,
         "flagged_at": iso(channel.flagged_at),
         "flagged_reason": channel.flagged_reason,

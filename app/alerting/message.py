@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-AlertKind = Literal["state", "reminder", "test", "certificate"]
+AlertKind = Literal["state", "reminder", "test", "certificate", "ack"]
 
 # Control characters (including CR/LF) would let a monitor name break a mail
 # header or fake extra lines in a chat message.
@@ -39,6 +39,18 @@ class Alert:
     reason: str | None = None
     # Stable per delivery (retries reuse it), so receivers can drop duplicates.
     delivery_id: int | None = None
+    # --- context for templates and PagerDuty (None when unknown)
+    incident_id: int | None = None
+    incident_opened_at: dt.datetime | None = None
+    tenant_id: int | None = None
+    tenant_name: str | None = None
+    #: IANA name of the tenant's timezone (templates show times in it).
+    timezone: str | None = None
+    critical: bool = False
+    dashboard_url: str | None = None
+    # --- the channel's rendered template, when it has one (else the defaults below)
+    custom_subject: str | None = None
+    custom_text: str | None = None
 
 
 def clean(value: str, limit: int = 200) -> str:
@@ -53,6 +65,23 @@ def format_time(at: dt.datetime) -> str:
 
 def subject(alert: Alert) -> str:
     """A one-line headline: mail subject and first line of every chat message."""
+    if alert.custom_subject is not None:
+        return clean(alert.custom_subject)
+    return default_subject(alert)
+
+
+def text(alert: Alert) -> str:
+    """The plain-text body shared by every channel kind (the channel's template, if any)."""
+    if alert.custom_text is not None:
+        return alert.custom_text
+    if alert.custom_subject is not None:
+        # A custom subject heads the default body.
+        return "\n".join([subject(alert), *default_text(alert).split("\n")[1:]])
+    return default_text(alert)
+
+
+def default_subject(alert: Alert) -> str:
+    """The built-in headline."""
     name = clean(alert.monitor_name, 120)
     state = alert.state.upper()
     if alert.kind == "test":
@@ -61,12 +90,14 @@ def subject(alert: Alert) -> str:
         return f"[Watchpost] {name} is still {state}"
     if alert.kind == "certificate":
         return f"[Watchpost] {name}: TLS certificate expires soon"
+    if alert.kind == "ack":
+        return f"[Watchpost] {name}: incident acknowledged"
     return f"[Watchpost] {name} is {state}"
 
 
-def text(alert: Alert) -> str:
-    """The plain-text body shared by every channel kind."""
-    lines = [subject(alert)]
+def default_text(alert: Alert) -> str:
+    """The built-in plain-text body: the headline, then one line per fact."""
+    lines = [default_subject(alert)]
     if alert.kind == "test":
         lines.append("This is a test message: the channel works.")
     lines.append(f"Monitor: {clean(alert.monitor_name)}")
@@ -90,6 +121,7 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
         "reminder": "monitor.reminder",
         "test": "channel.test",
         "certificate": "monitor.certificate_expiring",
+        "ack": "incident.acknowledged",
     }
     return {
         "event": event[alert.kind],

@@ -29,6 +29,12 @@ DURATION = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     registry=REGISTRY,
 )
+HELD = Counter(
+    "alert_deliveries_held_total",
+    "Alert deliveries put off by a channel's quiet hours (a held delivery counts each time)",
+    ["kind"],
+    registry=REGISTRY,
+)
 FLAGGED = Counter(
     "alert_channels_flagged_total",
     "Channels flagged after too many failed deliveries in a row",

@@ -38,12 +38,17 @@ from app.alerting.senders import SendResult
 from app.models.base import utcnow
 from app.models.channel import Channel
 from app.models.delivery import Delivery, DeliveryAttempt
+from app.models.incident import Incident
 from app.models.monitor import Monitor
 from app.storage.db import Database
 
 log = logging.getLogger("watchpost.alerting")
 
 _REASON_MAX = 500
+#: How ``last_error`` of a delivery held by quiet hours begins.
+HELD_PREFIX = "held by the channel's quiet hours"
+#: Channel kinds told when an incident is acknowledged in Watchpost.
+ACK_KINDS = ("pagerduty",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +60,13 @@ class Claimed:
 
     def alert(self) -> Alert:
         d = self.delivery
-        kind: AlertKind = d.kind if d.kind in ("reminder", "test", "certificate") else "state"  # type: ignore[assignment]
+        kinds: dict[str, AlertKind] = {
+            "reminder": "reminder",
+            "test": "test",
+            "certificate": "certificate",
+            "ack": "ack",
+        }
+        kind: AlertKind = kinds.get(d.kind, "state")
         return Alert(
             monitor_name=d.monitor_name,
             state=d.state,
@@ -133,6 +144,18 @@ async def enqueue_state_change(
     # Down says why it failed; degraded says which warning (a warn: condition, the latency).
     reason = monitor.last_error if state in ("down", "degraded") else None
     added = []
+    # The incident this transition opened or resolved: the monitor's latest (the
+    # recorder has flushed it). PagerDuty keys its events on it; templates show it.
+    incident_id = (
+        await session.execute(
+            select(col(Incident.id))
+            .where(col(Incident.monitor_id) == monitor.id)
+            .order_by(col(Incident.id).desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if state != "down" and match is None:
+        incident_id = None  # up → degraded: no incident
     for channel in channels:
         if only is not None:
             if only not in channel.on:
@@ -143,6 +166,7 @@ async def enqueue_state_change(
             tenant_id=monitor.tenant_id,
             channel_id=channel.id,  # type: ignore[arg-type]
             monitor_id=monitor.id,
+            incident_id=incident_id,
             dedupe_key=f"s:{monitor.id}:{monitor.state_seq}:{channel.id}",
             kind="state",
             monitor_name=monitor.name,
@@ -374,6 +398,81 @@ async def cancel(db: Database, claimed: Claimed, owner: str, why: str) -> None:
             )
         )
         await s.commit()
+
+
+async def hold(db: Database, claimed: Claimed, owner: str, until: dt.datetime, why: str) -> None:
+    """Put a claimed delivery back, unsent and without counting an attempt, until ``until``
+    (the channel's quiet hours); ``why`` shows in the delivery log."""
+    async with db.session() as s:
+        await s.execute(
+            update(Delivery)
+            .where(col(Delivery.id) == claimed.delivery.id, col(Delivery.lease_owner) == owner)
+            .values(
+                status="pending",
+                next_attempt_at=until,
+                last_error=why[:_REASON_MAX],
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=utcnow(),
+            )
+        )
+        await s.commit()
+
+
+async def enqueue_incident_ack(session: AsyncSession, incident: Incident) -> list[Delivery]:
+    """An ``ack`` delivery for each linked, enabled PagerDuty channel of the incident's monitor
+    (PagerDuty acknowledges its incident too). Call inside the INCIDENT_ACK transaction, on
+    the first acknowledgement only; the dedupe key makes a second one impossible anyway."""
+    return await _enqueue_incident_followup(session, incident, "ack")
+
+
+async def enqueue_incident_resolved(session: AsyncSession, incident: Incident) -> list[Delivery]:
+    """A delivery with state ``resolved`` for each linked, enabled PagerDuty channel when an
+    incident is resolved by hand (INCIDENT_RESOLVE), so PagerDuty resolves it too. Call inside
+    that transaction. (A monitor coming back up alerts through the state-change hook.)"""
+    return await _enqueue_incident_followup(session, incident, "resolved")
+
+
+async def _enqueue_incident_followup(session: AsyncSession, incident: Incident, what: str) -> list[Delivery]:
+    monitor = await session.get(Monitor, incident.monitor_id)
+    wanted = sorted({i for i in (monitor.channels if monitor else []) or [] if isinstance(i, int)})
+    if monitor is None or not wanted:
+        return []
+    channels = (
+        (
+            await session.execute(
+                select(Channel)
+                .where(
+                    col(Channel.id).in_(wanted),
+                    col(Channel.tenant_id) == incident.tenant_id,
+                    col(Channel.enabled).is_(True),
+                    col(Channel.kind).in_(ACK_KINDS),
+                )
+                .order_by(col(Channel.id))
+            )
+        )
+        .scalars()
+        .all()
+    )
+    added = []
+    for channel in channels:
+        delivery = Delivery(
+            tenant_id=incident.tenant_id,
+            channel_id=channel.id,  # type: ignore[arg-type]
+            monitor_id=monitor.id,
+            incident_id=incident.id,
+            dedupe_key=f"{'a' if what == 'ack' else 'h'}:{incident.id}:{channel.id}",
+            kind="ack" if what == "ack" else "state",
+            monitor_name=monitor.name,
+            state="down" if what == "ack" else "resolved",
+            previous_state=None if what == "ack" else "down",
+            reason=(incident.cause or "")[:_REASON_MAX] or None,
+            event_at=(incident.acked_at if what == "ack" else incident.resolved_at) or utcnow(),
+            next_attempt_at=utcnow(),
+        )
+        session.add(delivery)
+        added.append(delivery)
+    return added
 
 
 async def record_attempt(

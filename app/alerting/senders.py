@@ -1,4 +1,4 @@
-"""One async sender per channel kind: webhook, Slack, Discord, email.
+"""One async sender per channel kind: webhook, Slack, Discord, email, Apprise, PagerDuty.
 
 Call :func:`send` with the channel's kind and config, the :class:`Alert` and a
 :class:`Transport`; it never raises for delivery problems, it returns a
@@ -31,6 +31,7 @@ import re
 import smtplib
 import socket
 import ssl
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -40,7 +41,7 @@ import httpx
 import orjson
 
 from app import egress
-from app.alerting import message
+from app.alerting import apprise_sender, message, pagerduty
 from app.alerting.message import Alert
 from app.egress import EgressDenied, EgressPolicy
 
@@ -116,6 +117,10 @@ def secrets_of(kind: str, config: Mapping[str, Any]) -> list[str]:
             found += [str(v) for v in headers.values() if v]
     if kind == "email" and config.get("password"):
         found.append(str(config["password"]))
+    if kind == "apprise":
+        found += apprise_sender.secrets_of(apprise_sender.config_urls(config))
+    if kind == "pagerduty" and config.get("routing_key"):
+        found.append(str(config["routing_key"]))
     return found
 
 
@@ -420,6 +425,57 @@ async def send_email(config: Mapping[str, Any], alert: Alert, transport: Transpo
     return SendResult(ok=True, status_code=250)
 
 
+# --------------------------------------------------------------------- apprise
+
+
+async def send_apprise(config: Mapping[str, Any], alert: Alert, transport: Transport) -> SendResult:
+    """Every Apprise URL of the channel (see :mod:`app.alerting.apprise_sender`)."""
+    urls = apprise_sender.config_urls(config)
+    secrets = secrets_of("apprise", config)
+    title, body = apprise_sender.title_and_body(alert)
+    outcome = await apprise_sender.notify(
+        urls, title, body, timeout=transport.timeout, policy=transport.egress
+    )
+    error = outcome.get("error")
+    if outcome["ok"]:
+        return SendResult(ok=True, error=scrub(error, secrets) if error else None)
+    return _failure(
+        secrets,
+        str(error or "Apprise reported a failure"),
+        permanent=bool(outcome.get("permanent")),
+        status=outcome.get("status"),
+    )
+
+
+# ------------------------------------------------------------------- pagerduty
+
+
+async def send_pagerduty(config: Mapping[str, Any], alert: Alert, transport: Transport) -> SendResult:
+    """PagerDuty Events v2 (see :mod:`app.alerting.pagerduty`): 202 accepted, 400 permanent,
+    429 and 5xx retried."""
+    secrets = secrets_of("pagerduty", config)
+    url = str(config["events_url"])
+    key = str(config["routing_key"])
+    severity = str(config.get("severity") or "critical")
+    if alert.kind == "test":
+        test_key = f"watchpost-test-{uuid.uuid4().hex[:12]}"
+        first = await _post_json(
+            url, pagerduty.event(key, "trigger", test_key, alert, severity), transport, secrets
+        )
+        if not first.ok:
+            return first
+        return await _post_json(
+            url, pagerduty.event(key, "resolve", test_key, alert, severity), transport, secrets
+        )
+    event_action = pagerduty.action(alert)
+    if event_action is None:
+        return SendResult(
+            ok=True, error="nothing to send: PagerDuty follows incidents (trigger, acknowledge, resolve)"
+        )
+    body = pagerduty.event(key, event_action, pagerduty.dedup_key(alert), alert, severity)
+    return await _post_json(url, body, transport, secrets)
+
+
 # -------------------------------------------------------------------- registry
 
 Sender = Callable[[Mapping[str, Any], Alert, Transport], Awaitable[SendResult]]
@@ -429,6 +485,8 @@ SENDERS: dict[str, Sender] = {
     "slack": send_slack,
     "discord": send_discord,
     "email": send_email,
+    "apprise": send_apprise,
+    "pagerduty": send_pagerduty,
 }
 
 

@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.alerting import metrics, outbox, senders
+from app.alerting import metrics, outbox, prepare, senders
 from app.alerting.backoff import RetryPolicy
 from app.alerting.outbox import Claimed
 from app.alerting.senders import SendResult, Transport
@@ -56,6 +56,8 @@ class DeliveryOptions:
     reminder_interval: float = 30.0
     #: Finished deliveries older than this are purged (on the reminder scan's schedule).
     retention_days: int = 30
+    #: PUBLIC_URL: the dashboard link alert templates get.
+    public_url: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryOptions:
@@ -74,6 +76,7 @@ class DeliveryOptions:
             flag_after=settings.channel_flag_after,
             reminder_interval=settings.reminder_scan_interval,
             retention_days=settings.delivery_retention_days,
+            public_url=settings.public_url,
         )
 
 
@@ -203,8 +206,17 @@ class DeliveryWorker:
             self.db, self.owner, limit=self.options.batch, lease_seconds=self.options.lease
         )
         if claimed:
-            await asyncio.gather(*(self._deliver(c) for c in claimed))
+            # One monitor's alerts to one channel go out in order (a PagerDuty
+            # trigger before its resolve); everything else concurrently.
+            groups: dict[tuple[int | None, int | None], list[Claimed]] = {}
+            for c in claimed:
+                groups.setdefault((c.channel.id, c.delivery.monitor_id), []).append(c)
+            await asyncio.gather(*(self._deliver_in_order(g) for g in groups.values()))
         return len(claimed)
+
+    async def _deliver_in_order(self, claimed: list[Claimed]) -> None:
+        for c in claimed:
+            await self._deliver(c)
 
     async def _deliver(self, claimed: Claimed) -> None:
         channel = claimed.channel
@@ -213,10 +225,29 @@ class DeliveryWorker:
                 self.db, claimed, self.owner, "the channel was disabled before the alert was sent"
             )
             return
+        prepared = await prepare.prepare(self.db, claimed, public_url=self.options.public_url, now=utcnow())
+        if prepared.held_until is not None and claimed.delivery.kind == "reminder":
+            # A reminder repeats anyway; one held all night would arrive with the rest.
+            await outbox.cancel(
+                self.db, claimed, self.owner, "reminder skipped: inside the channel's quiet hours"
+            )
+            metrics.FINISHED.labels(kind=channel.kind, status="cancelled").inc()
+            return
+        if prepared.held_until is not None:
+            # Quiet hours: back to pending until the window ends, no attempt counted.
+            metrics.HELD.labels(kind=channel.kind).inc()
+            await outbox.hold(
+                self.db,
+                claimed,
+                self.owner,
+                prepared.held_until,
+                f"{outbox.HELD_PREFIX} until {prepared.held_until.isoformat()}",
+            )
+            return
         started_at = utcnow()
         t0 = time.perf_counter()
         try:
-            result = await senders.send(channel.kind, channel.config, claimed.alert(), self.transport)
+            result = await senders.send(channel.kind, channel.config, prepared.alert, self.transport)
         except Exception as exc:
             # A sender bug must not strand the row in "sending"; record it as transient.
             log.exception("sender for channel %s raised (delivery %s)", channel.id, claimed.delivery.id)

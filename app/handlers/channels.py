@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app import quotas
-from app.alerting import senders
+from app.alerting import message, prepare, senders, templates
 from app.alerting.channels import (
     CHANNEL_FIELDS,
     DEFAULT_ON,
@@ -27,8 +27,11 @@ from app.alerting.channels import (
     channel_json,
     mask_patch,
     validate_config,
+    validate_quiet_hours,
+    validate_template,
 )
 from app.alerting.message import Alert
+from app.alerting.outbox import HELD_PREFIX
 from app.alerting.senders import Transport
 from app.context import Context
 from app.egress import EgressPolicy
@@ -37,6 +40,7 @@ from app.models.base import iso, utcnow
 from app.models.channel import Channel
 from app.models.delivery import STATUSES, Delivery, DeliveryAttempt
 from app.models.monitor import Monitor
+from app.models.tenant import Tenant
 from app.protocol import PkgID, Request
 from app.routing import ID, PackageRouter, obj
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
@@ -94,6 +98,8 @@ async def channel_create(req: Request, ctx: Context) -> dict[str, Any]:
         on=list(data.get("on") or DEFAULT_ON),
         remind_every=data.get("remind_every"),
         enabled=data.get("enabled", True),
+        template=validate_template(data.get("template")),
+        quiet_hours=validate_quiet_hours(data.get("quiet_hours")),
     )
     try:
         async with ctx.tx() as s:
@@ -165,6 +171,20 @@ async def channel_update(req: Request, ctx: Context) -> dict[str, Any]:
                     setattr(channel, key, data[key])
             if "on" in data:
                 channel.on = list(data["on"])
+            if "template" in data:
+                channel.template = validate_template(data["template"])
+            if "quiet_hours" in data:
+                channel.quiet_hours = validate_quiet_hours(data["quiet_hours"])
+                # Deliveries held by the old schedule are looked at again now.
+                await s.execute(
+                    update(Delivery)
+                    .where(
+                        col(Delivery.channel_id) == channel.id,
+                        col(Delivery.status) == "pending",
+                        col(Delivery.last_error).startswith(HELD_PREFIX),
+                    )
+                    .values(next_attempt_at=utcnow())
+                )
             channel.failure_streak = 0
             channel.flagged_at = None
             channel.flagged_reason = None
@@ -204,14 +224,30 @@ async def channel_delete(req: Request, ctx: Context) -> dict[str, Any]:
 
 @router.package(
     PkgID.CHANNEL_TEST,
-    schema=obj({"id": ID, "kind": CHANNEL_FIELDS["kind"], "config": {"type": "object"}}),
+    schema=obj(
+        {
+            "id": ID,
+            "kind": CHANNEL_FIELDS["kind"],
+            "config": {"type": "object"},
+            "template": CHANNEL_FIELDS["template"],
+        }
+    ),
     audit=True,
-    response_example={"ok": True, "permanent": False, "status_code": 200, "error": None, "duration_ms": 84.2},
+    response_example={
+        "ok": True,
+        "permanent": False,
+        "status_code": 200,
+        "error": None,
+        "duration_ms": 84.2,
+        "rendered": {"subject": "[Watchpost] Test message for ops", "body": "…"},
+    },
 )
 async def channel_test(req: Request, ctx: Context) -> dict[str, Any]:
     """Send a test message now and report what the receiver said. Give ``id`` (optionally with a
     ``config`` patch to try before saving, under CHANNEL_UPDATE's destination rule), or
-    ``kind`` and ``config`` for an unsaved channel."""
+    ``kind`` and ``config`` for an unsaved channel. ``template`` tries a template before saving
+    (default: the channel's). The message is rendered with a sample incident and returned as
+    ``rendered``."""
     data = req.data
     _audit_request(ctx, data)
     if "id" in data:
@@ -220,17 +256,21 @@ async def channel_test(req: Request, ctx: Context) -> dict[str, Any]:
             channel = await _load(s, ctx, data["id"])
         kind, name = channel.kind, channel.name
         config = channel.config
+        template = channel.template
         if "config" in data:
             config = apply_patch(kind, config, data["config"])
     elif "kind" in data and "config" in data:
         kind, name = data["kind"], "unsaved channel"
         config = validate_config(kind, data["config"])
+        template = None
     else:
         raise InvalidData(
             "give the id of a channel, or kind and config of one to try",
             errors=[{"path": "id", "msg": "id, or kind and config, required"}],
         )
-    alert = Alert(monitor_name=name, state="up", at=utcnow(), kind="test")
+    if "template" in data:
+        template = validate_template(data["template"])
+    alert = await _test_alert(ctx, name, template)
     started = time.perf_counter()
     async with _transport(ctx, kind) as transport:
         result = await senders.send(kind, config, alert, transport)
@@ -240,7 +280,35 @@ async def channel_test(req: Request, ctx: Context) -> dict[str, Any]:
         "status_code": result.status_code,
         "error": result.error,
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "rendered": {"subject": message.subject(alert), "body": message.text(alert)},
     }
+
+
+async def _test_alert(ctx: Context, channel_name: str, template: dict[str, Any] | None) -> Alert:
+    """The test message: the default test text, or the channel's template rendered with a
+    sample incident of this tenant."""
+    async with ctx.services.db.session() as s:
+        tenant = await s.get(Tenant, ctx.tenant_id)
+    alert = Alert(
+        monitor_name=channel_name,
+        state="up",
+        at=utcnow(),
+        kind="test",
+        tenant_id=ctx.tenant_id,
+        tenant_name=tenant.name if tenant else None,
+        timezone=tenant.timezone if tenant else None,
+        dashboard_url=prepare.dashboard_url(ctx.settings.public_url),
+    )
+    if not template:
+        return alert
+    sample = templates.sample_alert(
+        at=alert.at,
+        tenant_id=alert.tenant_id,
+        tenant_name=alert.tenant_name,
+        timezone=alert.timezone,
+        dashboard_url=alert.dashboard_url,
+    )
+    return prepare.with_template(sample, template)
 
 
 @asynccontextmanager
@@ -279,6 +347,7 @@ def _delivery_json(d: Delivery, channel_names: dict[int, str], log: list[Deliver
         "channel": channel_names.get(d.channel_id),
         "monitor_id": d.monitor_id,
         "monitor": d.monitor_name,
+        "incident_id": d.incident_id,
         "kind": d.kind,
         "state": d.state,
         "previous_state": d.previous_state,
@@ -314,7 +383,7 @@ def _delivery_json(d: Delivery, channel_names: dict[int, str], log: list[Deliver
             "channel_id": ID,
             "monitor_id": ID,
             "status": {"enum": list(STATUSES)},
-            "kind": {"enum": ["state", "reminder", "certificate"]},
+            "kind": {"enum": ["state", "reminder", "certificate", "ack"]},
         }
     ),
     response_example=[

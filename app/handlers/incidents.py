@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.alerting.outbox import enqueue_incident_ack, enqueue_incident_resolved
 from app.context import Context
 from app.errors import Conflict, NotFound
 from app.models.base import utcnow
@@ -108,6 +109,8 @@ async def incident_ack(req: Request, ctx: Context) -> dict[str, Any]:
         if incident.acked_at is None:
             incident.acked_at = utcnow()
             incident.acked_by = ctx.identity.actor
+            # PagerDuty channels acknowledge their incident too (same transaction).
+            await enqueue_incident_ack(s, incident)
             await s.flush()
             ctx.publish(
                 "incidents",
@@ -127,6 +130,8 @@ async def incident_resolve(req: Request, ctx: Context) -> dict[str, Any]:
             raise Conflict(f"incident {incident.id} is already resolved")
         incident.resolved_at = utcnow()
         incident.resolved_by = ctx.identity.actor
+        # PagerDuty channels resolve their incident too (same transaction).
+        await enqueue_incident_resolved(s, incident)
         await s.flush()
         names = await _names(s, {incident.monitor_id})
         ctx.publish(

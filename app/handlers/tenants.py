@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app import control, quotas
+from app.alerting import schedule
 from app.context import Context
 from app.control import MemberRoleChanged, RevokeMembership
 from app.errors import Conflict, InvalidData, NotFound, PermissionDenied
@@ -39,6 +40,7 @@ def tenant_json(t: Tenant, role: str | None = None) -> dict[str, Any]:
         "id": t.id,
         "slug": t.slug,
         "name": t.name,
+        "timezone": t.timezone or "UTC",
         "created_at": iso(t.created_at),
         "updated_at": iso(t.updated_at),
     }
@@ -151,6 +153,7 @@ async def tenant_get(req: Request, ctx: Context) -> dict[str, Any]:
         {
             "id": ID,
             "name": _NAME,
+            "timezone": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
             "quotas": obj({name: _QUOTA for name in quotas.RESOURCES}),
         }
     ),
@@ -162,12 +165,19 @@ async def tenant_get(req: Request, ctx: Context) -> dict[str, Any]:
     },
 )
 async def tenant_update(req: Request, ctx: Context) -> dict[str, Any]:
-    """Rename a tenant (admins; default: the connection's) or, for platform administrators only,
+    """Rename a tenant or set its ``timezone`` (IANA name; alert messages show times in it;
+    null: UTC) (admins; default: the connection's) or, for platform administrators only,
     set its quotas (``{"monitors": 50000}``; null returns to the QUOTA_* setting)."""
     data = req.data
-    if "name" not in data and not data.get("quotas"):
+    if "name" not in data and "timezone" not in data and not data.get("quotas"):
         raise InvalidData(
-            "nothing to change: send name and/or quotas", errors=[{"path": "data", "msg": "no change"}]
+            "nothing to change: send name, timezone and/or quotas",
+            errors=[{"path": "data", "msg": "no change"}],
+        )
+    if data.get("timezone") is not None and not schedule.valid_timezone(data["timezone"]):
+        raise InvalidData(
+            "timezone: not an IANA timezone name (like Europe/Berlin)",
+            errors=[{"path": "timezone", "msg": "not an IANA timezone name (like Europe/Berlin)"}],
         )
     tenant_id = data.get("id") or ctx.tenant_id
     if not ctx.identity.is_platform_admin:
@@ -184,6 +194,8 @@ async def tenant_update(req: Request, ctx: Context) -> dict[str, Any]:
             raise NotFound(f"no tenant {tenant_id}")
         if "name" in data:
             tenant.name = data["name"]
+        if "timezone" in data:
+            tenant.timezone = data["timezone"]
         for name, value in (data.get("quotas") or {}).items():
             setattr(tenant, quotas.RESOURCES[name].field, value)
         tenant.updated_at = utcnow()

@@ -35,6 +35,11 @@ class Channel(SQLModel, table=True):
     #: Minutes between "still down" reminders; None = no reminders.
     remind_every: int | None = None
     enabled: bool = True
+    #: Message templates: ``{"subject": …, "body": …}`` (Jinja2, sandboxed); None = the defaults.
+    template: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    #: Notification schedule: ``{"timezone", "windows": [{"days", "start", "end"}], "critical"}``;
+    #: alerts inside a window are held until it ends (critical monitors pass). None = always.
+    quiet_hours: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     #: Deliveries that ended failed in a row (permanent error or retries spent);
     #: a success resets it.
     failure_streak: int = 0

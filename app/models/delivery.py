@@ -40,10 +40,12 @@ class Delivery(SQLModel, table=True):
     channel_id: int = Field(foreign_key="channels.id", ondelete="CASCADE")
     #: Kept after the monitor is deleted (the log outlives it); no foreign key.
     monitor_id: int | None = None
+    #: The incident the alert is about (PagerDuty's dedup key); no foreign key either.
+    incident_id: int | None = None
     #: One delivery per (monitor state change, channel) and per reminder, enforced
     #: by the database: "s:<monitor>:<state_seq>:<channel>" / "r:…:<n>".
     dedupe_key: str = Field(max_length=120, unique=True)
-    #: "state" | "reminder" | "test"
+    #: "state" | "reminder" | "test" | "ack" (an incident acknowledged in Watchpost)
     kind: str = Field(default="state", max_length=16)
     # --- what to say (snapshot at the state change)
     monitor_name: str = Field(max_length=200)

@@ -20,6 +20,8 @@ class Tenant(SQLModel, table=True):
     #: platform administrator; None follows the setting (app.quotas).
     quota_monitors: int | None = None
     quota_channels: int | None = None
+    #: IANA timezone alert messages show times in (None: UTC).
+    timezone: str | None = Field(default=None, max_length=64)
     quota_api_tokens: int | None = None
 
 
