@@ -155,9 +155,12 @@ def _changed_event(ctx: Context, action: str, monitor: Monitor) -> None:
     ctx.publish("monitors", PkgID.EVENT_MONITOR_CHANGED, {"action": action, "monitor": payload})
 
 
-def _status_event(ctx: Context, monitor: Monitor, previous: str) -> None:
+async def _status_event(ctx: Context, session: AsyncSession, monitor: Monitor, previous: str) -> None:
     if previous == monitor.state:
         return
+    changed_at = monitor_to_wire(monitor)["state_changed_at"]
+    for _tenant, topic, pkg_id, data in await recorder.page_events(session, monitor, previous, changed_at):
+        ctx.publish(topic, pkg_id, data)
     ctx.publish(
         "monitors",
         PkgID.EVENT_MONITOR_STATUS,
@@ -319,7 +322,7 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
                 raise Conflict(f"monitor {monitor_id} was changed concurrently; reload it and retry")
             await s.refresh(monitor)
             _changed_event(ctx, "updated", monitor)
-            _status_event(ctx, monitor, previous_state)
+            await _status_event(ctx, s, monitor, previous_state)
     except IntegrityError:
         raise Conflict(
             f"a monitor named {data.get('name')!r} already exists in this tenant; pick another name"
@@ -358,7 +361,7 @@ async def _set_enabled(req: Request, ctx: Context, enabled: bool) -> dict[str, A
                 monitor.next_check_at = first_due(monitor, ctx)
             await s.flush()
             _changed_event(ctx, "updated", monitor)
-            _status_event(ctx, monitor, previous)
+            await _status_event(ctx, s, monitor, previous)
     if enabled:
         _wake_collector(ctx)
     return monitor_to_wire(monitor, show_push_token=show_token(ctx))
