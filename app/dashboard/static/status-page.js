@@ -16,7 +16,6 @@ const OVERALL = {
 };
 let ws = null;
 let backoff = 500;
-let seq = 0;
 let closed = false;
 
 function el(tag, cls, text) {
@@ -104,8 +103,18 @@ function render(view) {
   overallFrom();
 }
 
+// req_id is a canonical UUID (protocol.md); crypto.randomUUID needs a secure context,
+// getRandomValues does not (a status page may be served over plain HTTP).
+function uuid4() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
 function send(pkgId, data) {
-  const reqId = `sp-${++seq}`;
+  const reqId = uuid4();
   ws.send(JSON.stringify({ pkg_id: pkgId, req_id: reqId, data }));
   return reqId;
 }
