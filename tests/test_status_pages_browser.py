@@ -26,7 +26,7 @@ from tests import services
 from tests.fixtures import unique
 from tests.server import ROOT, ServerProcess, ok, ws_connect
 from tests.targets import HttpTarget
-from tests.test_dashboard_browser import COLLECTING, LAUNCH_ARGS, WAIT_MS, chromium_path
+from tests.test_dashboard_browser import COLLECTING, LAUNCH_ARGS, WAIT_MS, chromium_path, log_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -310,4 +310,60 @@ async def test_anonymous_socket_and_badges_from_the_page(
     ):
         unknown = await page.evaluate(BADGE, path)
         assert unknown["status"] == 200 and unknown["title"] == "status: unknown", path
+    assert errors == []
+
+
+async def test_dashboard_creates_reorders_previews_and_copies_badges(
+    browser: BrowserContext, srv: ServerProcess, site: dict[str, Any]
+) -> None:
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(srv.http_url + "/")
+    await log_in(page, "admin", "admin-test-password")
+    await expect(page.get_by_test_id("page-item")).to_have_count(2, timeout=WAIT_MS)  # the fixture's pages
+
+    slug = unique("shop")
+    await page.get_by_test_id("page-new").click()
+    form = page.get_by_test_id("page-form")
+    await form.get_by_test_id("page-slug").fill(slug)
+    await form.get_by_test_id("page-title").fill("Shop status")
+    await form.get_by_test_id("page-public").check()
+    await form.get_by_test_id("section-title").fill("Checkout")
+    await form.get_by_test_id("section-add-monitor").select_option(label="Checkout API")
+    await form.get_by_test_id("section-new").click()
+    await form.get_by_test_id("section-title").nth(1).fill("Storefront")
+    await form.get_by_test_id("section-add-monitor").nth(1).select_option(label="Website")
+    await expect(form.get_by_test_id("section-monitor")).to_have_count(2)
+    await form.get_by_test_id("section-up").nth(1).click()  # Storefront first
+    await expect(form.get_by_test_id("section-title").first).to_have_value("Storefront")
+    await form.get_by_test_id("page-save").click()
+    await expect(page.get_by_test_id("page-item")).to_have_count(3, timeout=WAIT_MS)
+    await shot(page, "status-page-editor.png")
+
+    # Copy badge Markdown: one badge per monitor, in page order, linking to the page.
+    await page.get_by_test_id("page-copy-badges").click()
+    markdown = await page.get_by_test_id("page-badges").input_value()
+    lines = markdown.splitlines()
+    home, badges = f"{srv.http_url}/status/{slug}", f"{srv.http_url}/badge/{slug}"
+    assert lines == [
+        f"[![Website status]({badges}/Website/status.svg)]({home})",
+        f"[![Checkout API status]({badges}/Checkout%20API/status.svg)]({home})",
+    ]
+    await page.keyboard.press("Escape")
+
+    # Preview through the socket; the public page has the sections in the saved order.
+    item = page.locator('[data-testid="page-item"]:has-text("Shop status")')
+    await item.get_by_test_id("page-preview").click()
+    sections = page.get_by_test_id("preview-section")
+    await expect(sections).to_have_count(2, timeout=WAIT_MS)
+    await expect(sections.first).to_contain_text("Storefront")
+    await expect(sections.first).to_contain_text("Website")
+    public = await browser.new_page()
+    await public.goto(f"{srv.http_url}/status/{slug}")
+    await expect(public.get_by_test_id("sp-section").first).to_contain_text("Storefront")
+    await expect(public.get_by_test_id("sp-section").nth(1)).to_contain_text("Checkout API")
+    # The badge the Markdown points at renders.
+    badge = await public.evaluate(BADGE, f"/badge/{slug}/Checkout%20API/status.svg")
+    assert badge["title"].startswith("status: ") and badge["title"] != "status: unknown"
     assert errors == []
