@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
@@ -20,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from app.protocol import PkgID, RSPCode
 from app.rbac import PAGE_VIEWER_PACKAGES
 from tests import services
+from tests.bulk_monitors import add_monitors
 from tests.fixtures import PASSWORD, acreate_user, unique
 from tests.server import ServerProcess, call, expect_close, ok, ws_connect
 
@@ -370,3 +372,42 @@ async def test_a_few_hundred_viewers_receive_a_state_change(server: ServerProces
             await ok(editor, PkgID.MONITOR_PAUSE, {"id": t.on["id"]})
         events = await asyncio.gather(*(next_event(ws, topic, timeout=30) for ws in sockets))
     assert all(e["data"]["id"] == t.on["id"] and e["data"]["state"] == "paused" for e in events)
+
+
+async def test_a_page_of_500_monitors_renders_in_under_a_second(server: ServerProcess) -> None:
+    """Built in under a second by the server's own clock (``build_ms``); the HTTP round trip
+    gets a generous bound on this shared machine."""
+    t = await make_tenant(server)
+    ids = await add_monitors(server.database_url, t.slug, 500)
+    sections = [{"title": f"Region {i // 50 + 1}", "monitors": ids[i : i + 50]} for i in range(0, 500, 50)]
+    async with ws_connect(server, t.token, tenant=t.slug) as ws:
+        page = await ok(
+            ws,
+            PkgID.STATUS_PAGE_CREATE,
+            {"slug": unique("big"), "title": "Big", "public": True, "sections": sections},
+        )
+        view = await ok(ws, PkgID.STATUS_PAGE_VIEW, {"id": page["id"]})
+    assert sum(len(s["monitors"]) for s in view["sections"]) == 500
+    assert view["build_ms"] < 1000, view["build_ms"]
+    started = time.perf_counter()
+    status, _, body = await asyncio.to_thread(http_get, server, f"/status/{page['slug']}")
+    elapsed = time.perf_counter() - started
+    assert status == 200 and body.count(b'data-testid="sp-monitor"') == 500
+    assert elapsed < 3.0, f"GET /status of 500 monitors took {elapsed:.2f} s"
+
+
+async def test_anonymous_viewers_are_closed_when_the_page_goes_private_or_away(server: ServerProcess) -> None:
+    t = await make_tenant(server)
+    topic = f"status_page.{t.page['id']}"
+    async with anon(server, t.page["slug"]) as viewer, ws_connect(server, t.token, tenant=t.slug) as editor:
+        await ok(viewer, PkgID.SUBSCRIBE, {"topics": [topic]})
+        await ok(editor, PkgID.SUBSCRIBE, {"topics": [topic]})
+        await ok(editor, PkgID.STATUS_PAGE_UPDATE, {"id": t.page["id"], "version": 1, "public": False})
+        assert await expect_close(viewer) == 4001
+        # Members keep reading it; the event told them it is closed to the public.
+        event = await next_event(editor, topic)
+        assert event["data"] == {"action": "page_closed", "page_id": t.page["id"]}
+        await ok(editor, PkgID.MONITOR_PAUSE, {"id": t.on["id"]})
+        assert (await next_event(editor, topic))["data"]["state"] == "paused"
+    async with anon(server, t.page["slug"]) as again:
+        assert await expect_close(again) == 4001

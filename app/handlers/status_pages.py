@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app import control
 from app.auth.identity import PAGE_VIEWER
 from app.context import Context
 from app.errors import Conflict, InvalidData, NotFound
@@ -251,6 +252,7 @@ async def status_page_update(req: Request, ctx: Context) -> dict[str, Any]:
                     f"page {page.id} was changed since you read it (version {page.version}, "
                     f"you sent {data['version']}); reload it and apply your change again"
                 )
+            old_slug = page.slug
             _apply(page, data)
             await _validate(s, ctx, page)
             page.version += 1
@@ -261,6 +263,9 @@ async def status_page_update(req: Request, ctx: Context) -> dict[str, Any]:
             _event(ctx, page.id, "page_updated" if page.public else "page_closed")
     except IntegrityError:
         raise Conflict(f"the slug {data.get('slug')!r} is taken; pick another") from None
+    if not page.public or page.slug != old_slug:
+        # Anonymous viewers hold the page by its old address and visibility: they go.
+        await control.publish(ctx.services.broker, control.ClosePage(int(page.id or 0)))
     return _wire(page)
 
 
@@ -274,6 +279,7 @@ async def status_page_delete(req: Request, ctx: Context) -> dict[str, Any]:
         page = await _load(s, ctx, req.data["id"])
         await s.delete(page)
         _event(ctx, page.id, "page_closed")
+    await control.publish(ctx.services.broker, control.ClosePage(req.data["id"]))
     return {"id": req.data["id"]}
 
 
