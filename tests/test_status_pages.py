@@ -399,15 +399,19 @@ async def test_a_page_of_500_monitors_renders_in_under_a_second(server: ServerPr
 async def test_anonymous_viewers_are_closed_when_the_page_goes_private_or_away(server: ServerProcess) -> None:
     t = await make_tenant(server)
     topic = f"status_page.{t.page['id']}"
-    async with anon(server, t.page["slug"]) as viewer, ws_connect(server, t.token, tenant=t.slug) as editor:
+    async with (
+        anon(server, t.page["slug"]) as viewer,
+        ws_connect(server, t.token, tenant=t.slug) as editor,
+        ws_connect(server, t.token, tenant=t.slug) as member,
+    ):
         await ok(viewer, PkgID.SUBSCRIBE, {"topics": [topic]})
-        await ok(editor, PkgID.SUBSCRIBE, {"topics": [topic]})
+        await ok(member, PkgID.SUBSCRIBE, {"topics": [topic]})
         await ok(editor, PkgID.STATUS_PAGE_UPDATE, {"id": t.page["id"], "version": 1, "public": False})
         assert await expect_close(viewer) == 4001
         # Members keep reading it; the event told them it is closed to the public.
-        event = await next_event(editor, topic)
+        event = await next_event(member, topic)
         assert event["data"] == {"action": "page_closed", "page_id": t.page["id"]}
         await ok(editor, PkgID.MONITOR_PAUSE, {"id": t.on["id"]})
-        assert (await next_event(editor, topic))["data"]["state"] == "paused"
+        assert (await next_event(member, topic))["data"]["state"] == "paused"
     async with anon(server, t.page["slug"]) as again:
         assert await expect_close(again) == 4001
