@@ -11,7 +11,6 @@ HTTP bucket.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,10 @@ from app.context import Services
 from app.models.base import utcnow
 from app.monitoring.stats import uptime_many
 from app.statuspages import badges
-from app.statuspages.view import UPTIME_WINDOWS, badge_monitor, build_view, public_page
+from app.statuspages.view import UPTIME_WINDOWS, badge_monitor, build_view, public_page, public_views
 
 _DIR = Path(__file__).resolve().parent / "dashboard" / "templates"
 _templates = Environment(loader=FileSystemLoader(str(_DIR)), autoescape=select_autoescape(["html"]))
-#: A page's HTML snapshot is shared by every request for this long (a burst of viewers
-#: after an outage costs one build per page); the socket carries changes in between.
-VIEW_TTL_S = 2.0
-_VIEW_CACHE_MAX = 1000
 #: Per-address HTTP bucket for pages and badges: this many times the login bucket.
 PUBLIC_SCALE = 20
 BADGE_CACHE = "public, max-age=60"
@@ -63,19 +58,13 @@ def _not_found() -> HTMLResponse:
 
 
 async def _cached_view(request: Request, slug: str) -> dict[str, Any] | None:
-    cache: dict[str, tuple[float, dict[str, Any] | None]] = request.app.state.__dict__.setdefault(
-        "status_views", {}
-    )
-    now = time.monotonic()
-    hit = cache.get(slug)
-    if hit is not None and hit[0] > now:
-        return hit[1]
+    found, view = public_views.get(("slug", slug))
+    if found:
+        return view
     async with _services(request).db.session() as s:
         page = await public_page(s, slug)
         view = None if page is None else await build_view(s, page, utcnow())
-    if len(cache) >= _VIEW_CACHE_MAX:
-        cache.clear()
-    cache[slug] = (now + VIEW_TTL_S, view)
+    public_views.put(("slug", slug), view)
     return view
 
 

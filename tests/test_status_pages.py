@@ -410,7 +410,7 @@ async def test_anonymous_viewers_are_closed_when_the_page_goes_private_or_away(s
         assert await expect_close(viewer) == 4001
         # Members keep reading it; the event told them it is closed to the public.
         event = await next_event(member, topic)
-        assert event["data"] == {"action": "page_closed", "page_id": t.page["id"]}
+        assert event["data"]["action"] == "page_closed" and event["data"]["page_id"] == t.page["id"]
         await ok(editor, PkgID.MONITOR_PAUSE, {"id": t.on["id"]})
         assert (await next_event(member, topic))["data"]["state"] == "paused"
     async with anon(server, t.page["slug"]) as again:

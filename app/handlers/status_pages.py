@@ -35,6 +35,7 @@ from app.statuspages.view import (
     build_view,
     page_monitor_ids,
     post_to_view,
+    public_views,
     sync_monitors,
 )
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
@@ -185,8 +186,14 @@ async def _validate(session: AsyncSession, ctx: Context, page: StatusPage) -> No
 
 
 def _event(ctx: Context, page_id: int | None, action: str) -> None:
+    """Queued after the commit: ``at`` is later than the change, so a view built at or after
+    ``at`` shows it (open pages ask STATUS_PAGE_VIEW with ``newer_than: at``)."""
     assert page_id is not None
-    ctx.publish(page_topic(page_id), PkgID.EVENT_MONITOR_CHANGED, {"action": action, "page_id": page_id})
+    ctx.publish(
+        page_topic(page_id),
+        PkgID.EVENT_MONITOR_CHANGED,
+        {"action": action, "page_id": page_id, "at": iso(utcnow())},
+    )
 
 
 @router.package(
@@ -260,9 +267,9 @@ async def status_page_update(req: Request, ctx: Context) -> dict[str, Any]:
             await s.flush()
             if "sections" in data:
                 await sync_monitors(s, page)
-            _event(ctx, page.id, "page_updated" if page.public else "page_closed")
     except IntegrityError:
         raise Conflict(f"the slug {data.get('slug')!r} is taken; pick another") from None
+    _event(ctx, page.id, "page_updated" if page.public else "page_closed")
     if not page.public or page.slug != old_slug:
         # Anonymous viewers hold the page by its old address and visibility: they go.
         await control.publish(ctx.services.broker, control.ClosePage(int(page.id or 0)))
@@ -278,14 +285,14 @@ async def status_page_delete(req: Request, ctx: Context) -> dict[str, Any]:
     async with ctx.tx() as s:
         page = await _load(s, ctx, req.data["id"])
         await s.delete(page)
-        _event(ctx, page.id, "page_closed")
+    _event(ctx, page.id, "page_closed")
     await control.publish(ctx.services.broker, control.ClosePage(req.data["id"]))
     return {"id": req.data["id"]}
 
 
 @router.package(
     PkgID.STATUS_PAGE_VIEW,
-    schema=obj({"id": ID}),
+    schema=obj({"id": ID, "newer_than": {"type": "string", "minLength": 1, "maxLength": 40}}),
     response_example={
         "id": 3,
         "slug": "acme",
@@ -303,7 +310,9 @@ async def status_page_view(req: Request, ctx: Context) -> dict[str, Any]:
     """What the page shows: sections with state and uptime, posts, active maintenance.
 
     A member names the page by ``id``; an anonymous status-page socket reads its own
-    page (``id`` may be left out, another id is not found).
+    page (``id`` may be left out, another id is not found). Anonymous reads share a view
+    built in the last 2 s unless it is older than ``newer_than`` (the ``at`` of the 902
+    event that made the page read again).
     """
     ident = ctx.identity
     if ident.kind == PAGE_VIEWER:
@@ -314,11 +323,18 @@ async def status_page_view(req: Request, ctx: Context) -> dict[str, Any]:
         raise InvalidData('name the page: {"id": <page id>}', errors=[{"path": "id", "msg": "required"}])
     else:
         page_id = req.data["id"]
+    if ident.kind == PAGE_VIEWER:
+        found, cached = public_views.get(("id", page_id))
+        if found and cached is not None and cached["generated_at"] >= req.data.get("newer_than", ""):
+            return cached
     async with ctx.services.db.session() as s:
         page = await _load(s, ctx, int(page_id or 0))
         if ident.kind == PAGE_VIEWER and not page.public:
             raise NotFound(f"no status page {page_id}")
-        return await build_view(s, page, utcnow())
+        view = await build_view(s, page, utcnow())
+    if ident.kind == PAGE_VIEWER:
+        public_views.put(("id", page_id), view)
+    return view
 
 
 @router.package(
@@ -344,7 +360,7 @@ async def status_post_create(req: Request, ctx: Context) -> dict[str, Any]:
         s.add(post)
         await s.flush()
         ctx.audit_target = str(post.id)
-        _event(ctx, page.id, "post_created")
+    _event(ctx, page.id, "post_created")
     return _post_wire(post)
 
 
@@ -376,7 +392,7 @@ async def status_post_update(req: Request, ctx: Context) -> dict[str, Any]:
         post.version += 1
         post.updated_at = now
         await s.flush()
-        _event(ctx, post.page_id, "post_updated")
+    _event(ctx, post.page_id, "post_updated")
     return _post_wire(post)
 
 
@@ -407,5 +423,5 @@ async def status_post_delete(req: Request, ctx: Context) -> dict[str, Any]:
     async with ctx.tx() as s:
         post = await _load_post(s, ctx, req.data["id"])
         await s.delete(post)
-        _event(ctx, post.page_id, "post_deleted")
+    _event(ctx, post.page_id, "post_deleted")
     return {"id": req.data["id"]}

@@ -164,6 +164,36 @@ async def build_view(session: AsyncSession, page: StatusPage, now: datetime) -> 
     }
 
 
+class ViewCache:
+    """Views of public pages, each kept ``ttl`` seconds (per process).
+
+    A burst of anonymous readers (a page shared during an outage, thousands of
+    viewers reconnecting after a restart) costs one build per page and interval;
+    live changes reach open pages over the socket in between. Bounded: at most
+    ``size`` pages, the whole cache is dropped when it is full.
+    """
+
+    def __init__(self, ttl: float = 2.0, size: int = 1000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._views: dict[object, tuple[float, dict[str, Any] | None]] = {}
+
+    def get(self, key: object) -> tuple[bool, dict[str, Any] | None]:
+        hit = self._views.get(key)
+        if hit is None or hit[0] <= time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: object, view: dict[str, Any] | None) -> None:
+        if len(self._views) >= self.size:
+            self._views.clear()
+        self._views[key] = (time.monotonic() + self.ttl, view)
+
+
+#: Shared by GET /status/<slug> (keyed by slug) and anonymous STATUS_PAGE_VIEW (keyed by id).
+public_views = ViewCache()
+
+
 async def badge_monitor(session: AsyncSession, slug: str, name: str) -> tuple[StatusPage, Monitor] | None:
     """The monitor called ``name`` on the public page ``slug``; None when either is unknown
     (or the page is members only, or the monitor is not on it)."""

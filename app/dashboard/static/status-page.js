@@ -122,7 +122,7 @@ function send(pkgId, data) {
 function onState(data) {
   const li = root.querySelector(`.sp-monitor[data-monitor-id="${Number(data.id)}"]`);
   if (data.state === 'maintenance' || data.previous === 'maintenance' || !li) {
-    send(PKG.VIEW, {}); // maintenance notices and new rows come with the whole view
+    send(PKG.VIEW, { newer_than: data.changed_at }); // maintenance notices and new rows come with the whole view
     return;
   }
   li.dataset.state = data.state;
@@ -151,7 +151,7 @@ function connect() {
           document.getElementById('sp-closed').hidden = false;
           setLive('off');
           ws.close();
-        } else send(PKG.VIEW, {});
+        } else send(PKG.VIEW, msg.data.at ? { newer_than: msg.data.at } : {});
       }
       return;
     }
