@@ -170,12 +170,20 @@ async def test_packages_validate_and_stay_in_their_tenant(server: ServerProcess)
         assert stale["status_code"] == RSPCode.CONFLICT
         listed = await ok(ws, PkgID.STATUS_PAGE_LIST, {})
         assert {p["id"] for p in listed} == {t.page["id"], t.private["id"]}
+        # A monitor deleted since the page was saved: the page drops it, a re-save is accepted.
+        await ok(ws, PkgID.MONITOR_DELETE, {"id": t.also["id"]})
+        view = await ok(ws, PkgID.STATUS_PAGE_VIEW, {"id": t.page["id"]})
+        assert [m["name"] for s in view["sections"] for m in s["monitors"]] == ["checkout-api"]
+        again = await ok(
+            ws, PkgID.STATUS_PAGE_UPDATE, {"id": t.page["id"], "version": 2, "sections": sections}
+        )
+        assert again["sections"] == [{"title": sections[0]["title"], "monitors": []}, sections[1]]
     # Viewers read (members-only pages too) but cannot edit.
     vtoken = await asyncio.to_thread(server.login, viewer, PASSWORD)
     async with ws_connect(server, vtoken, tenant=t.slug) as ws:
         view = await ok(ws, PkgID.STATUS_PAGE_VIEW, {"id": t.private["id"]})
         assert [m["name"] for s in view["sections"] for m in s["monitors"]] == ["internal-batch"]
-        denied = await call(ws, PkgID.STATUS_PAGE_UPDATE, {"id": t.page["id"], "version": 2, "title": "x"})
+        denied = await call(ws, PkgID.STATUS_PAGE_UPDATE, {"id": t.page["id"], "version": 3, "title": "x"})
         assert denied["status_code"] == RSPCode.PERMISSION_DENIED
     # Another tenant's page and monitors behave as unknown.
     stoken = await asyncio.to_thread(server.login, stranger, PASSWORD)

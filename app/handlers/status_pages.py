@@ -158,7 +158,28 @@ def _apply(page: StatusPage, data: dict[str, Any]) -> None:
         page.sections = [{"title": s["title"], "monitors": list(s["monitors"])} for s in data["sections"]]
 
 
-async def _validate(session: AsyncSession, ctx: Context, page: StatusPage) -> None:
+async def _validate(
+    session: AsyncSession, ctx: Context, page: StatusPage, shown_before: frozenset[int] = frozenset()
+) -> None:
+    """Check the sections; ids in ``shown_before`` whose monitor was deleted since are dropped
+    (an editor re-saving a page must not trip over a monitor someone else deleted)."""
+    if shown_before:
+        existing = set(
+            (
+                await session.execute(
+                    select(col(Monitor.id)).where(
+                        col(Monitor.tenant_id) == ctx.tenant_id, col(Monitor.id).in_(shown_before)
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        gone = shown_before - existing
+        if gone:
+            page.sections = [
+                {**s, "monitors": [m for m in s["monitors"] if m not in gone]} for s in page.sections
+            ]
     ids = page_monitor_ids(page)
     if len(ids) > MAX_PAGE_MONITORS:
         raise InvalidData(
@@ -260,8 +281,9 @@ async def status_page_update(req: Request, ctx: Context) -> dict[str, Any]:
                     f"you sent {data['version']}); reload it and apply your change again"
                 )
             old_slug = page.slug
+            shown_before = frozenset(page_monitor_ids(page))
             _apply(page, data)
-            await _validate(s, ctx, page)
+            await _validate(s, ctx, page, shown_before)
             page.version += 1
             page.updated_at = utcnow()
             await s.flush()
