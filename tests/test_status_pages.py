@@ -252,6 +252,17 @@ async def test_anonymous_socket_reads_its_page_and_nothing_else(server: ServerPr
         assert event["pkg_id"] == PkgID.EVENT_MONITOR_STATUS
         assert event["data"]["id"] == t.on["id"] and event["data"]["state"] == "paused"
         assert set(event["data"]) == {"id", "name", "state", "previous", "changed_at", "latency_ms"}
+        # A monitor on the page renamed: the page is told to read its view again, and the view
+        # it reads (newer than the event) has the new name.
+        async with ws_connect(server, t.token, tenant=t.slug) as editor:
+            current = await ok(editor, PkgID.MONITOR_GET, {"id": t.on["id"]})
+            await ok(
+                editor, PkgID.MONITOR_UPDATE, {"id": t.on["id"], "version": current["version"], "name": "pay"}
+            )
+        event = await next_event(ws, topic)
+        assert event["pkg_id"] == PkgID.EVENT_MONITOR_CHANGED and event["data"]["action"] == "page_updated"
+        view = await ok(ws, PkgID.STATUS_PAGE_VIEW, {"newer_than": event["data"]["at"]})
+        assert [m["name"] for s in view["sections"] for m in s["monitors"]] == ["pay", "search"]
     # A members-only page and an unknown slug are refused alike.
     for slug in (t.private["slug"], unique("nope"), "../x"):
         async with anon(server, slug) as ws:

@@ -282,6 +282,7 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
     data = dict(req.data)
     monitor_id, version = data.pop("id"), data.pop("version")
     ctx.audit_target = str(monitor_id)
+    refresh_pages: list[int] = []
     try:
         async with ctx.tx() as s:
             monitor = await load(s, ctx, monitor_id)
@@ -323,12 +324,24 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
             await s.refresh(monitor)
             _changed_event(ctx, "updated", monitor)
             await _status_event(ctx, s, monitor, previous_state)
+            if "name" in changes:
+                refresh_pages = await recorder.page_ids(s, monitor_id)
     except IntegrityError:
         raise Conflict(
             f"a monitor named {data.get('name')!r} already exists in this tenant; pick another name"
         ) from None
+    _pages_changed(ctx, refresh_pages)
     _wake_collector(ctx)
     return monitor_to_wire(monitor, show_push_token=show_token(ctx))
+
+
+def _pages_changed(ctx: Context, pages: list[int]) -> None:
+    """Status pages showing a renamed or deleted monitor read their view again (after the
+    commit: ``at`` is later than the change, see app/handlers/status_pages.py)."""
+    at = iso(utcnow())
+    for page_id in pages:
+        data = {"action": "page_updated", "page_id": page_id, "at": at}
+        ctx.publish(f"status_page.{page_id}", PkgID.EVENT_MONITOR_CHANGED, data)
 
 
 @router.package(PkgID.MONITOR_DELETE, schema=obj({"id": ID}, ["id"]), audit=True, response_example={"id": 1})
@@ -337,8 +350,10 @@ async def monitor_delete(req: Request, ctx: Context) -> dict[str, Any]:
     ctx.audit_target = str(req.data["id"])
     async with ctx.tx() as s:
         monitor = await load(s, ctx, req.data["id"])
+        pages = await recorder.page_ids(s, req.data["id"])
         await s.delete(monitor)
         _changed_event(ctx, "deleted", monitor)
+    _pages_changed(ctx, pages)
     return {"id": req.data["id"]}
 
 

@@ -185,15 +185,21 @@ async def record(
     return rec
 
 
+async def page_ids(session: AsyncSession, monitor_id: int) -> list[int]:
+    """The status pages showing monitor ``monitor_id``."""
+    rows = await session.execute(
+        select(col(StatusPageMonitor.page_id)).where(col(StatusPageMonitor.monitor_id) == monitor_id)
+    )
+    return [int(page_id) for page_id in rows.scalars().all()]
+
+
 async def page_events(session: AsyncSession, monitor: Monitor, previous: str, changed_at: Any) -> list[Event]:
     """EVENT_MONITOR_STATUS for every status page showing ``monitor`` (topic ``status_page.<id>``).
 
     What a page may show and nothing more: name, state, time and latency; never the
     error text or the definition (anonymous viewers read these topics).
     """
-    rows = await session.execute(
-        select(col(StatusPageMonitor.page_id)).where(col(StatusPageMonitor.monitor_id) == monitor.id)
-    )
+    pages = await page_ids(session, _id(monitor))
     data = {
         "id": monitor.id,
         "name": monitor.name,
@@ -204,7 +210,7 @@ async def page_events(session: AsyncSession, monitor: Monitor, previous: str, ch
     }
     return [
         (monitor.tenant_id, f"status_page.{page_id}", int(PkgID.EVENT_MONITOR_STATUS), data)
-        for page_id in rows.scalars().all()
+        for page_id in pages
     ]
 
 
