@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from starlette.routing import Mount, Route, WebSocketRoute
     from starlette.staticfiles import StaticFiles
 
-    from app import egress, http, metrics
+    from app import egress, http, metrics, status_http
     from app.auth.authenticator import Authenticator
     from app.auth.credential_cache import CredentialCache
     from app.auth.local import LocalAuth
@@ -132,6 +132,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/health", http.health, methods=["GET"]),
         Route("/health/ready", http.ready, methods=["GET"]),
         Route("/metrics", http.metrics_endpoint, methods=["GET"]),
+        Route("/status/{slug}", status_http.status_page, methods=["GET"]),
+        Route("/badge/{slug}/{monitor}/{kind}.svg", status_http.badge, methods=["GET"]),
         WebSocketRoute("/web", websocket_endpoint),
         Mount(
             "/static",

@@ -69,7 +69,16 @@ class MemberRoleChanged:
     role: str
 
 
-ControlMessage = RevokeToken | RevokeSession | RevokeMembership | MemberRoleChanged
+@dataclass(frozen=True, slots=True)
+class ClosePage:
+    """A status page was deleted or made members-only: its anonymous viewers close (4001)."""
+
+    kind: ClassVar[str] = "close_page"
+
+    page_id: int
+
+
+ControlMessage = RevokeToken | RevokeSession | RevokeMembership | MemberRoleChanged | ClosePage
 
 
 def encode(message: ControlMessage) -> dict[str, Any]:
@@ -99,6 +108,9 @@ def decode(frame: str) -> ControlMessage | None:
         if _int(session_id) is not None:
             session_id = str(session_id)
         return RevokeSession(session_id) if isinstance(session_id, str) and session_id else None
+    if kind == ClosePage.kind:
+        page_id = _int(data.get("page_id"))
+        return None if page_id is None else ClosePage(page_id)
     user_id, tenant_id = _int(data.get("user_id")), _int(data.get("tenant_id"))
     if user_id is None or tenant_id is None:
         return None

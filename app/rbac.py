@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.protocol import PkgID
+
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "actions.json"
 #: A package any authenticated connection may call, with or without a tenant role:
 #: a platform administrator who belongs to no tenant yet must still be able to ask
@@ -29,6 +31,14 @@ _ID_PLACEHOLDER = "{id}"
 _ID_PATTERN = "[1-9][0-9]{0,18}"
 _TOPIC_TEMPLATE = re.compile(r"[a-z][a-z0-9_]*(?:\.(?:[a-z][a-z0-9_]*|\{id\}))*")
 _SECTIONS = {"roles", "ws", "topics"}
+#: All an anonymous status-page socket may call, whatever actions.json says: read its
+#: page and (un)subscribe its page's topic. Everything else answers 3 PERMISSION_DENIED.
+PAGE_VIEWER_PACKAGES = frozenset({int(PkgID.SUBSCRIBE), int(PkgID.UNSUBSCRIBE), int(PkgID.STATUS_PAGE_VIEW)})
+
+
+def page_topic(page_id: int) -> str:
+    """The one topic an anonymous viewer of page ``page_id`` may subscribe to."""
+    return f"status_page.{page_id}"
 
 
 class RBACConfigError(RuntimeError):

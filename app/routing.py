@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 import fastjsonschema
 from jsonschema import Draft202012Validator
 
+from app.auth.identity import PAGE_VIEWER
 from app.errors import WatchpostError
 from app.ids import ID, MAX_ID, VERSION
 from app.protocol import PkgID, Request, RSPCode, encode_response
+from app.rbac import PAGE_VIEWER_PACKAGES
 from app.schema_errors import BoundedValidator, schema_errors
 from app.storage.pagination import Page
 
@@ -138,7 +140,16 @@ class PackageRouter:
                 req.pkg_id, req.req_id, RSPCode.UNKNOWN_PKG_ID, {"msg": f"unknown pkg_id {req.pkg_id}"}
             )
         assert self.policy is not None, "create_app sets the policy before serving"
-        if not self.policy.allows(req.pkg_id, ctx.identity.role):
+        if ctx.identity.kind == PAGE_VIEWER:
+            # An anonymous status-page socket: its own short list, never the role ladder.
+            if req.pkg_id not in PAGE_VIEWER_PACKAGES:
+                return encode_response(
+                    req.pkg_id,
+                    req.req_id,
+                    RSPCode.PERMISSION_DENIED,
+                    {"msg": f"{spec.name} is not available on a status page connection"},
+                )
+        elif not self.policy.allows(req.pkg_id, ctx.identity.role):
             needed = self.policy.required_role(req.pkg_id)
             return encode_response(
                 req.pkg_id,

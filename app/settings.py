@@ -104,6 +104,10 @@ class Settings:
     rate_limit_per_minute: int = 60
     rate_limit_burst: int = 10
     limits_fail_open: bool = True
+    #: Anonymous status-page sockets (/web?status_page=<slug>) from one address, at once.
+    status_page_max_per_address: int = 20
+    #: Anonymous sockets on one status page at once (all addresses together).
+    status_page_max_viewers: int = 10000
     #: Comma-separated peer addresses/CIDRs whose X-Forwarded-For is trusted ("" = none, "*" = any).
     forwarded_allow_ips: str = ""
     #: Largest HTTP request body (/login, /refresh, /logout), bytes; larger is answered 413 unread.
@@ -218,6 +222,8 @@ class Settings:
             "ws_send_queue_bytes",
             "ws_max_in_flight",
             "ws_max_connections_per_user",
+            "status_page_max_per_address",
+            "status_page_max_viewers",
             "ws_message_rate_limit",
             "rate_limit_per_minute",
             "event_history_size",

@@ -77,6 +77,8 @@ def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
                 "RATE_LIMIT_PER_MINUTE": "100000",
                 "RATE_LIMIT_BURST": "10000",
                 "WS_MAX_CONNECTIONS_PER_USER": "1000",
+                # Anonymous status-page sockets all come from loopback here.
+                "STATUS_PAGE_MAX_PER_ADDRESS": "1000",
             },
         )
         srv.backend = backend  # type: ignore[attr-defined]

@@ -95,6 +95,16 @@ async def test_connection_limit_refuses_at_max_and_release_frees(make_limiter: L
     assert await limiter.acquire_connection("u1", "c4") is False
 
 
+async def test_a_key_may_have_its_own_connection_limit(make_limiter: LimiterFactory) -> None:
+    """Anonymous status-page sockets count per address and per page, each with its own limit."""
+    limiter = await make_limiter(max_connections_per_user=2)
+    assert [await limiter.acquire_connection("spv:1", f"c{i}", 5) for i in range(5)] == [True] * 5
+    assert await limiter.acquire_connection("spv:1", "c5", 5) is False
+    assert [await limiter.acquire_connection("u1", f"c{i}") for i in range(3)] == [True, True, False]
+    await limiter.release_connection("spv:1", "c0")
+    assert await limiter.acquire_connection("spv:1", "c5", 5) is True
+
+
 async def test_http_bucket_allows_the_burst_then_refills(make_limiter: LimiterFactory) -> None:
     limiter = await make_limiter(http_per_minute=120, http_burst=3)
     assert [await limiter.hit_http("10.0.0.1") for _ in range(3)] == [None] * 3

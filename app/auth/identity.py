@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: ``Identity.kind`` of an anonymous, read-only status-page socket (``/web?status_page=<slug>``).
+PAGE_VIEWER = "status_page"
+
 
 @dataclass(slots=True)
 class Identity:
@@ -16,7 +19,7 @@ class Identity:
     #: Role in the connection's tenant (None: no tenant selected).
     role: str | None
     is_platform_admin: bool = False
-    #: "local", "keycloak" or "api".
+    #: "local", "keycloak", "api" or "status_page" (:data:`PAGE_VIEWER`).
     kind: str = "local"
     #: API token id when ``kind == "api"``.
     token_id: int | None = None
@@ -28,6 +31,8 @@ class Identity:
     session_id: str | None = None
     #: Unix time at which the credential expires (None: never).
     expires_at: float | None = None
+    #: The status page an anonymous page viewer (``kind == "status_page"``) may read.
+    page_id: int | None = None
 
     @property
     def actor(self) -> str:
@@ -38,5 +43,8 @@ class Identity:
 
     @property
     def limit_key(self) -> str:
-        """Key for per-user limits (all of one user's connections share it)."""
+        """Key for per-user limits (all of one user's connections share it); an
+        anonymous page viewer's ``subject`` is its address, so they count per address."""
+        if self.kind == PAGE_VIEWER:
+            return f"sp:{self.subject}"
         return f"u{self.user_id}"

@@ -174,9 +174,12 @@ def _changed_event(ctx: Context, action: str, monitor: Monitor) -> None:
     ctx.publish("monitors", PkgID.EVENT_MONITOR_CHANGED, {"action": action, "monitor": payload})
 
 
-def _status_event(ctx: Context, monitor: Monitor, previous: str) -> None:
+async def _status_event(ctx: Context, session: AsyncSession, monitor: Monitor, previous: str) -> None:
     if previous == monitor.state:
         return
+    changed_at = monitor_to_wire(monitor)["state_changed_at"]
+    for _tenant, topic, pkg_id, data in await recorder.page_events(session, monitor, previous, changed_at):
+        ctx.publish(topic, pkg_id, data)
     ctx.publish(
         "monitors",
         PkgID.EVENT_MONITOR_STATUS,
@@ -300,6 +303,7 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
     _audit(ctx, data)
     monitor_id, version = data.pop("id"), data.pop("version")
     ctx.audit_target = str(monitor_id)
+    refresh_pages: list[int] = []
     try:
         async with ctx.tx() as s:
             monitor = await load(s, ctx, monitor_id)
@@ -340,13 +344,25 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
                 raise Conflict(f"monitor {monitor_id} was changed concurrently; reload it and retry")
             await s.refresh(monitor)
             _changed_event(ctx, "updated", monitor)
-            _status_event(ctx, monitor, previous_state)
+            await _status_event(ctx, s, monitor, previous_state)
+            if "name" in changes:
+                refresh_pages = await recorder.page_ids(s, monitor_id)
     except IntegrityError:
         raise Conflict(
             f"a monitor named {data.get('name')!r} already exists in this tenant; pick another name"
         ) from None
+    _pages_changed(ctx, refresh_pages)
     _wake_collector(ctx)
     return monitor_to_wire(monitor, show_push_token=show_token(ctx))
+
+
+def _pages_changed(ctx: Context, pages: list[int]) -> None:
+    """Status pages showing a renamed or deleted monitor read their view again (after the
+    commit: ``at`` is later than the change, see app/handlers/status_pages.py)."""
+    at = iso(utcnow())
+    for page_id in pages:
+        data = {"action": "page_updated", "page_id": page_id, "at": at}
+        ctx.publish(f"status_page.{page_id}", PkgID.EVENT_MONITOR_CHANGED, data)
 
 
 @router.package(PkgID.MONITOR_DELETE, schema=obj({"id": ID}, ["id"]), audit=True, response_example={"id": 1})
@@ -355,8 +371,10 @@ async def monitor_delete(req: Request, ctx: Context) -> dict[str, Any]:
     ctx.audit_target = str(req.data["id"])
     async with ctx.tx() as s:
         monitor = await load(s, ctx, req.data["id"])
+        pages = await recorder.page_ids(s, req.data["id"])
         await s.delete(monitor)
         _changed_event(ctx, "deleted", monitor)
+    _pages_changed(ctx, pages)
     return {"id": req.data["id"]}
 
 
@@ -379,7 +397,7 @@ async def _set_enabled(req: Request, ctx: Context, enabled: bool) -> dict[str, A
                 monitor.next_check_at = first_due(monitor, ctx)
             await s.flush()
             _changed_event(ctx, "updated", monitor)
-            _status_event(ctx, monitor, previous)
+            await _status_event(ctx, s, monitor, previous)
     if enabled:
         _wake_collector(ctx)
     return monitor_to_wire(monitor, show_push_token=show_token(ctx))

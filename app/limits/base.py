@@ -40,8 +40,12 @@ class Limiter(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def acquire_connection(self, user_key: str, conn_id: str) -> bool:
-        """Register a connection; False when the user is at the limit (close 4008)."""
+    async def acquire_connection(self, user_key: str, conn_id: str, limit: int | None = None) -> bool:
+        """Register a connection; False when the key is at the limit (close 4008).
+
+        ``limit`` replaces ``max_connections_per_user`` for this key (anonymous
+        status-page sockets count per address and per page with their own limits);
+        one key must always be used with the same limit."""
 
     @abc.abstractmethod
     async def release_connection(self, user_key: str, conn_id: str) -> None:

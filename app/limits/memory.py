@@ -67,11 +67,11 @@ class MemoryLimiter(Limiter):
         buckets = self._http_scaled.setdefault(scale, {}) if scale != 1 else self._http
         return self._take(buckets, key, self.http_burst * scale, self.http_per_minute * scale)
 
-    async def acquire_connection(self, user_key: str, conn_id: str) -> bool:
+    async def acquire_connection(self, user_key: str, conn_id: str, limit: int | None = None) -> bool:
         conns = self._connections.setdefault(user_key, set())
         if conn_id in conns:
             return True
-        if len(conns) >= self.max_connections_per_user:
+        if len(conns) >= (self.max_connections_per_user if limit is None else limit):
             return False
         conns.add(conn_id)
         return True

@@ -290,7 +290,7 @@ class RedisLimiter(Limiter):
 
     # -- connections ------------------------------------------------------------
 
-    async def acquire_connection(self, user_key: str, conn_id: str) -> bool:
+    async def acquire_connection(self, user_key: str, conn_id: str, limit: int | None = None) -> bool:
         if self._heartbeat is None:
             await self.start()  # registrations expire unless the heartbeat runs
         allowed = self.fail_open
@@ -299,7 +299,11 @@ class RedisLimiter(Limiter):
                 allowed = bool(
                     await self._acquire(
                         keys=[self._conn_key(user_key)],
-                        args=[conn_id, self.max_connections_per_user, int(self.connection_ttl * 1000)],
+                        args=[
+                            conn_id,
+                            self.max_connections_per_user if limit is None else limit,
+                            int(self.connection_ttl * 1000),
+                        ],
                     )
                 )
             except (RedisError, OSError) as exc:

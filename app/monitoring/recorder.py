@@ -22,6 +22,7 @@ from app.models.check import CheckResult
 from app.models.incident import Incident
 from app.models.maintenance import MaintenanceWindow
 from app.models.monitor import Monitor
+from app.models.status_page import StatusPageMonitor
 from app.monitoring import certs, hooks
 from app.monitoring.checks import CheckOutcome, cert_days_left
 from app.monitoring.state import UP_LIKE, State, Step, group_state, step
@@ -183,6 +184,15 @@ async def record(
             session, monitor, decision.transition, incident=rec.incident, incident_action=rec.incident_action
         )
     rec.events = _events(rec)
+    if decision.transition is not None:
+        rec.events.extend(
+            await page_events(
+                session,
+                monitor,
+                decision.transition[0].value,
+                result_to_wire(result)["ts"],
+            )
+        )
     return rec
 
 
@@ -206,6 +216,35 @@ def _certificate(
     if threshold is not None:
         values["cert_alerted"] = threshold
     return threshold
+
+
+async def page_ids(session: AsyncSession, monitor_id: int) -> list[int]:
+    """The status pages showing monitor ``monitor_id``."""
+    rows = await session.execute(
+        select(col(StatusPageMonitor.page_id)).where(col(StatusPageMonitor.monitor_id) == monitor_id)
+    )
+    return [int(page_id) for page_id in rows.scalars().all()]
+
+
+async def page_events(session: AsyncSession, monitor: Monitor, previous: str, changed_at: Any) -> list[Event]:
+    """EVENT_MONITOR_STATUS for every status page showing ``monitor`` (topic ``status_page.<id>``).
+
+    What a page may show and nothing more: name, state, time and latency; never the
+    error text or the definition (anonymous viewers read these topics).
+    """
+    pages = await page_ids(session, _id(monitor))
+    data = {
+        "id": monitor.id,
+        "name": monitor.name,
+        "state": monitor.state,
+        "previous": previous,
+        "changed_at": changed_at,
+        "latency_ms": monitor.last_latency_ms,
+    }
+    return [
+        (monitor.tenant_id, f"status_page.{page_id}", int(PkgID.EVENT_MONITOR_STATUS), data)
+        for page_id in pages
+    ]
 
 
 async def _nudge_groups(session: AsyncSession, member: Monitor, now: datetime) -> None:

@@ -19,6 +19,7 @@ during maintenance); ``None`` when there is nothing to divide by.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -229,7 +230,15 @@ async def uptime_24h_all(session: AsyncSession, tenant_id: int, now: datetime) -
     lowest watermark on (an index range on ``ts``), and each monitor's own
     watermark splits raw rows from hourly rollups.
     """
-    start = now - WINDOWS["24h"]
+    return await uptime_many(session, tenant_id, now, "24h")
+
+
+async def uptime_many(
+    session: AsyncSession, tenant_id: int, now: datetime, window: str, ids: Collection[int] | None = None
+) -> dict[int, float | None]:
+    """Exact uptime over ``window`` (a key of :data:`WINDOWS`) of a tenant's monitors
+    (only ``ids`` when given) in one aggregate query; see :func:`uptime_24h_all`."""
+    start = now - WINDOWS[window]
     m = Monitor.__table__.alias("m")  # type: ignore[attr-defined]
     mm = Monitor.__table__.alias("mm")  # type: ignore[attr-defined]
     h = HourlyRollup.__table__.alias("h")  # type: ignore[attr-defined]
@@ -247,6 +256,7 @@ async def uptime_24h_all(session: AsyncSession, tenant_id: int, now: datetime) -
         )
         .select_from(h.join(mm, mm.c.id == h.c.monitor_id))
         .where(h.c.tenant_id == tenant_id, h.c.period >= start, h.c.period < mm.c.rolled_until)
+        .where(*([] if ids is None else [h.c.monitor_id.in_(list(ids))]))
         .group_by(h.c.monitor_id)
         .subquery("rolled")
     )
@@ -264,6 +274,7 @@ async def uptime_24h_all(session: AsyncSession, tenant_id: int, now: datetime) -
             c.c.ts >= raw_floor,
             or_(mm.c.rolled_until.is_(None), c.c.ts >= mm.c.rolled_until),
         )
+        .where(*([] if ids is None else [c.c.monitor_id.in_(list(ids))]))
         .group_by(c.c.monitor_id)
         .subquery("raw")
     )
@@ -278,6 +289,8 @@ async def uptime_24h_all(session: AsyncSession, tenant_id: int, now: datetime) -
         )
         .where(m.c.tenant_id == tenant_id)
     )
+    if ids is not None:
+        stmt = stmt.where(m.c.id.in_(list(ids)))
     out: dict[int, float | None] = {}
     for row in (await session.execute(stmt)).all():
         n = int(row.n or 0)

@@ -29,6 +29,7 @@ from app.protocol import (
     encode_response,
 )
 from app.ws.connection import Connection
+from app.ws.page_viewer import NO_SUCH_PAGE, connection_slots, page_viewer
 from app.ws.subscriptions import drop_all
 
 log = logging.getLogger("watchpost.ws")
@@ -57,8 +58,14 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     close_code, reason = 0, ""
     identity = None
+    page_slug = ws.query_params.get("status_page")
     try:
-        identity = await services.authenticator.authenticate(token or "", ws.query_params.get("tenant"))
+        if page_slug is not None:
+            client = ws.client
+            identity = await page_viewer(services, page_slug, client.host if client else None)
+            close_code, reason = CloseCode.AUTH_FAILED, NO_SUCH_PAGE
+        else:
+            identity = await services.authenticator.authenticate(token or "", ws.query_params.get("tenant"))
     except NotAMember as exc:
         close_code, reason = CloseCode.NOT_A_MEMBER, str(exc)
     except (IdentityUnavailable, Unavailable) as exc:
@@ -74,14 +81,13 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     metrics.AUTH_ATTEMPTS.labels(status="success").inc()
     conn = Connection(ws, identity, settings, services.broker, services.policy)
     limiter = services.limiter
-    if settings.rate_limit_enabled and not await limiter.acquire_connection(identity.limit_key, conn.conn_id):
+    slots = connection_slots(identity, settings)
+    refused = await _acquire(services, slots, conn.conn_id) if settings.rate_limit_enabled else None
+    if refused is not None:
         metrics.WS_CONNECTIONS.labels(status="rejected_limit").inc()
         metrics.RATE_LIMIT_HITS.labels(limit_type="connections").inc()
         await ws.accept(subprotocol=subprotocol)
-        await ws.close(
-            code=CloseCode.TOO_MANY_CONNECTIONS,
-            reason=f"too many connections (at most {settings.ws_max_connections_per_user} per user)",
-        )
+        await ws.close(code=CloseCode.TOO_MANY_CONNECTIONS, reason=refused)
         return
     metrics.WS_CONNECTIONS.labels(status="accepted").inc()
     await ws.accept(subprotocol=subprotocol)
@@ -105,10 +111,27 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await conn.finish()
         if settings.rate_limit_enabled:
             try:
-                await limiter.release_connection(identity.limit_key, conn.conn_id)
+                for key, _limit in slots:
+                    await limiter.release_connection(key, conn.conn_id)
             except Exception:  # noqa: BLE001 - limits are best effort on the way out
                 log.warning("could not release connection slot for %s", conn.conn_id)
         log.info("disconnected %s", conn.conn_id)
+
+
+async def _acquire(services: Services, slots: list[tuple[str, int | None]], conn_id: str) -> str | None:
+    """Take every slot, or none of them; the refusal's reason when one is full."""
+    taken: list[str] = []
+    for key, limit in slots:
+        if not await services.limiter.acquire_connection(key, conn_id, limit):
+            for done in taken:
+                await services.limiter.release_connection(done, conn_id)
+            if limit is None:
+                most = services.settings.ws_max_connections_per_user
+                return f"too many connections (at most {most} per user)"
+            scope = "this page" if key.startswith("spv:") else "one address"
+            return f"too many status page connections (at most {limit} for {scope})"
+        taken.append(key)
+    return None
 
 
 #: Frames a client may have answered 7 without pausing before it is closed with 1008,

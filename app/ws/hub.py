@@ -13,9 +13,16 @@ import logging
 
 from app import control, metrics
 from app.auth.credential_cache import CredentialCache
-from app.auth.identity import Identity
+from app.auth.identity import PAGE_VIEWER, Identity
 from app.broker.base import Broker
-from app.control import ControlMessage, MemberRoleChanged, RevokeMembership, RevokeSession, RevokeToken
+from app.control import (
+    ClosePage,
+    ControlMessage,
+    MemberRoleChanged,
+    RevokeMembership,
+    RevokeSession,
+    RevokeToken,
+)
 from app.events import CONTROL_TOPIC
 from app.protocol import CloseCode
 from app.rbac import Policy
@@ -170,6 +177,10 @@ def _revoked(message: ControlMessage, ident: Identity) -> str | None:
             hit = ident.kind == "local" and ident.session_id == session_id
         case RevokeMembership(user_id, tenant_id):
             hit = ident.user_id == user_id and ident.tenant_id == tenant_id and not ident.is_platform_admin
+        case ClosePage(page_id):
+            if ident.kind == PAGE_VIEWER and ident.page_id == page_id:
+                return "no such status page"
+            hit = False
         case _:
             hit = False
     return "credential revoked" if hit else None

@@ -15,10 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app import metrics
+from app.auth.identity import PAGE_VIEWER
 from app.broker.base import Broker, BrokerUnavailable, HistoryResult
 from app.errors import InvalidData, PermissionDenied, Unavailable
 from app.events import scoped
-from app.rbac import Policy
+from app.rbac import Policy, page_topic
 
 if TYPE_CHECKING:
     from app.ws.connection import Connection
@@ -56,6 +57,13 @@ class Subscription:
 
 
 def check_topics(conn: Connection, policy: Policy, names: list[str]) -> None:
+    if conn.identity.kind == PAGE_VIEWER:
+        # An anonymous status-page socket reads its page's topic and nothing else.
+        own = page_topic(conn.identity.page_id or 0)
+        for name in names:
+            if name != own:
+                raise PermissionDenied(f"a status page connection may only subscribe to {own!r}")
+        return
     problems = []
     for name in names:
         role = policy.topic_role(name)

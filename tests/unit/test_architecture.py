@@ -18,17 +18,17 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(("protocol", "errors", "settings", "urls", "client_time", "metrics", "logs", "ids"), 0),
     **dict.fromkeys(("models", "storage"), 1),
     **dict.fromkeys(("broker", "limits", "events", "control", "egress", "rbac", "quotas"), 2),
-    **dict.fromkeys(("auth", "monitoring", "alerting"), 3),
+    **dict.fromkeys(("auth", "monitoring", "alerting", "statuspages"), 3),
     **dict.fromkeys(("context", "session", "routing", "schema_errors", "handlers"), 4),
-    **dict.fromkeys(("ws", "http", "http_body", "forwarded"), 5),
+    **dict.fromkeys(("ws", "http", "http_body", "forwarded", "status_http"), 5),
     **dict.fromkeys(("", "bootstrap", "cli", "__main__"), 6),
 }
 #: Packages outside the server's layers: checked by their own tests (packaging, client constants).
 OUTSIDE = ("bench", "devtools", "client", "dashboard")
 #: Edges between two packages of the same layer that docs/architecture.md allows.
-SAME_LAYER_ALLOWED = {("monitoring", "alerting")}
+SAME_LAYER_ALLOWED = {("monitoring", "alerting"), ("statuspages", "monitoring")}
 #: Layer-3 packages that must never import the socket layer (checked even if layers change).
-NO_SOCKET = ("handlers", "monitoring", "alerting", "auth")
+NO_SOCKET = ("handlers", "monitoring", "alerting", "auth", "statuspages")
 
 
 def _module_name(path: Path) -> str:

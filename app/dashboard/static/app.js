@@ -8,6 +8,7 @@ import { closeDetail, openDetail } from "./detail.js";
 import { $, el, errorText } from "./dom.js";
 import { wireList } from "./monitor-list.js";
 import { openForm, showKindFields, submitForm, testForm } from "./monitor-form.js";
+import { loadPages, wirePages } from "./status-pages.js";
 import { addPainter, invalidate, model, session } from "./store.js";
 import {
   applyIncidentEvent,
@@ -181,7 +182,10 @@ function startSession() {
   });
   needReload = false;
   c.connect().then(
-    () => reloadAll(),
+    () => {
+      reloadAll();
+      loadPages();
+    },
     () => {},
   );
   clearInterval(summaryTimer);
@@ -196,6 +200,7 @@ function startSession() {
 // ---- wiring ----------------------------------------------------------------------------------------------
 
 function wire() {
+  wirePages();
   $("#login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const button = $("#login-submit");
