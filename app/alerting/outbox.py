@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
@@ -98,11 +98,15 @@ async def enqueue_for_transition(
 async def enqueue_state_change(
     session: AsyncSession,
     monitor: Monitor,
-    previous_state: str,
+    previous_state: str | None,
     state: str,
     *,
     match: str | None = None,
     at: dt.datetime | None = None,
+    channel_ids: Iterable[int] | None = None,
+    key: str | None = None,
+    reason: str | None = None,
+    kind: str = "state",
 ) -> list[Delivery]:
     """Add one pending delivery per linked, enabled channel whose ``on`` includes ``state``
     (or ``match``, when given).
@@ -110,8 +114,13 @@ async def enqueue_state_change(
     Call inside the transaction that records the transition (before commit),
     after ``monitor.state_seq`` has moved on; only adds rows to ``session``.
     The caller's commit makes them visible to the workers.
+
+    Escalation (``app.alerting.escalation``) passes its own ``channel_ids``
+    (instead of the monitor's), a ``key`` prefix naming the incident and step
+    (the dedupe key is ``<key>:<channel>``), a ``reason`` and ``kind``.
     """
-    wanted = sorted({i for i in (monitor.channels or []) if isinstance(i, int) and not isinstance(i, bool)})
+    linked = monitor.channels if channel_ids is None else channel_ids
+    wanted = sorted({i for i in (linked or []) if isinstance(i, int) and not isinstance(i, bool)})
     if not wanted:
         return []
     stmt = (
@@ -125,7 +134,9 @@ async def enqueue_state_change(
     )
     channels = (await session.execute(stmt)).scalars().all()
     when = at or monitor.state_changed_at or utcnow()
-    reason = monitor.last_error if state == "down" else None
+    if reason is None:
+        reason = monitor.last_error if state == "down" else None
+    prefix = key or f"s:{monitor.id}:{monitor.state_seq}"
     added = []
     for channel in channels:
         if state not in channel.on and (match is None or match not in channel.on):
@@ -134,8 +145,8 @@ async def enqueue_state_change(
             tenant_id=monitor.tenant_id,
             channel_id=channel.id,  # type: ignore[arg-type]
             monitor_id=monitor.id,
-            dedupe_key=f"s:{monitor.id}:{monitor.state_seq}:{channel.id}",
-            kind="state",
+            dedupe_key=f"{prefix}:{channel.id}",
+            kind=kind,
             monitor_name=monitor.name,
             state=state,
             previous_state=previous_state,

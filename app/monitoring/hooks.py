@@ -1,8 +1,10 @@
 """What runs inside the transaction that records a state change.
 
-:func:`on_state_change` calls the alerting outbox directly (a fixed import of
-:func:`app.alerting.outbox.enqueue_for_transition`, not a registration): it
-inserts outbox rows (one pending delivery per linked channel) with the same
+:func:`on_state_change` calls alerting directly (a fixed import of
+:func:`app.alerting.escalation.on_transition`, not a registration): it
+inserts outbox rows (one pending delivery per linked channel), attaches
+dependents' incidents to their parent's outage, holds a dependent's alert and
+starts the incident's escalation schedule, all with the same
 ``session``, so the state change and its alerts commit together or not at all,
 and a transition that lost the compare-and-set (another instance recorded it)
 alerts nobody. This is the one place monitoring depends on alerting.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.alerting.outbox import enqueue_for_transition
+from app.alerting.escalation import on_transition
 from app.models.incident import Incident
 from app.models.monitor import Monitor
 from app.monitoring.state import State
@@ -35,4 +37,6 @@ async def on_state_change(
     Raising aborts the whole recording; the collector retries on the next tick.
     """
     previous, new = transition
-    await enqueue_for_transition(session, monitor, previous.value, new.value, incident_action)
+    await on_transition(
+        session, monitor, previous.value, new.value, incident=incident, incident_action=incident_action
+    )
