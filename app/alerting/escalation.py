@@ -196,7 +196,7 @@ async def parents_of(session: AsyncSession, monitor: Monitor) -> list[Monitor]:
         )
     )
     ids.update(
-        int(gid) for gid, members in groups.all() if monitor.id in (members or []) and gid != monitor.id
+        int(gid or 0) for gid, members in groups.all() if monitor.id in (members or []) and gid != monitor.id
     )
     if not ids:
         return []
@@ -235,7 +235,7 @@ async def dependents_of(session: AsyncSession, monitor: Monitor) -> list[int]:
     rows = await session.execute(
         select(col(Monitor.id), col(Monitor.depends_on)).where(col(Monitor.tenant_id) == monitor.tenant_id)
     )
-    ids.update(int(mid) for mid, deps in rows.all() if monitor.id in (deps or []))
+    ids.update(int(mid or 0) for mid, deps in rows.all() if monitor.id in (deps or []))
     ids.discard(_id(monitor))
     return sorted(ids)
 
