@@ -395,6 +395,13 @@ async def _release_children(session: AsyncSession, incident: Incident, now: dt.d
 # ------------------------------------------------------------ acknowledgement
 
 
+async def resolved_by_hand(session: AsyncSession, incident: Incident) -> None:
+    """INCIDENT_RESOLVE: stop the escalation; dependents still down go back to the hold."""
+    now = incident.resolved_at or utcnow()
+    await stop(session, _id(incident), "resolved", now=now)
+    await _release_children(session, incident, now)
+
+
 async def stop(
     session: AsyncSession, incident_id: int, reason: str, *, now: dt.datetime | None = None
 ) -> bool:

@@ -314,7 +314,7 @@ def _delivery_json(d: Delivery, channel_names: dict[int, str], log: list[Deliver
             "channel_id": ID,
             "monitor_id": ID,
             "status": {"enum": list(STATUSES)},
-            "kind": {"enum": ["state", "reminder"]},
+            "kind": {"enum": ["state", "reminder", "escalation"]},
         }
     ),
     response_example=[
