@@ -43,7 +43,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import String, and_, cast, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -233,7 +233,12 @@ async def dependents_of(session: AsyncSession, monitor: Monitor) -> list[int]:
     monitor of its tenant whose ``depends_on`` names it."""
     ids = set(monitor.members or []) if monitor.kind == "group" and monitor.covers_members else set()
     rows = await session.execute(
-        select(col(Monitor.id), col(Monitor.depends_on)).where(col(Monitor.tenant_id) == monitor.tenant_id)
+        select(col(Monitor.id), col(Monitor.depends_on)).where(
+            col(Monitor.tenant_id) == monitor.tenant_id,
+            # Only monitors that depend on something (the JSON text of an empty list is "[]"),
+            # so a mass outage of a large tenant does not read every monitor per incident.
+            cast(col(Monitor.depends_on), String) != "[]",
+        )
     )
     ids.update(int(mid or 0) for mid, deps in rows.all() if monitor.id in (deps or []))
     ids.discard(_id(monitor))
