@@ -156,8 +156,9 @@ async def _fire_due(
         if k >= len(steps):
             k = max(k, _latest_repeat(esc, incident.opened_at, now))
         channels = [int(c) for c in steps[min(k, len(steps) - 1)].get("channels", [])]
-        if k < len(steps):
-            # A step does not repeat what a channel already heard (the "down" alert, an earlier step).
+        if k < len(steps) and float(steps[k].get("after") or 0) <= 0:
+            # Due with the "down" alert itself: a channel that just got that alert is not sent
+            # the same news twice. Later steps and repeats do re-notify ("still not acknowledged").
             channels = [c for c in channels if c not in (esc.notified or [])]
         cause = incident.cause or "check failed"
         added = await outbox.enqueue_state_change(
