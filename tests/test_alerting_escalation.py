@@ -327,3 +327,8 @@ async def test_policies_and_routing_fields_are_validated_per_tenant(
         deleted = await ok(ws, PkgID.ESCALATION_DELETE, {"id": a["id"]})
         assert deleted["unlinked_monitors"] == [mid]
         assert (await ok(ws, PkgID.MONITOR_GET, {"id": mid}))["escalation_policy"] is None
+
+        # A deleted channel leaves the policies' steps.
+        await ok(ws, PkgID.CHANNEL_DELETE, {"id": mine})
+        [left] = await ok(ws, PkgID.ESCALATION_LIST, {})
+        assert (left["id"], left["steps"]) == (b["id"], [{"after": 0, "channels": []}])

@@ -62,6 +62,10 @@ _AFFECTED_NAMED = 20
 #: Steps fired for one incident in one pass (several may fall due at once).
 _STEPS_PER_PASS = 25
 
+#: Monitor states in which an open incident's escalation waits instead of paging.
+_QUIET_STATES = ("paused", "maintenance")
+_QUIET_RECHECK = dt.timedelta(seconds=60)
+
 AckListener = Callable[[AsyncSession, Incident], Awaitable[None]]
 _ack_listeners: list[AckListener] = []
 
@@ -398,6 +402,18 @@ async def _release_children(session: AsyncSession, incident: Incident, now: dt.d
     await session.flush()
 
 
+async def unlink_channel(session: AsyncSession, tenant_id: int, channel_id: int) -> None:
+    """A deleted channel leaves every policy's steps of its tenant (CHANNEL_DELETE)."""
+    rows = await session.execute(select(EscalationPolicy).where(col(EscalationPolicy.tenant_id) == tenant_id))
+    for policy in rows.scalars().all():
+        if any(channel_id in (st.get("channels") or []) for st in policy.steps):
+            policy.steps = [
+                {**st, "channels": [c for c in st.get("channels") or [] if c != channel_id]}
+                for st in policy.steps
+            ]
+            policy.updated_at = utcnow()
+
+
 # ------------------------------------------------------------ acknowledgement
 
 
@@ -508,6 +524,9 @@ async def _run_one(db: Database, now: dt.datetime, hold: float, skip: list[int])
             esc.stopped_at, esc.stop_reason, esc.due_at = now, "resolved", None
         elif incident.acked_at is not None:
             esc.stopped_at, esc.stop_reason, esc.due_at = now, "acknowledged", None
+        elif monitor.state in _QUIET_STATES:
+            # Paused or in maintenance while down: nobody is paged; look again later.
+            esc.due_at, esc.updated_at = now + _QUIET_RECHECK, now
         elif esc.held:
             await _release_held(s, esc, incident, monitor, now)
         else:

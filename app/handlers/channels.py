@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app import quotas
-from app.alerting import senders
+from app.alerting import escalation, senders
 from app.alerting.channels import (
     CHANNEL_FIELDS,
     DEFAULT_ON,
@@ -182,7 +182,8 @@ async def channel_update(req: Request, ctx: Context) -> dict[str, Any]:
     response_example={"id": 1, "deleted": True, "unlinked_monitors": [3]},
 )
 async def channel_delete(req: Request, ctx: Context) -> dict[str, Any]:
-    """Delete a channel, its pending deliveries and its delivery log; unlink it from monitors."""
+    """Delete a channel, its pending deliveries and its delivery log; unlink it from monitors
+    and escalation policies."""
     channel_id = req.data["id"]
     ctx.audit_target = str(channel_id)
     async with ctx.tx() as s:
@@ -194,6 +195,7 @@ async def channel_delete(req: Request, ctx: Context) -> dict[str, Any]:
             if channel_id in (monitor.channels or []):
                 monitor.channels = [c for c in monitor.channels if c != channel_id]
                 unlinked.append(monitor.id)
+        await escalation.unlink_channel(s, ctx.tenant_id, channel_id)
         await s.delete(channel)
     return {
         "id": channel_id,

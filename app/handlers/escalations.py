@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -34,6 +34,8 @@ router = PackageRouter()
 #: A week, in minutes: the longest wait before a step and the longest repeat period.
 MAX_MINUTES = 7 * 24 * 60
 MAX_STEPS = 10
+#: Policies one tenant may keep (each is read when its monitors' incidents open).
+MAX_POLICIES = 100
 
 STEP_SCHEMA = obj(
     {
@@ -146,6 +148,16 @@ async def escalation_create(req: Request, ctx: Context) -> dict[str, Any]:
     data = req.data
     try:
         async with ctx.tx() as s:
+            count = await s.scalar(
+                select(func.count())
+                .select_from(EscalationPolicy)
+                .where(col(EscalationPolicy.tenant_id) == ctx.tenant_id)
+            )
+            if (count or 0) >= MAX_POLICIES:
+                raise InvalidData(
+                    f"this tenant has {MAX_POLICIES} escalation policies, the most it may keep; "
+                    "delete or reuse one"
+                )
             await _validate_steps(s, ctx, data["steps"])
             policy = EscalationPolicy(
                 tenant_id=ctx.tenant_id,
