@@ -5,6 +5,7 @@ may be fractional; ESCALATION_SCAN_INTERVAL and ALERT_DEPENDENCY_HOLD are short)
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections import Counter
@@ -167,7 +168,12 @@ async def test_members_of_a_covering_group_going_down_together_send_one_notifica
         async with (
             ws_connect(one, one.login(editor, PASSWORD)) as ws1,
             ws_connect(two, two.login(editor, PASSWORD)) as ws2,
+            # Events go out from the instance that recorded the change (no shared broker here).
+            ws_connect(one, one.login(editor, PASSWORD)) as watch1,
+            ws_connect(two, two.login(editor, PASSWORD)) as watch2,
         ):
+            for watcher in (watch1, watch2):
+                await ok(watcher, PkgID.SUBSCRIBE, {"topics": ["incidents"]})
             hook = await webhook(ws1, rx.url)
             names = [f"orch-{i:02d}" for i in range(1, 7)]
             members = [await http_monitor(ws1, target, n, channels=[hook]) for n in names]
@@ -212,6 +218,19 @@ async def test_members_of_a_covering_group_going_down_together_send_one_notifica
             assert all(not a["notified"] for a in detail["attached"])
             member_incident = await open_incident(ws1, members[0])
             assert member_incident["parent_id"] == outage["id"]
+            # Dashboards hear that the members' incidents joined the outage (903 "attached").
+            joined: set[int] = set()
+            async with asyncio.timeout(10):
+                while len(joined) < int(affected.group(1)):
+                    for watcher in (watch1, watch2):
+                        try:
+                            event = json.loads(await asyncio.wait_for(watcher.recv(), 0.1))
+                        except TimeoutError:
+                            continue
+                        if event.get("topic") == "incidents" and event["data"]["action"] == "attached":
+                            assert event["data"]["incident"]["parent_id"] == outage["id"]
+                            joined.add(event["data"]["incident"]["monitor_id"])
+            assert joined <= set(members[:5])
 
             # Everything comes back: one recovery for the outage, none for the members.
             for name, m in zip(names[:5], members[:5], strict=True):

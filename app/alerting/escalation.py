@@ -250,11 +250,20 @@ async def dependents_of(session: AsyncSession, monitor: Monitor) -> list[int]:
     return sorted(ids)
 
 
+#: An incident that joined an outage, with its monitor's name (for the 903 "attached" event).
+Attached = tuple[Incident, str]
+
+
 async def _attach_dependents(
-    session: AsyncSession, monitor: Monitor, incident: Incident, now: dt.datetime
+    session: AsyncSession,
+    monitor: Monitor,
+    incident: Incident,
+    now: dt.datetime,
+    joined: list[Attached] | None = None,
 ) -> list[str]:
     """Attach the open incidents of ``monitor``'s dependents to ``incident``; their held alerts
-    are dropped (the outage's alert names them). Returns the affected monitors' names."""
+    are dropped (the outage's alert names them). Returns the affected monitors' names; the
+    incidents newly attached are appended to ``joined``."""
     dependents = await dependents_of(session, monitor)
     if not dependents:
         return []
@@ -274,8 +283,10 @@ async def _attach_dependents(
     held = []
     for child, name in found:
         names.append(str(name))
-        if child.parent_id is None or child.parent_id != incident.id:
+        if child.parent_id != incident.id:
             child.parent_id = incident.id
+            if joined is not None:
+                joined.append((child, str(name)))
         if not child.notified:
             held.append(_id(child))
     if held:
@@ -323,17 +334,24 @@ async def on_transition(
     *,
     incident: Incident | None,
     incident_action: str | None,
-) -> None:
-    """The state-change hook's alerting body (inside the recording transaction, before commit)."""
+) -> list[Attached]:
+    """The state-change hook's alerting body (inside the recording transaction, before commit).
+
+    Returns the dependents' incidents this transition attached to ``incident`` (the recorder
+    announces them after commit)."""
+    joined: list[Attached] = []
     if incident_action == "opened" and incident is not None:
-        await _opened(session, monitor, previous_state, incident)
+        await _opened(session, monitor, previous_state, incident, joined)
     elif incident_action == "resolved" and incident is not None:
         await _resolved(session, monitor, previous_state, state, incident)
     else:
         await outbox.enqueue_for_transition(session, monitor, previous_state, state, incident_action)
+    return joined
 
 
-async def _opened(session: AsyncSession, monitor: Monitor, previous_state: str, incident: Incident) -> None:
+async def _opened(
+    session: AsyncSession, monitor: Monitor, previous_state: str, incident: Incident, joined: list[Attached]
+) -> None:
     now = incident.opened_at
     parents = await parents_of(session, monitor)
     if parents:
@@ -343,11 +361,11 @@ async def _opened(session: AsyncSession, monitor: Monitor, previous_state: str, 
             incident.parent_id = parent.id
             await session.flush()
             return
-        await _attach_dependents(session, monitor, incident, now)
+        await _attach_dependents(session, monitor, incident, now, joined)
         await _hold(session, incident, monitor, now)
         await session.flush()
         return
-    affected = await _attach_dependents(session, monitor, incident, now)
+    affected = await _attach_dependents(session, monitor, incident, now, joined)
     added = await outbox.enqueue_state_change(
         session, monitor, previous_state, "down", reason=_with_affected(monitor.last_error, affected)
     )

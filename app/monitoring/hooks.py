@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.alerting.escalation import on_transition
+from app.alerting.escalation import Attached, on_transition
 from app.models.incident import Incident
 from app.models.monitor import Monitor
 from app.monitoring.state import State
@@ -27,7 +27,7 @@ async def on_state_change(
     *,
     incident: Incident | None = None,
     incident_action: str | None = None,
-) -> None:
+) -> list[Attached]:
     """Called once per recorded transition, before commit; must only add rows to ``session``.
 
     ``monitor`` already carries the new state. ``incident_action`` is "opened"
@@ -35,8 +35,10 @@ async def on_state_change(
     "up") with the ``incident``; None for transitions that must not alert
     (into/out of maintenance or pause, pending → up on a fresh monitor).
     Raising aborts the whole recording; the collector retries on the next tick.
+    Returns the dependents' incidents attached to ``incident`` (an outage opened), with
+    their monitors' names, for the recorder to announce.
     """
     previous, new = transition
-    await on_transition(
+    return await on_transition(
         session, monitor, previous.value, new.value, incident=incident, incident_action=incident_action
     )
