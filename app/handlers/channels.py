@@ -182,8 +182,7 @@ async def channel_update(req: Request, ctx: Context) -> dict[str, Any]:
     response_example={"id": 1, "deleted": True, "unlinked_monitors": [3]},
 )
 async def channel_delete(req: Request, ctx: Context) -> dict[str, Any]:
-    """Delete a channel, its pending deliveries and its delivery log; unlink it from monitors
-    and escalation policies."""
+    """Delete a channel, its pending deliveries and delivery log; unlink it from monitors and policies."""
     channel_id = req.data["id"]
     ctx.audit_target = str(channel_id)
     async with ctx.tx() as s:
