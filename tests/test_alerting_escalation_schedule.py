@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from app.alerting import escalation
+from app.alerting import escalation, outbox
+from app.models.base import utcnow
 from app.models.delivery import Delivery
 from app.models.escalation import EscalationPolicy, IncidentEscalation
 from app.models.incident import Incident
@@ -120,3 +121,23 @@ async def test_steps_are_queued_once_by_racing_scanners_none_skipped_and_ack_sto
             .order_by(col(Delivery.channel_id))
         )
         assert list(ups.scalars().all()) == sorted([a, b])
+
+
+async def test_a_covered_dependent_gets_no_still_down_reminders(instances: list[Database]) -> None:
+    db = instances[0]
+    tenant = await add_tenant(db)
+    ch = await add_channel(db, tenant, "ops", "http://127.0.0.1:9/ops", remind_every=1)
+    parent = await add_monitor(db, tenant, name="switch", state="up", channels=[ch])
+    child = await add_monitor(db, tenant, name="app", state="up", channels=[ch], depends_on=[parent.id])
+    await record(db, parent.id or 0, ok=False)
+    await record(db, child.id or 0, ok=False)
+    async with db.session() as s:
+        attached = (
+            await s.execute(select(Incident).where(col(Incident.monitor_id) == child.id))
+        ).scalar_one()
+    assert attached.parent_id is not None and attached.notified is False
+
+    assert await outbox.enqueue_reminders(db, now=utcnow() + dt.timedelta(minutes=2, seconds=5)) == 1
+    async with db.session() as s:
+        reminded = await s.execute(select(col(Delivery.monitor_id)).where(col(Delivery.kind) == "reminder"))
+        assert list(reminded.scalars().all()) == [parent.id]

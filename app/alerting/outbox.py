@@ -38,6 +38,7 @@ from app.alerting.senders import SendResult
 from app.models.base import utcnow
 from app.models.channel import Channel
 from app.models.delivery import Delivery, DeliveryAttempt
+from app.models.incident import Incident
 from app.models.monitor import Monitor
 from app.storage.db import Database
 
@@ -193,8 +194,29 @@ async def enqueue_reminders(db: Database, *, now: dt.datetime | None = None) -> 
             .scalars()
             .all()
         )
+        # A monitor whose outage is covered by a parent's (or still held) did not alert
+        # "down", so it gets no "still down" reminders either.
+        silent = (
+            set(
+                (
+                    await s.execute(
+                        select(col(Incident.monitor_id)).where(
+                            col(Incident.tenant_id).in_(tenants),
+                            col(Incident.resolved_at).is_(None),
+                            col(Incident.notified).is_(False),
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if monitors
+            else set()
+        )
         rows = []
         for monitor in monitors:
+            if monitor.id in silent:
+                continue
             linked = set(monitor.channels or [])
             for channel in channels:
                 if channel.tenant_id != monitor.tenant_id or channel.id not in linked:
