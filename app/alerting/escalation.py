@@ -501,7 +501,8 @@ async def run_due(db: Database, *, hold: float, now: dt.datetime | None = None, 
         try:
             done = await _run_one(db, at, hold, skip)
         except Exception:
-            log.exception("escalation scan: a row failed; it is retried on the next scan")
+            # The claim itself failed (typically the database is unreachable): try next scan.
+            log.exception("escalation scan failed; retried on the next scan")
             break
         if done is None:
             break
@@ -537,22 +538,32 @@ async def _run_one(db: Database, now: dt.datetime, hold: float, skip: list[int])
             await s.rollback()
             return None
         esc, incident = row
-        monitor = await s.get(Monitor, esc.monitor_id)
-        if incident.resolved_at is not None or monitor is None:
-            esc.stopped_at, esc.stop_reason, esc.due_at = now, "resolved", None
-        elif incident.acked_at is not None:
-            esc.stopped_at, esc.stop_reason, esc.due_at = now, "acknowledged", None
-        elif monitor.state in _QUIET_STATES:
-            # Paused or in maintenance while down: nobody is paged; look again later.
-            esc.due_at, esc.updated_at = now + _QUIET_RECHECK, now
-        elif esc.held:
-            await _release_held(s, esc, incident, monitor, now)
-        else:
-            fired = await _fire_due(s, esc, incident, monitor, now)
-            if fired:
-                log.info("incident %s: sent escalation step %s", incident.id, esc.step)
-        await s.commit()
-        return esc.incident_id
+        incident_id = esc.incident_id
+        try:
+            await _advance(s, esc, incident, now)
+            await s.commit()
+        except Exception:
+            # This row alone: it is retried on the next scan, the others go on now.
+            await s.rollback()
+            log.exception("escalation of incident %s failed; retried on the next scan", incident_id)
+        return incident_id
+
+
+async def _advance(s: AsyncSession, esc: IncidentEscalation, incident: Incident, now: dt.datetime) -> None:
+    monitor = await s.get(Monitor, esc.monitor_id)
+    if incident.resolved_at is not None or monitor is None:
+        esc.stopped_at, esc.stop_reason, esc.due_at = now, "resolved", None
+    elif incident.acked_at is not None:
+        esc.stopped_at, esc.stop_reason, esc.due_at = now, "acknowledged", None
+    elif monitor.state in _QUIET_STATES:
+        # Paused or in maintenance while down: nobody is paged; look again later.
+        esc.due_at, esc.updated_at = now + _QUIET_RECHECK, now
+    elif esc.held:
+        await _release_held(s, esc, incident, monitor, now)
+    else:
+        fired = await _fire_due(s, esc, incident, monitor, now)
+        if fired:
+            log.info("incident %s: sent escalation step %s", incident.id, esc.step)
 
 
 async def _release_held(
