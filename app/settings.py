@@ -170,6 +170,12 @@ class Settings:
     #: The address people open Watchpost at (e.g. https://watch.example.com); alert
     #: templates get ``links.dashboard`` from it. "" = no links.
     public_url: str = ""
+    #: Seconds between scans for due escalation steps and held dependent alerts (alert latency
+    #: of an escalation step).
+    escalation_scan_interval: float = 5.0
+    #: Seconds a dependent monitor's "down" alert waits for its parent (depends_on, covering
+    #: group) to go down too; if it does, the alert is folded into the parent's outage.
+    alert_dependency_hold: float = 60.0
     # --- extra settings added by later modules without touching this class
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -264,6 +270,8 @@ class Settings:
                 "DELIVERY_BACKOFF_BASE must be positive and at most DELIVERY_BACKOFF_CAP; "
                 "REMINDER_SCAN_INTERVAL must be positive"
             )
+        if self.escalation_scan_interval <= 0 or self.alert_dependency_hold < 0:
+            problems.append("ESCALATION_SCAN_INTERVAL must be positive and ALERT_DEPENDENCY_HOLD >= 0")
         if self.ws_close_grace < 0 or self.ws_max_json_depth < 2:
             problems.append("WS_CLOSE_GRACE must be >= 0 and WS_MAX_JSON_DEPTH at least 2")
         if self.check_timeout_max <= 0 or self.check_max_body_bytes <= 0:

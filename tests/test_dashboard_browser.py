@@ -245,6 +245,17 @@ async def test_dashboard_live_down_incident_ack_and_restart(
         async with ws_connect(srv, token) as ws:
             api = await ok(ws, PkgID.MONITOR_CREATE, http_monitor("checkout-api", target.url("/health")))
             site = await ok(ws, PkgID.MONITOR_CREATE, http_monitor("marketing-site", target.url("/")))
+            # The tenant's default escalation policy, shown in the detail view (nothing due in this test).
+            pager = await ok(
+                ws,
+                PkgID.CHANNEL_CREATE,
+                {"name": "pager", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/pager"}},
+            )
+            await ok(
+                ws,
+                PkgID.ESCALATION_CREATE,
+                {"name": "on-call", "steps": [{"after": 60, "channels": [pager["id"]]}], "default": True},
+            )
 
         page, errors = await open_page(browser, srv, fake_clock=True)
         await log_in(page, "admin", "admin-test-password")
@@ -274,6 +285,7 @@ async def test_dashboard_live_down_incident_ack_and_restart(
         await expect(page.get_by_test_id("monitor-detail")).to_be_visible()
         await expect(page.get_by_test_id("detail-state")).to_have_attribute("data-state", "down")
         await expect(page.get_by_test_id("latency-chart")).to_be_visible()
+        await expect(page.get_by_test_id("monitor-detail")).to_contain_text("on-call (tenant default)")
         await expect(page.locator('[data-testid="history-row"].fail').first).to_be_visible(timeout=WAIT_MS)
         await screenshot(page, "dashboard-detail.png")
         await page.get_by_test_id("detail-close").click()
@@ -424,9 +436,12 @@ async def test_viewer_controls_tenant_switch_editing_and_token_refresh(
     await page.get_by_test_id("monitor-edit").click()
     await expect(form.get_by_test_id("form-name")).to_have_value("lab-web")
     await form.get_by_test_id("form-name").fill("lab-website")
+    await form.get_by_test_id("form-depends-on").fill(str(lab_monitor["id"]))
     await form.get_by_test_id("form-save").click()
     await expect(form).to_be_hidden(timeout=WAIT_MS)
     await expect(page.get_by_test_id("detail-title")).to_have_text("lab-website", timeout=WAIT_MS)
+    depends = page.get_by_test_id("monitor-detail").locator("dt:text-is('Depends on') + dd")
+    await expect(depends).to_have_text(lab_monitor["name"], timeout=WAIT_MS)
     await expect(created.get_by_test_id("monitor-name")).to_have_text("lab-website", timeout=WAIT_MS)
     await page.get_by_test_id("monitor-pause").click()
     await expect(created).to_have_attribute("data-state", "paused", timeout=WAIT_MS)

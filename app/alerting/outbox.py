@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
@@ -113,12 +113,16 @@ async def enqueue_for_transition(
 async def enqueue_state_change(
     session: AsyncSession,
     monitor: Monitor,
-    previous_state: str,
+    previous_state: str | None,
     state: str,
     *,
     match: str | None = None,
     only: str | None = None,
     at: dt.datetime | None = None,
+    channel_ids: Iterable[int] | None = None,
+    key: str | None = None,
+    reason: str | None = None,
+    kind: str = "state",
 ) -> list[Delivery]:
     """Add one pending delivery per linked, enabled channel whose ``on`` includes ``state``
     (or ``match``, when given; exactly ``only``, when given).
@@ -126,8 +130,13 @@ async def enqueue_state_change(
     Call inside the transaction that records the transition (before commit),
     after ``monitor.state_seq`` has moved on; only adds rows to ``session``.
     The caller's commit makes them visible to the workers.
+
+    Escalation (``app.alerting.escalation``) passes its own ``channel_ids``
+    (instead of the monitor's), a ``key`` prefix naming the incident and step
+    (the dedupe key is ``<key>:<channel>``), a ``reason`` and ``kind``.
     """
-    wanted = sorted({i for i in (monitor.channels or []) if isinstance(i, int) and not isinstance(i, bool)})
+    linked = monitor.channels if channel_ids is None else channel_ids
+    wanted = sorted({i for i in (linked or []) if isinstance(i, int) and not isinstance(i, bool)})
     if not wanted:
         return []
     stmt = (
@@ -141,8 +150,10 @@ async def enqueue_state_change(
     )
     channels = (await session.execute(stmt)).scalars().all()
     when = at or monitor.state_changed_at or utcnow()
-    # Down says why it failed; degraded says which warning (a warn: condition, the latency).
-    reason = monitor.last_error if state in ("down", "degraded") else None
+    if reason is None:
+        # Down says why it failed; degraded says which warning (a warn: condition, the latency).
+        reason = monitor.last_error if state in ("down", "degraded") else None
+    prefix = key or f"s:{monitor.id}:{monitor.state_seq}"
     added = []
     # The incident this transition opened or resolved: the monitor's latest (the
     # recorder has flushed it). PagerDuty keys its events on it; templates show it.
@@ -167,8 +178,8 @@ async def enqueue_state_change(
             channel_id=channel.id,  # type: ignore[arg-type]
             monitor_id=monitor.id,
             incident_id=incident_id,
-            dedupe_key=f"s:{monitor.id}:{monitor.state_seq}:{channel.id}",
-            kind="state",
+            dedupe_key=f"{prefix}:{channel.id}",
+            kind=kind,
             monitor_name=monitor.name,
             state=state,
             previous_state=previous_state,
@@ -270,8 +281,29 @@ async def enqueue_reminders(db: Database, *, now: dt.datetime | None = None) -> 
             .scalars()
             .all()
         )
+        # A monitor whose outage is covered by a parent's (or still held) did not alert
+        # "down", so it gets no "still down" reminders either.
+        silent = (
+            set(
+                (
+                    await s.execute(
+                        select(col(Incident.monitor_id)).where(
+                            col(Incident.tenant_id).in_(tenants),
+                            col(Incident.resolved_at).is_(None),
+                            col(Incident.notified).is_(False),
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if monitors
+            else set()
+        )
         rows = []
         for monitor in monitors:
+            if monitor.id in silent:
+                continue
             linked = set(monitor.channels or [])
             for channel in channels:
                 if channel.tenant_id != monitor.tenant_id or channel.id not in linked:

@@ -8,7 +8,9 @@ lifespan and :meth:`DeliveryWorker.stop` at shutdown. The loop:
 2. send them concurrently, each bounded by ``delivery_timeout``;
 3. record each attempt and move the delivery on (``outbox.record_attempt``);
 4. when nothing was due, sleep ``delivery_poll_interval``; every
-   ``reminder_scan_interval`` also add due "still down" reminders.
+   ``reminder_scan_interval`` also add due "still down" reminders, and every
+   ``escalation_scan_interval`` send due escalation steps and held dependent
+   alerts into the outbox (``app.alerting.escalation.run_due``).
 
 Stopping waits for in-flight sends up to their timeout, then hands back any
 lease still held, so a restarted (or another) instance picks those rows up at
@@ -28,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.alerting import metrics, outbox, prepare, senders
+from app.alerting import escalation, metrics, outbox, prepare, senders
 from app.alerting.backoff import RetryPolicy
 from app.alerting.outbox import Claimed
 from app.alerting.senders import SendResult, Transport
@@ -58,6 +60,10 @@ class DeliveryOptions:
     retention_days: int = 30
     #: PUBLIC_URL: the dashboard link alert templates get.
     public_url: str = ""
+    #: Seconds between escalation scans (ESCALATION_SCAN_INTERVAL).
+    escalation_interval: float = 5.0
+    #: Seconds a dependent monitor's alert waits for its parent (ALERT_DEPENDENCY_HOLD).
+    dependency_hold: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryOptions:
@@ -77,6 +83,8 @@ class DeliveryOptions:
             reminder_interval=settings.reminder_scan_interval,
             retention_days=settings.delivery_retention_days,
             public_url=settings.public_url,
+            escalation_interval=settings.escalation_scan_interval,
+            dependency_hold=settings.alert_dependency_hold,
         )
 
 
@@ -106,6 +114,7 @@ class DeliveryWorker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._next_reminder_scan = 0.0
+        self._next_escalation_scan = 0.0
 
     @property
     def transport(self) -> Transport:
@@ -160,6 +169,7 @@ class DeliveryWorker:
         while not self._stopping.is_set():
             try:
                 await self._housekeeping()
+                await self._escalations()
                 handled = await self.run_once()
                 failures = 0
             except asyncio.CancelledError:
@@ -179,6 +189,14 @@ class DeliveryWorker:
             await asyncio.wait_for(self._wake.wait(), seconds)
         except TimeoutError:
             pass
+
+    async def _escalations(self) -> None:
+        """Queue due escalation steps and held alerts (their deliveries are due at once)."""
+        now = time.monotonic()
+        if now < self._next_escalation_scan:
+            return
+        self._next_escalation_scan = now + self.options.escalation_interval
+        await escalation.run_due(self.db, hold=self.options.dependency_hold)
 
     async def _housekeeping(self) -> None:
         """Periodic housekeeping: queue due reminders, purge old finished deliveries."""

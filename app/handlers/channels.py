@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app import quotas
-from app.alerting import message, prepare, senders, templates
+from app.alerting import escalation, message, prepare, senders, templates
 from app.alerting.channels import (
     CHANNEL_FIELDS,
     DEFAULT_ON,
@@ -202,7 +202,7 @@ async def channel_update(req: Request, ctx: Context) -> dict[str, Any]:
     response_example={"id": 1, "deleted": True, "unlinked_monitors": [3]},
 )
 async def channel_delete(req: Request, ctx: Context) -> dict[str, Any]:
-    """Delete a channel, its pending deliveries and its delivery log; unlink it from monitors."""
+    """Delete a channel, its pending deliveries and delivery log; unlink it from monitors and policies."""
     channel_id = req.data["id"]
     ctx.audit_target = str(channel_id)
     async with ctx.tx() as s:
@@ -214,6 +214,7 @@ async def channel_delete(req: Request, ctx: Context) -> dict[str, Any]:
             if channel_id in (monitor.channels or []):
                 monitor.channels = [c for c in monitor.channels if c != channel_id]
                 unlinked.append(monitor.id)
+        await escalation.unlink_channel(s, ctx.tenant_id, channel_id)
         await s.delete(channel)
     return {
         "id": channel_id,
@@ -383,7 +384,7 @@ def _delivery_json(d: Delivery, channel_names: dict[int, str], log: list[Deliver
             "channel_id": ID,
             "monitor_id": ID,
             "status": {"enum": list(STATUSES)},
-            "kind": {"enum": ["state", "reminder", "certificate", "ack"]},
+            "kind": {"enum": ["state", "reminder", "certificate", "ack", "escalation"]},
         }
     ),
     response_example=[

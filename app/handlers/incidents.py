@@ -2,7 +2,10 @@
 
 Incidents open and resolve automatically (app.monitoring.recorder); these
 packages let people see and act on them. Changes publish EVENT_INCIDENT (903)
-on ``incidents`` after commit.
+on ``incidents`` after commit. Acknowledging goes through
+:func:`app.alerting.escalation.acknowledge` (stops the escalation once);
+INCIDENT_GET also shows the escalation schedule, the parent outage and the
+incidents attached to this one.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.alerting import escalation
 from app.alerting.outbox import enqueue_incident_ack, enqueue_incident_resolved
 from app.context import Context
 from app.errors import Conflict, NotFound
-from app.models.base import utcnow
+from app.models.base import iso, utcnow
+from app.models.escalation import EscalationPolicy, IncidentEscalation
 from app.models.incident import Incident
 from app.models.monitor import Monitor
 from app.monitoring.wire import incident_to_wire
@@ -88,27 +93,60 @@ async def incident_list(req: Request, ctx: Context) -> Page:
     return Page([_wire(r, names) for r in rows], meta)
 
 
+async def _escalation(session: AsyncSession, incident: Incident) -> dict[str, Any] | None:
+    esc = await session.get(IncidentEscalation, incident.id)
+    if esc is None:
+        return None
+    policy = await session.get(EscalationPolicy, esc.policy_id) if esc.policy_id is not None else None
+    return {
+        "policy_id": esc.policy_id,
+        "policy": policy.name if policy is not None and policy.tenant_id == incident.tenant_id else None,
+        "held": esc.held,
+        "steps": len(esc.steps or []),
+        "sent": esc.step,
+        "repeat_every": esc.repeat_every,
+        "next_at": iso(esc.due_at),
+        "notified_channels": list(esc.notified or []),
+        "stopped_at": iso(esc.stopped_at),
+        "stop_reason": esc.stop_reason,
+    }
+
+
 @router.package(PkgID.INCIDENT_GET, schema=obj({"id": ID}, ["id"]), response_example=_EXAMPLE)
 async def incident_get(req: Request, ctx: Context) -> dict[str, Any]:
-    """One incident with its monitor's name, ack and resolution."""
+    """One incident with its monitor's name, ack and resolution, its escalation schedule
+    (``escalation``: null when it has none), and the incidents ``attached`` to it (dependents
+    that were down during this outage and alerted with it)."""
     async with ctx.services.db.session() as s:
         incident = await _load(s, ctx, req.data["id"])
-        names = await _names(s, {incident.monitor_id})
-    return _wire(incident, names)
+        attached = list(
+            (
+                await s.execute(
+                    select(Incident)
+                    .where(col(Incident.tenant_id) == ctx.tenant_id, col(Incident.parent_id) == incident.id)
+                    .order_by(col(Incident.id))
+                    .limit(1000)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        names = await _names(s, {incident.monitor_id, *(a.monitor_id for a in attached)})
+        esc = await _escalation(s, incident)
+    return {**_wire(incident, names), "escalation": esc, "attached": [_wire(a, names) for a in attached]}
 
 
 @router.package(PkgID.INCIDENT_ACK, schema=obj({"id": ID}, ["id"]), audit=True, response_example=_EXAMPLE)
 async def incident_ack(req: Request, ctx: Context) -> dict[str, Any]:
-    """Acknowledge an open incident: records who and when (the first ack is kept)."""
+    """Acknowledge an open incident: records who and when (the first ack is kept) and stops
+    its escalation, on every instance, once."""
     ctx.audit_target = str(req.data["id"])
     async with ctx.tx() as s:
         incident = await _load(s, ctx, req.data["id"])
         if incident.resolved_at is not None:
             raise Conflict(f"incident {incident.id} is already resolved; there is nothing to acknowledge")
         names = await _names(s, {incident.monitor_id})
-        if incident.acked_at is None:
-            incident.acked_at = utcnow()
-            incident.acked_by = ctx.identity.actor
+        if await escalation.acknowledge(s, incident, ctx.identity.actor):
             # PagerDuty channels acknowledge their incident too (same transaction).
             await enqueue_incident_ack(s, incident)
             await s.flush()
@@ -133,6 +171,7 @@ async def incident_resolve(req: Request, ctx: Context) -> dict[str, Any]:
         # PagerDuty channels resolve their incident too (same transaction).
         await enqueue_incident_resolved(s, incident)
         await s.flush()
+        await escalation.resolved_by_hand(s, incident)
         names = await _names(s, {incident.monitor_id})
         ctx.publish(
             "incidents", PkgID.EVENT_INCIDENT, {"action": "resolved", "incident": _wire(incident, names)}

@@ -25,6 +25,7 @@ from app.alerting.channels import unknown_channel_ids
 from app.context import Context
 from app.errors import Conflict, InvalidData, NotFound
 from app.models.base import iso, utcnow
+from app.models.escalation import EscalationPolicy
 from app.models.monitor import Monitor
 from app.monitoring import kinds, recorder
 from app.monitoring.checks import CheckOutcome, cert_days_left, run_http_check, run_tcp_check
@@ -33,6 +34,8 @@ from app.monitoring.definition import (
     DEFAULTS,
     KINDS,
     MONITOR_FIELDS_SCHEMA,
+    ROUTING_DEFAULTS,
+    ROUTING_FIELDS_SCHEMA,
     effective_timeout,
     http_spec,
     kind_values,
@@ -43,6 +46,7 @@ from app.monitoring.definition import (
     validate_definition,
     with_defaults,
 )
+from app.monitoring.request import mask_request
 from app.monitoring.state import State
 from app.monitoring.stats import floor_hour
 from app.monitoring.wire import result_to_wire
@@ -158,7 +162,48 @@ def _audit(ctx: Context, data: Mapping[str, Any]) -> None:
         details["url"] = mask_credentials(details["url"])
     if isinstance(details.get("options"), Mapping):
         details["options"] = kinds.mask_options(str(details.get("kind") or ""), details["options"])
+    if "headers" in details or "auth" in details:
+        details["headers"], details["auth"] = mask_request(details.get("headers"), details.get("auth"))
     ctx.audit_details = details
+
+
+async def _check_routing(
+    session: AsyncSession, ctx: Context, values: dict[str, Any], self_id: int | None
+) -> None:
+    """``depends_on`` names other monitors of this tenant, without a direct cycle;
+    ``escalation_policy`` is one of this tenant's policies."""
+    errors = []
+    deps = list(values.get("depends_on") or [])
+    if len(set(deps)) != len(deps):
+        errors.append({"path": "depends_on", "msg": "depends_on must not repeat a monitor id"})
+    if self_id is not None and self_id in deps:
+        errors.append({"path": "depends_on", "msg": "a monitor cannot depend on itself"})
+    if deps:
+        rows = (
+            await session.execute(
+                select(col(Monitor.id), col(Monitor.depends_on)).where(
+                    col(Monitor.tenant_id) == ctx.tenant_id, col(Monitor.id).in_(deps)
+                )
+            )
+        ).all()
+        missing = sorted(set(deps) - {r[0] for r in rows} - {self_id})
+        if missing:
+            errors.append({"path": "depends_on", "msg": f"unknown monitor ids {missing}"})
+        cyclic = sorted(int(r[0] or 0) for r in rows if self_id is not None and self_id in (r[1] or []))
+        if cyclic:
+            errors.append({"path": "depends_on", "msg": f"monitors {cyclic} depend on this one (a cycle)"})
+    policy_id = values.get("escalation_policy")
+    if policy_id is not None:
+        policy = await session.get(EscalationPolicy, policy_id)
+        if policy is None or policy.tenant_id != ctx.tenant_id:
+            errors.append(
+                {
+                    "path": "escalation_policy",
+                    "msg": f"unknown escalation policy {policy_id}; see ESCALATION_LIST",
+                }
+            )
+    if errors:
+        raise InvalidData(f"invalid monitor: {errors[0]['path']}: {errors[0]['msg']}", errors=errors)
 
 
 def _validate(values: dict[str, Any], ctx: Context) -> None:
@@ -197,14 +242,14 @@ async def _status_event(ctx: Context, session: AsyncSession, monitor: Monitor, p
 
 @router.package(
     PkgID.MONITOR_CREATE,
-    schema=obj(dict(MONITOR_FIELDS_SCHEMA), ["name", "kind"]),
+    schema=obj({**MONITOR_FIELDS_SCHEMA, **ROUTING_FIELDS_SCHEMA}, ["name", "kind"]),
     audit=True,
     response_example=_EXAMPLE,
 )
 async def monitor_create(req: Request, ctx: Context) -> dict[str, Any]:
     """Create a monitor; its first check runs within the collector's jitter window."""
     _audit(ctx, req.data)
-    values = normalise(with_defaults(req.data, timeout_max=ctx.settings.check_timeout_max))
+    values = normalise(with_defaults(ROUTING_DEFAULTS | req.data, timeout_max=ctx.settings.check_timeout_max))
     _validate(values, ctx)
     now = utcnow()
     monitor = Monitor(tenant_id=ctx.tenant_id, **values)
@@ -217,6 +262,7 @@ async def monitor_create(req: Request, ctx: Context) -> dict[str, Any]:
             await quotas.reserve(s, ctx.tenant_id, ctx.settings, "monitors")
             await _check_members(s, ctx, values, None)
             await _check_channels(s, ctx, values["channels"])
+            await _check_routing(s, ctx, values, None)
             s.add(monitor)
             await s.flush()
             ctx.audit_target = str(monitor.id)
@@ -293,7 +339,9 @@ async def monitor_list(req: Request, ctx: Context) -> Page:
 
 @router.package(
     PkgID.MONITOR_UPDATE,
-    schema=obj({"id": ID, "version": VERSION, **MONITOR_FIELDS_SCHEMA}, ["id", "version"]),
+    schema=obj(
+        {"id": ID, "version": VERSION, **MONITOR_FIELDS_SCHEMA, **ROUTING_FIELDS_SCHEMA}, ["id", "version"]
+    ),
     audit=True,
     response_example=_EXAMPLE,
 )
@@ -312,7 +360,7 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
                     f"monitor {monitor_id} was changed since you read it (version {monitor.version}, "
                     f"you sent {version}); reload it and apply your change again"
                 )
-            current = {key: getattr(monitor, key) for key in DEFAULTS} | {
+            current = {key: getattr(monitor, key) for key in (*DEFAULTS, *ROUTING_DEFAULTS)} | {
                 "name": monitor.name,
                 "kind": monitor.kind,
             }
@@ -321,6 +369,8 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
             await _check_members(s, ctx, values, monitor_id)
             if "channels" in data:  # ids saved before this check existed do not block other edits
                 await _check_channels(s, ctx, values["channels"])
+            if any(k in data for k in ROUTING_DEFAULTS):
+                await _check_routing(s, ctx, values, monitor_id)
             now = utcnow()
             changes: dict[str, Any] = {k: v for k, v in values.items() if current.get(k) != v}
             previous_state = monitor.state

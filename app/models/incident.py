@@ -38,3 +38,9 @@ class Incident(SQLModel, table=True):
     resolved_at: datetime | None = None
     #: "monitor" when the monitor came back up, else the actor who resolved it.
     resolved_by: str | None = Field(default=None, max_length=200)
+    #: The incident of a monitor this one depends on (or of its covering group) that was
+    #: down at the same time: this incident is part of that outage and alerted with it.
+    parent_id: int | None = Field(default=None, index=True)
+    #: False while the incident has not alerted on its own (held or attached to a parent);
+    #: its recovery then alerts nobody either.
+    notified: bool = True

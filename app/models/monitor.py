@@ -68,6 +68,15 @@ class Monitor(SQLModel, table=True):
     # --- group
     members: list[int] = Field(default_factory=list, sa_type=JSON)
     min_up: int = 1
+    #: A group whose members' alerts it covers: while the group is down, its members'
+    #: incidents are attached to the group's incident instead of alerting on their own.
+    covers_members: bool = False
+    # --- alert routing
+    #: Monitors this one depends on (same tenant): while one of them is down, this
+    #: monitor's incidents are attached to the parent's incident and do not alert.
+    depends_on: list[int] = Field(default_factory=list, sa_type=JSON)
+    #: Escalation policy id; None = the tenant's default policy (if any).
+    escalation_policy: int | None = None
     # --- descriptive
     tags: list[str] = Field(default_factory=list, sa_type=JSON)
     channels: list[int] = Field(default_factory=list, sa_type=JSON)

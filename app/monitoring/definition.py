@@ -116,6 +116,14 @@ MONITOR_FIELDS_SCHEMA: dict[str, Any] = {
     "options": kinds.OPTIONS_SCHEMA,
 }
 
+#: Alert routing fields (MONITOR_CREATE/UPDATE only; not part of fleet files, since they name ids).
+ROUTING_FIELDS_SCHEMA: dict[str, Any] = {
+    "depends_on": {"type": "array", "maxItems": 20, "items": ID},
+    "covers_members": {"type": "boolean"},
+    "escalation_policy": {**ID, "type": ["integer", "null"]},
+}
+ROUTING_DEFAULTS: dict[str, Any] = {"depends_on": [], "covers_members": False, "escalation_policy": None}
+
 DEFAULTS: dict[str, Any] = {
     "url": None,
     "method": "GET",
@@ -306,6 +314,8 @@ def validate_definition(values: dict[str, Any], *, min_interval: int, timeout_ma
         port = values.get("port")
         if port is None or not (1 <= port <= 65535):
             bad("port", "a tcp monitor needs a port between 1 and 65535")
+    if values.get("covers_members") and kind != "group":
+        bad("covers_members", "only a group can cover its members")
     elif kind == "group":
         members = values.get("members") or []
         if not members:
@@ -422,6 +432,9 @@ def monitor_to_wire(m: Monitor | Mapping[str, Any], *, show_push_token: bool = T
         wire = {name: getattr(m, name) for name in WIRE_FIELDS}
     else:
         wire = {name: m[name] for name in WIRE_FIELDS}
+    for name, default in ROUTING_DEFAULTS.items():
+        value = getattr(m, name, default) if isinstance(m, Monitor) else m.get(name, default)
+        wire[name] = list(value or []) if name == "depends_on" else value
     for name in _TIME_FIELDS:
         wire[name] = iso(wire[name])
     # Credentials inside a target URL are write-only: shown masked everywhere (answers,

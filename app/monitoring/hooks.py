@@ -1,8 +1,10 @@
 """What runs inside the transaction that records a state change.
 
-:func:`on_state_change` calls the alerting outbox directly (a fixed import of
-:func:`app.alerting.outbox.enqueue_for_transition`, not a registration): it
-inserts outbox rows (one pending delivery per linked channel) with the same
+:func:`on_state_change` calls alerting directly (a fixed import of
+:func:`app.alerting.escalation.on_transition`, not a registration): it
+inserts outbox rows (one pending delivery per linked channel), attaches
+dependents' incidents to their parent's outage, holds a dependent's alert and
+starts the incident's escalation schedule, all with the same
 ``session``, so the state change and its alerts commit together or not at all,
 and a transition that lost the compare-and-set (another instance recorded it)
 alerts nobody. This is the one place monitoring depends on alerting.
@@ -14,7 +16,8 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.alerting.outbox import enqueue_certificate, enqueue_for_transition
+from app.alerting.escalation import Attached, on_transition
+from app.alerting.outbox import enqueue_certificate
 from app.models.incident import Incident
 from app.models.monitor import Monitor
 from app.monitoring import certs
@@ -29,7 +32,7 @@ async def on_state_change(
     *,
     incident: Incident | None = None,
     incident_action: str | None = None,
-) -> None:
+) -> list[Attached]:
     """Called once per recorded transition, before commit; must only add rows to ``session``.
 
     ``monitor`` already carries the new state. ``incident_action`` is "opened"
@@ -37,9 +40,13 @@ async def on_state_change(
     "up") with the ``incident``; None for transitions that must not alert
     (into/out of maintenance or pause, pending → up on a fresh monitor).
     Raising aborts the whole recording; the collector retries on the next tick.
+    Returns the dependents' incidents attached to ``incident`` (an outage opened), with
+    their monitors' names, for the recorder to announce.
     """
     previous, new = transition
-    await enqueue_for_transition(session, monitor, previous.value, new.value, incident_action)
+    return await on_transition(
+        session, monitor, previous.value, new.value, incident=incident, incident_action=incident_action
+    )
 
 
 async def on_certificate_expiring(

@@ -40,6 +40,8 @@ class Recording:
     transition: tuple[State, State] | None
     incident: Incident | None = None
     incident_action: str | None = None
+    #: Dependents' incidents this transition attached to ``incident`` (with their monitors' names).
+    attached: list[tuple[Incident, str]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
 
@@ -180,7 +182,7 @@ async def record(
     if decision.transition is not None:
         await _incidents(session, rec, outcome, now)
         await _nudge_groups(session, monitor, now)
-        await hooks.on_state_change(
+        rec.attached = await hooks.on_state_change(
             session, monitor, decision.transition, incident=rec.incident, incident_action=rec.incident_action
         )
     rec.events = _events(rec)
@@ -343,6 +345,15 @@ def _events(rec: Recording) -> list[Event]:
                     "action": rec.incident_action,
                     "incident": {**incident_to_wire(rec.incident), "monitor": m.name},
                 },
+            )
+        )
+    for child, name in rec.attached:
+        events.append(
+            (
+                tenant,
+                "incidents",
+                int(PkgID.EVENT_INCIDENT),
+                {"action": "attached", "incident": {**incident_to_wire(child), "monitor": name}},
             )
         )
     return events

@@ -38,6 +38,8 @@ def incident_to_wire(i: Incident) -> dict[str, Any]:
         "resolved_by": i.resolved_by,
         "duration_s": duration,
         "state": "resolved" if i.resolved_at is not None else ("acknowledged" if i.acked_at else "open"),
+        "parent_id": i.parent_id,
+        "notified": i.notified,
     }
 
 

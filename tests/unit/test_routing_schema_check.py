@@ -129,7 +129,12 @@ def test_fast_path_is_never_looser_than_jsonschema(spec: Any) -> None:
     judge = Draft202012Validator(spec.schema)
     fast = fastjsonschema.compile(spec.schema, use_default=False)
     fast_accepted = near_misses = 0
-    for _ in range(400):
+    # At least 400 samples; schemas with many optional fields (each sometimes just outside
+    # its range) need more draws before one is valid throughout, so go on until both kinds
+    # were seen (bounded).
+    for i in range(4000):
+        if i >= 400 and fast_accepted and near_misses:
+            break
         data = sample(spec.schema, rng)
         near_misses += not judge.is_valid(data)
         try:

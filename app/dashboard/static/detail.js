@@ -27,7 +27,44 @@ export async function openDetail(id) {
   $("#detail").hidden = false;
   $("#detail").dataset.monitorId = String(id);
   invalidate("detail");
-  await Promise.all([refreshDetailMonitor(), loadDetailHistory(detail), loadDetailStats(detail)]);
+  await Promise.all([
+    refreshDetailMonitor(),
+    loadDetailHistory(detail),
+    loadDetailStats(detail),
+    loadDetailPolicies(detail),
+  ]);
+}
+
+/** Escalation policy names (421), to show which policy the monitor follows. */
+async function loadDetailPolicies(detail) {
+  try {
+    const data = await session.client.call(Pkg.ESCALATION_LIST, { per_page: 100 });
+    if (model.detail !== detail) return;
+    detail.policies = listFrom(data);
+  } catch {
+    detail.policies = null; // older server or no access: the id is shown instead
+  }
+  invalidate("detail");
+}
+
+function policyText(m, policies) {
+  const byId = (id) => policies?.find((p) => p.id === id);
+  if (m.escalation_policy) {
+    const p = byId(m.escalation_policy);
+    return p ? `${p.name}${policyLine(p)}` : `policy #${m.escalation_policy}`;
+  }
+  const fallback = policies?.find((p) => p.default);
+  return fallback ? `${fallback.name} (tenant default)${policyLine(fallback)}` : null;
+}
+
+function policyLine(p) {
+  const steps = (p.steps ?? []).map((s) => `${s.after} min → ${s.channels.length} channel(s)`).join(", ");
+  return ` — ${steps}${p.repeat_every ? `, repeat every ${p.repeat_every} min` : ""}`;
+}
+
+function monitorNames(ids) {
+  if (!Array.isArray(ids) || !ids.length) return null;
+  return ids.map((id) => model.monitors.get(id)?.name ?? `#${id}`).join(", ");
 }
 
 export async function refreshDetailMonitor() {
@@ -107,6 +144,9 @@ function paintDetail() {
     ["Interval", m.interval ? `${m.interval}s` : null],
     ["Timeout", m.timeout ? `${m.timeout}s` : null],
     ["Members", m.kind === "group" && Array.isArray(m.members) ? `${m.members.length} (min up ${m.min_up})` : null],
+    ["Covers members", m.kind === "group" && m.covers_members ? "yes: members' outages alert as this group's" : null],
+    ["Depends on", monitorNames(m.depends_on)],
+    ["Escalation", policyText(m, detail.policies)],
     ["Tags", Array.isArray(m.tags) && m.tags.length ? m.tags.join(", ") : null],
     ["Push token", m.kind === "push" ? m.push_token : null],
     ["Last latency", fmtLatency(live?.latency)],

@@ -58,6 +58,7 @@ function paintIncidents() {
           i.cause || i.message || i.reason
             ? el("div", { class: "incident-cause", text: i.cause ?? i.message ?? i.reason })
             : null,
+          outageNote(i, items),
         ),
         acked
           ? el("span", {
@@ -75,6 +76,27 @@ function paintIncidents() {
       );
     }),
   );
+}
+
+/** "part of <parent>'s outage" for an attached incident; "N attached" for a parent. */
+function outageNote(i, items) {
+  const attached = items.filter((c) => c.parent_id === i.id);
+  if (i.parent_id) {
+    const parent = model.incidents.get(i.parent_id);
+    const pname = parent ? model.monitors.get(parent.monitor_id)?.name : null;
+    return el("div", {
+      class: "muted",
+      "data-testid": "incident-parent",
+      text: `part of ${pname ?? `incident #${i.parent_id}`}'s outage (no alert of its own)`,
+    });
+  }
+  if (!attached.length) return null;
+  const names = attached.map((c) => model.monitors.get(c.monitor_id)?.name ?? `#${c.monitor_id}`);
+  return el("div", {
+    class: "muted",
+    "data-testid": "incident-attached",
+    text: `${attached.length} attached: ${names.slice(0, 10).join(", ")}${names.length > 10 ? " …" : ""}`,
+  });
 }
 
 async function ackIncident(id, button) {

@@ -89,6 +89,9 @@ export async function openForm(id = null) {
       form.elements.auth_username.value = mon.auth?.username ?? "";
       form.elements.auth_secret.value = mon.auth?.password ?? mon.auth?.token ?? "";
       fillOptions(form, mon.options ?? {});
+      form.elements.depends_on.value = (mon.depends_on ?? []).join(", ");
+      form.elements.escalation_policy.value = mon.escalation_policy ?? "";
+      form.elements.covers_members.checked = mon.covers_members === true;
     } catch (err) {
       toast(errorText(err), "error");
       return;
@@ -154,6 +157,8 @@ function formPayload(form) {
     recover_threshold: num(f.recover_threshold.value),
     tags: list(f.tags.value),
     description: f.description.value,
+    depends_on: list(f.depends_on.value).map(Number),
+    escalation_policy: f.escalation_policy.value === "" ? null : Number(f.escalation_policy.value),
   };
   if (kind === "http") {
     Object.assign(data, {
@@ -177,7 +182,11 @@ function formPayload(form) {
   } else if (kind === "push") {
     if (f.grace.value !== "") data.grace = num(f.grace.value);
   } else if (kind === "group") {
-    Object.assign(data, { members: list(f.members.value).map(Number), min_up: num(f.min_up.value) });
+    Object.assign(data, {
+      members: list(f.members.value).map(Number),
+      min_up: num(f.min_up.value),
+      covers_members: f.covers_members.checked,
+    });
   } else if (kind === "dns" || kind === "ping") {
     data.host = f.host.value.trim();
   } else if (kind === "websocket") {
