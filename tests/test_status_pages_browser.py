@@ -5,12 +5,15 @@ One server for the module. The page shows sections, states, a post and an active
 maintenance; goes down live; stays inert under XSS attempts in every user-written field;
 works as a static snapshot with JavaScript off; a members-only page is 404; from the page's
 own origin the anonymous socket is refused every other package and topic; badges parse as
-SVG and say "unknown" for unknown names. Screenshots go to docs/images/ (docs/status-pages.md).
+SVG and say "unknown" for unknown names. Screenshots go to test-artifacts/; with
+UPDATE_DOC_SCREENSHOTS=1 they also replace those in docs/images/ (docs/status-pages.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,6 +34,7 @@ from tests.test_dashboard_browser import COLLECTING, LAUNCH_ARGS, WAIT_MS, chrom
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 IMAGES = ROOT / "docs" / "images"
+ARTIFACTS = ROOT / "test-artifacts" / "status-pages"
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 
@@ -155,8 +159,13 @@ def monitor_row(page: Page, monitor_id: int) -> Any:
 
 
 async def shot(page: Page, name: str) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(IMAGES / name), full_page=True)
+    """A screenshot in test-artifacts/; the documentation's copy only when asked for, so a
+    test run never rewrites tracked files."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    if os.environ.get("UPDATE_DOC_SCREENSHOTS") == "1":
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ARTIFACTS / name, IMAGES / name)
 
 
 async def test_public_page_live_down_post_maintenance_and_inert_xss(
