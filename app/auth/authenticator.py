@@ -17,7 +17,7 @@ import time
 from typing import Any, Protocol
 
 import jwt
-from sqlalchemy import select
+from sqlalchemy import Executable, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -116,23 +116,40 @@ class Authenticator:
             sid, user_id = int(session_id), int(claims["sub"])
         except ValueError:
             raise InvalidToken("the session was logged out; log in again") from None
-        async with self.db.session() as s:
-            # Session and user in one read: this runs on every uncached handshake.
-            row = (
-                await s.execute(
-                    select(AuthSession, User)
-                    .join(User, col(User.id) == col(AuthSession.user_id))
-                    .where(col(AuthSession.id) == sid)
-                )
-            ).first()
-            if row is None or row[0].revoked_at is not None or row[0].expires_at <= utcnow():
-                raise InvalidToken("the session was logged out; log in again")
-            session, user = row
-            if user.id != user_id or not user.is_active:
-                raise InvalidToken("the user no longer exists")
-            tenant, role = await self._tenant_and_role(s, user, tenant_slug)
-            identity = _identity(user, tenant, role, "local", session_id, expires_at)
-        self.cache.put(key, identity, min(expires_at, session.expires_at.timestamp()), generation)
+        # Session, user and membership in one autocommit statement on the read pool (no
+        # pre-ping, no BEGIN/ROLLBACK): this runs on every uncached handshake.
+        row = await self.db.read_first(_local_read(sid, tenant_slug))
+        if row is None or row.revoked_at is not None or row.session_expires_at <= utcnow():
+            raise InvalidToken("the session was logged out; log in again")
+        if row.user_id != user_id or not row.is_active:
+            raise InvalidToken("the user no longer exists")
+        if row.tenant_id is not None:
+            tenant_id, slug, role = row.tenant_id, row.tenant_slug, row.role
+        elif row.is_platform_admin:
+            # Platform administrators manage every tenant as its owner (rare: the long way).
+            async with self.db.session() as s:
+                user = await s.get(User, user_id)
+                if user is None:
+                    raise InvalidToken("the user no longer exists")
+                tenant, role = await self._tenant_and_role(s, user, tenant_slug)
+            tenant_id, slug = (tenant.id, tenant.slug) if tenant else (None, None)
+        elif tenant_slug:
+            raise NotAMember(f"not a member of tenant {tenant_slug!a}")
+        else:
+            raise NotAMember("the user is not a member of any tenant")
+        identity = Identity(
+            user_id=user_id,
+            username=row.username,
+            subject=row.external_subject or str(user_id),
+            tenant_id=tenant_id,
+            tenant_slug=slug,
+            role=role,
+            is_platform_admin=row.is_platform_admin,
+            kind="local",
+            session_id=session_id,
+            expires_at=expires_at,
+        )
+        self.cache.put(key, identity, min(expires_at, row.session_expires_at.timestamp()), generation)
         return identity
 
     async def _tenant_and_role(
@@ -241,6 +258,39 @@ def _identity(
         kind=kind,
         session_id=session_id,
         expires_at=expires_at,
+    )
+
+
+def _local_read(session_id: int, tenant_slug: str | None) -> Executable:
+    """One row: the session, its user and the user's membership in ``tenant_slug`` (the first
+    membership when None); the membership columns are NULL when there is none."""
+    member = col(Membership.user_id) == col(User.id)
+    if tenant_slug:
+        member = and_(
+            member,
+            col(Membership.tenant_id)
+            == select(col(Tenant.id)).where(col(Tenant.slug) == tenant_slug).scalar_subquery(),
+        )
+    return (
+        select(
+            col(AuthSession.revoked_at),
+            col(AuthSession.expires_at).label("session_expires_at"),
+            col(User.id).label("user_id"),
+            col(User.username),
+            col(User.external_subject),
+            col(User.is_active),
+            col(User.is_platform_admin),
+            col(Tenant.id).label("tenant_id"),
+            col(Tenant.slug).label("tenant_slug"),
+            col(Membership.role),
+        )
+        .select_from(AuthSession)
+        .join(User, col(User.id) == col(AuthSession.user_id))
+        .outerjoin(Membership, member)
+        .outerjoin(Tenant, col(Tenant.id) == col(Membership.tenant_id))
+        .where(col(AuthSession.id) == session_id)
+        .order_by(col(Membership.id))
+        .limit(1)
     )
 
 
