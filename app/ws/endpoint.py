@@ -242,7 +242,7 @@ async def _handle(conn: Connection, services: Services, req: Request) -> None:
         response = await services.router.dispatch(req, ctx)
     except asyncio.CancelledError:
         task = asyncio.current_task()
-        if task is None or task not in conn.timed_out:
+        if task is None or not conn.was_timed_out(task):
             raise
         task.uncancel()  # our deadline sweep cancelled it: answer, do not die
         limit = services.settings.ws_handler_timeout
