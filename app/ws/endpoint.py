@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import metrics
@@ -45,6 +46,11 @@ def _credentials(ws: WebSocket) -> tuple[str | None, str | None]:
         if proto.startswith(BEARER_SUBPROTOCOL_PREFIX):
             return proto[len(BEARER_SUBPROTOCOL_PREFIX) :], echo
     return ws.query_params.get("token"), echo
+
+
+async def web_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+    """The /web endpoint as a bare ASGI app (``create_app`` routes sockets here directly)."""
+    await websocket_endpoint(WebSocket(scope, receive=receive, send=send))
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
