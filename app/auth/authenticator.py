@@ -12,8 +12,11 @@ a user. Three kinds of credential:
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import jwt
@@ -65,6 +68,10 @@ class Authenticator:
         #: Local sessions and API tokens already resolved (Keycloak tokens are not cached:
         #: their sessions end at the identity provider, which sends no control message first).
         self.cache = cache if cache is not None else CredentialCache(0)
+        #: Database reads under way, by credential key, with the cache generation they began
+        #: in: a reconnect storm brings the same credential many times at once (tabs, agents
+        #: sharing an API token), and all but the first wait for its read instead of repeating it.
+        self._reading: dict[tuple[str | None, ...], tuple[int, asyncio.Future[Identity]]] = {}
 
     async def authenticate(self, token: str, tenant_slug: str | None, *, fresh: bool = False) -> Identity:
         """Raises InvalidToken / TokenExpired (close 4001) or NotAMember (close 4003).
@@ -91,13 +98,51 @@ class Authenticator:
         if cached is not None:
             return cached
         if _issuer(token) == ISSUER:
-            return await self._local(key, self.local.verify(token), tenant_slug)
+            claims = self.local.verify(token)
+            return await self._once(key, fresh, lambda: self._local(key, claims, tenant_slug))
         if self.external is None:
             raise InvalidToken("invalid token: unknown issuer")
         async with self.db.session() as s:
             user, session_id, expires_at = await self.external.identify(s, token)
             tenant, role = await self._tenant_and_role(s, user, tenant_slug)
             return _identity(user, tenant, role, "keycloak", session_id, expires_at)
+
+    async def _once(
+        self, key: tuple[str | None, ...], fresh: bool, read: Callable[[], Awaitable[Identity]]
+    ) -> Identity:
+        """``read()``, or the result of the same read already under way for ``key``.
+
+        Joined only when no control message arrived since that read began (its answer may
+        predate a revocation) and not for ``fresh`` reads. Every caller gets its own copy,
+        and a refusal is raised to each of them."""
+        generation = self.cache.generation
+        under_way = self._reading.get(key)
+        if not fresh and under_way is not None and under_way[0] == generation:
+            try:
+                return dataclasses.replace(await asyncio.shield(under_way[1]))
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not under_way[1].cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The first reader's handshake went away mid-read: read for ourselves.
+        done: asyncio.Future[Identity] = asyncio.get_running_loop().create_future()
+        if not fresh:
+            self._reading[key] = (generation, done)
+        try:
+            identity = await read()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                done.cancel()
+            else:
+                done.set_exception(exc)
+                done.exception()  # retrieved: nobody may be waiting
+            raise
+        else:
+            done.set_result(identity)
+            return identity
+        finally:
+            if self._reading.get(key, (0, None))[1] is done:
+                del self._reading[key]
 
     def _cached(self, key: tuple[str | None, ...], fresh: bool) -> Identity | None:
         if fresh:
@@ -186,6 +231,11 @@ class Authenticator:
         cached = self._cached(key, fresh)
         if cached is not None:
             return cached
+        return await self._once(key, fresh, lambda: self._read_api_token(key, token_hash, tenant_slug))
+
+    async def _read_api_token(
+        self, key: tuple[str | None, ...], token_hash: str, tenant_slug: str | None
+    ) -> Identity:
         generation = self.cache.generation
         async with self.db.session() as s:
             row = (
