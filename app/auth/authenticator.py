@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import jwt
-from sqlalchemy import Executable, and_, select
+from sqlalchemy import Executable, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -163,7 +164,8 @@ class Authenticator:
             raise InvalidToken("the session was logged out; log in again") from None
         # Session, user and membership in one autocommit statement on the read pool (no
         # pre-ping, no BEGIN/ROLLBACK): this runs on every uncached handshake.
-        row = await self.db.read_first(_local_read(sid, tenant_slug))
+        params = {"sid": sid, "slug": tenant_slug} if tenant_slug else {"sid": sid}
+        row = await self.db.read_first(_local_read(bool(tenant_slug)), params)
         if row is None or row.revoked_at is not None or row.session_expires_at <= utcnow():
             raise InvalidToken("the session was logged out; log in again")
         if row.user_id != user_id or not row.is_active:
@@ -311,15 +313,17 @@ def _identity(
     )
 
 
-def _local_read(session_id: int, tenant_slug: str | None) -> Executable:
-    """One row: the session, its user and the user's membership in ``tenant_slug`` (the first
-    membership when None); the membership columns are NULL when there is none."""
+@functools.cache
+def _local_read(by_slug: bool) -> Executable:
+    """One row: the session (``:sid``), its user and the user's membership in the tenant
+    ``:slug`` (``by_slug``) or their first one; the membership columns are NULL when there is
+    none. Built once per shape: composing the statement cost more than running it."""
     member = col(Membership.user_id) == col(User.id)
-    if tenant_slug:
+    if by_slug:
         member = and_(
             member,
             col(Membership.tenant_id)
-            == select(col(Tenant.id)).where(col(Tenant.slug) == tenant_slug).scalar_subquery(),
+            == select(col(Tenant.id)).where(col(Tenant.slug) == bindparam("slug")).scalar_subquery(),
         )
     return (
         select(
@@ -338,7 +342,7 @@ def _local_read(session_id: int, tenant_slug: str | None) -> Executable:
         .join(User, col(User.id) == col(AuthSession.user_id))
         .outerjoin(Membership, member)
         .outerjoin(Tenant, col(Tenant.id) == col(Membership.tenant_id))
-        .where(col(AuthSession.id) == session_id)
+        .where(col(AuthSession.id) == bindparam("sid"))
         .order_by(col(Membership.id))
         .limit(1)
     )

@@ -130,8 +130,8 @@ class Database:
                 raise Unavailable("the database is unavailable; retry shortly") from exc
         raise AssertionError("unreachable")
 
-    async def read_first(self, stmt: Executable) -> Row[Any] | None:
-        """The first row of one read-only ``stmt`` on the read pool, or None.
+    async def read_first(self, stmt: Executable, params: dict[str, Any] | None = None) -> Row[Any] | None:
+        """The first row of one read-only ``stmt`` (with ``params``) on the read pool, or None.
 
         For hot single-statement reads (an uncached handshake): autocommit, so no
         BEGIN/ROLLBACK round trips, and no pre-ping per checkout; one statement
@@ -141,7 +141,7 @@ class Database:
         for attempt in (1, 2):
             try:
                 async with self.read_engine.connect() as conn:
-                    row: Row[Any] | None = (await conn.execute(stmt)).first()
+                    row: Row[Any] | None = (await conn.execute(stmt, params)).first()
                     return row
             except (OperationalError, DBAPIError, OSError) as exc:
                 if not _lost_connection(exc):
