@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from app.context import Services
     from app.settings import Settings
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from app.rbac import load_policy
     from app.settings import Settings, parse_networks
     from app.storage.db import Database
-    from app.ws.endpoint import websocket_endpoint
+    from app.ws.endpoint import web_asgi, websocket_endpoint
     from app.ws.hub import Hub
 
     settings = settings or Settings.from_env()
@@ -141,13 +142,39 @@ def create_app(settings: Settings | None = None) -> Starlette:
             name="static",
         ),
     ]
+    trusted = parse_networks(settings.forwarded_allow_ips, allow_any=True)
     middleware = [
-        Middleware(ForwardedMiddleware, trusted=parse_networks(settings.forwarded_allow_ips, allow_any=True)),
+        Middleware(ForwardedMiddleware, trusted=trusted),
         Middleware(http.HTTPMetricsMiddleware),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = _with_direct_socket(Starlette, ForwardedMiddleware(web_asgi, trusted=trusted))(
+        routes=routes, lifespan=lifespan, middleware=middleware
+    )
     app.state.services = services
     return app
+
+
+def _with_direct_socket(base: type[Starlette], web: ASGIApp) -> type[Starlette]:
+    """Starlette, except that a WebSocket to ``/web`` goes straight to ``web``.
+
+    Every ASGI layer a socket passes through (error and exception middleware, our two
+    middlewares, the router, the route's session and exception wrappers) keeps its
+    coroutine frame for as long as the socket is open: about 1.5 KiB per connection,
+    held by thousands of idle dashboards (make bench, idle scenario; docs/bench/idle.md).
+    ``web`` is the endpoint behind the forwarded-address rewrite, the one layer /web
+    needs (HTTP metrics ignore sockets; the route had no parameters). The route stays
+    in ``routes`` for url_for and for anything that calls the router itself.
+    """
+
+    class WatchpostApp(base):  # type: ignore[valid-type,misc]
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "websocket" and scope["path"] == "/web":
+                scope["app"] = self
+                await web(scope, receive, send)
+                return
+            await super().__call__(scope, receive, send)
+
+    return WatchpostApp
 
 
 async def _start_components(services: Services) -> None:
