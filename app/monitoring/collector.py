@@ -53,7 +53,7 @@ from sqlmodel import col
 from app import metrics
 from app.models.base import utcnow
 from app.models.monitor import Monitor
-from app.monitoring import recorder
+from app.monitoring import http_probe, recorder
 from app.monitoring.checks import (
     MAX_BODY_BYTES,
     CheckOutcome,
@@ -154,6 +154,12 @@ async def probe(
         async with asyncio.timeout(timeout + PROBE_SLACK):
             if monitor.kind == "http":
                 spec = http_spec(monitor, timeout_max=timeout_max, max_body_bytes=max_body_bytes)
+                fast = http_probe.plan(spec)
+                if fast is not None:
+                    outcome = await http_probe.run(fast, spec)
+                    if outcome is not None:
+                        return outcome
+                    # A redirect to follow or an unusual answer: the full client starts over.
                 return await run_http_check(spec, clients)
             if monitor.kind == "tcp":
                 return await run_tcp_check(str(monitor.host), int(monitor.port or 0), timeout)
