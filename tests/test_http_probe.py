@@ -240,3 +240,26 @@ async def test_many_at_once_all_answered(raw: RawTarget) -> None:
     )
     assert all(o is not None and o.ok for o in outs)
     assert raw.hits["/chunked"] == 200
+
+
+def test_on_uvloop_too() -> None:
+    """The server runs on uvloop (uvicorn's default when installed), whose transports differ."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> list[CheckOutcome | None]:
+        target = RawTarget()
+        target.server = await asyncio.start_server(target.handle, "127.0.0.1", 0)
+        target.port = target.server.sockets[0].getsockname()[1]
+        try:
+            return [
+                await _fast(_spec(target.url("/chunked"), keyword="operational")),
+                await _fast(_spec(target.url("/error"))),
+                await _fast(_spec(target.url("/close"), keyword="operational")),
+            ]
+        finally:
+            target.server.close()
+
+    chunked, error, close = uvloop.run(scenario())
+    assert chunked is not None and chunked.ok and chunked.status_code == 200
+    assert error is not None and error.error == "status 500, expected 200-399"
+    assert close is not None and close.ok

@@ -561,27 +561,51 @@ class Collector:
     ) -> list[recorder.Recording | None]:
         """Record HTTP/TCP outcomes in one transaction; None for each that lost its compare-and-set."""
         now = utcnow()
-        out: list[recorder.Recording | None] = []
+        out: list[recorder.Recording | None] = [None] * len(items)
         async with self.db.session() as session:
             windows = await recorder.active_windows(session, {m.tenant_id for m, _o in items}, now)
-            for monitor, outcome in items:
+            steady: list[tuple[int, tuple[Monitor, CheckOutcome, bool, datetime]]] = []
+            changing: list[tuple[int, Monitor, CheckOutcome, bool]] = []
+            for index, (monitor, outcome) in enumerate(items):
+                in_maintenance = recorder.covered(monitor, windows)
+                if recorder.decide(monitor, outcome.ok, in_maintenance=in_maintenance).transition is None:
+                    steady.append((index, (monitor, outcome, in_maintenance, next_due(monitor, now))))
+                else:
+                    changing.append((index, monitor, outcome, in_maintenance))
+            # Most outcomes change nothing but streaks and last_*: one UPDATE and one INSERT
+            # for all of them. State changes (incidents, groups, alerting) go one by one.
+            recorded = await recorder.record_steady(
+                session,
+                [item for _i, item in steady],
+                now=now,
+                lease_owner=self.owner,
+                is_sqlite=self.db.is_sqlite,
+            )
+            lost = []
+            for (index, item), rec in zip(steady, recorded, strict=True):
+                out[index] = rec
+                if rec is None:
+                    lost.append(item[0])
+            for index, monitor, outcome, in_maintenance in changing:
                 rec = await recorder.record(
                     session,
                     monitor,
                     outcome,
                     now=now,
-                    in_maintenance=recorder.covered(monitor, windows),
+                    in_maintenance=in_maintenance,
                     next_check_at=next_due(monitor, now),
                     lease_owner=self.owner,
                 )
-                if rec is None:  # nothing was written for it: give the lease back
-                    await session.execute(
-                        update(Monitor)
-                        .where(col(Monitor.id) == monitor.id, col(Monitor.lease_owner) == self.owner)
-                        .values(lease_owner=None, lease_expires_at=None, next_check_at=next_due(monitor, now))
-                        .execution_options(synchronize_session=False)
-                    )
-                out.append(rec)
+                out[index] = rec
+                if rec is None:
+                    lost.append(monitor)
+            for monitor in lost:  # nothing was written for it: give the lease back
+                await session.execute(
+                    update(Monitor)
+                    .where(col(Monitor.id) == monitor.id, col(Monitor.lease_owner) == self.owner)
+                    .values(lease_owner=None, lease_expires_at=None, next_check_at=next_due(monitor, now))
+                    .execution_options(synchronize_session=False)
+                )
             await session.commit()
         for (monitor, outcome), rec in zip(items, out, strict=True):
             if rec is not None:

@@ -35,7 +35,7 @@ import socket
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -158,9 +158,9 @@ class _Exchange(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.plan.request)
+        # Not isinstance-checked: uvloop's transports (the server's loop) are not asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.plan.request)
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import Integer, bindparam, case, column, insert, select, update, values
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -173,6 +173,173 @@ async def record(
         )
     rec.events = _events(rec)
     return rec
+
+
+#: Monitor columns a steady outcome writes (no transition: state and streaks only).
+_STEADY_COLUMNS = (
+    "state",
+    "fail_streak",
+    "ok_streak",
+    "last_checked_at",
+    "last_latency_ms",
+    "last_status_code",
+    "last_error",
+    "cert_expires_at",
+    "next_check_at",
+)
+
+
+async def record_steady(
+    session: AsyncSession,
+    items: list[tuple[Monitor, CheckOutcome, bool, datetime]],
+    *,
+    now: datetime,
+    lease_owner: str,
+    is_sqlite: bool,
+) -> list[Recording | None]:
+    """Record leased outcomes that change no state (the common case), many at once.
+
+    ``items`` are (monitor, outcome, in_maintenance, next_check_at); each must give
+    no transition under :func:`decide` (the caller sends the others to :func:`record`).
+    The compare-and-set is the one :func:`record` does (``state_seq`` and
+    ``lease_owner``), but for the whole batch in one statement on PostgreSQL
+    (``UPDATE … FROM (VALUES …) RETURNING id``; one cached statement per row on
+    SQLite), and the results are one multi-row INSERT. No incident, group or
+    alerting work: none of it happens without a transition. Returns a Recording,
+    or None where the compare-and-set lost, in ``items`` order.
+    """
+    if not items:
+        return []
+    table = Monitor.__table__  # type: ignore[attr-defined]
+    rows: list[dict[str, Any]] = []
+    for monitor, outcome, in_maintenance, next_check_at in items:
+        decision = decide(monitor, outcome.ok, in_maintenance=in_maintenance)
+        assert decision.transition is None, "transitions go through record()"
+        rows.append(
+            {
+                "id": monitor.id,
+                "seq": monitor.state_seq,
+                "due": monitor.next_check_at,
+                "state": decision.state.value,
+                "fail_streak": decision.fail_streak,
+                "ok_streak": decision.ok_streak,
+                "last_checked_at": now,
+                "last_latency_ms": outcome.latency_ms,
+                "last_status_code": outcome.status_code,
+                "last_error": (outcome.error or None) and outcome.error[:300],
+                "cert_expires_at": outcome.cert_expires_at,
+                "next_check_at": next_check_at,
+            }
+        )
+    won: set[int] = set()
+    conn = await session.connection()
+    if is_sqlite:
+        stmt = _steady_update_one(table, lease_owner)
+        for row in rows:
+            res = await conn.execute(stmt, {f"b_{k}": v for k, v in row.items()})
+            if getattr(res, "rowcount", 0) == 1:
+                won.add(row["id"])
+    else:
+        data = values(
+            column("id", Integer),
+            column("seq", Integer),
+            column("due", table.c.next_check_at.type),
+            *(column(name, table.c[name].type) for name in _STEADY_COLUMNS),
+            name="steady",
+        ).data([tuple(row[c] for c in ("id", "seq", "due", *_STEADY_COLUMNS)) for row in rows])
+        stmt = (
+            update(table)
+            .where(
+                table.c.id == data.c.id,
+                table.c.state_seq == data.c.seq,
+                table.c.lease_owner == lease_owner,
+            )
+            .values(_steady_values(table, data.c))
+            .returning(table.c.id)
+        )
+        won = {int(i) for i in (await conn.execute(stmt)).scalars().all()}
+    kept = [(item, row) for item, row in zip(items, rows, strict=True) if row["id"] in won]
+    results: list[CheckResult] = []
+    if kept:
+        result_rows = [
+            {
+                "monitor_id": row["id"],
+                "tenant_id": monitor.tenant_id,
+                "ts": now,
+                "ok": outcome.ok,
+                "latency_ms": outcome.latency_ms,
+                "status_code": outcome.status_code,
+                "error": row["last_error"],
+                "maintenance": in_maintenance,
+            }
+            for (monitor, outcome, in_maintenance, _due), row in kept
+        ]
+        inserted = await conn.execute(
+            insert(CheckResult.__table__).returning(  # type: ignore[attr-defined]
+                CheckResult.__table__.c.id,  # type: ignore[attr-defined]
+                sort_by_parameter_order=True,
+            ),
+            result_rows,
+        )
+        ids = [int(i) for i in inserted.scalars().all()]
+        results = [CheckResult(id=i, **r) for i, r in zip(ids, result_rows, strict=True)]
+    out: dict[int, Recording] = {}
+    for ((monitor, _o, _m, _due), row), result in zip(kept, results, strict=True):
+        monitor.state_seq += 1
+        for name in _STEADY_COLUMNS:
+            if name == "cert_expires_at" and row[name] is None:
+                continue
+            setattr(monitor, name, row[name])
+        monitor.lease_owner = None
+        monitor.lease_expires_at = None
+        rec = Recording(monitor, result, None)
+        rec.events = _events(rec)
+        out[row["id"]] = rec
+    return [out.get(row["id"]) for row in rows]
+
+
+def _steady_values(table: Any, v: Any) -> dict[str, Any]:
+    """SET clause of a steady recording; ``v`` holds the new values (bound or VALUES columns)."""
+    return {
+        "state": v.state,
+        "state_seq": table.c.state_seq + 1,
+        "fail_streak": v.fail_streak,
+        "ok_streak": v.ok_streak,
+        "last_checked_at": v.last_checked_at,
+        "last_latency_ms": v.last_latency_ms,
+        "last_status_code": v.last_status_code,
+        "last_error": v.last_error,
+        # Only HTTPS outcomes carry a certificate; keep the last one seen otherwise.
+        "cert_expires_at": case(
+            (v.cert_expires_at.is_(None), table.c.cert_expires_at), else_=v.cert_expires_at
+        ),
+        # As in record(): if someone moved the due time while we checked, keep theirs.
+        "next_check_at": case((table.c.next_check_at == v.due, v.next_check_at), else_=table.c.next_check_at),
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+
+
+class _Binds:
+    """Attribute access to the bind parameters of the per-row steady UPDATE; named ``b_<field>``
+    (a bind named like a column it sets is reserved by SQLAlchemy)."""
+
+    def __init__(self, table: Any) -> None:
+        types = {name: table.c[name].type for name in _STEADY_COLUMNS}
+        types |= {"id": Integer(), "seq": Integer(), "due": table.c.next_check_at.type}
+        self._params = {name: bindparam(f"b_{name}", type_=kind) for name, kind in types.items()}
+
+    def __getattr__(self, name: str) -> Any:
+        return self._params[name]
+
+
+def _steady_update_one(table: Any, lease_owner: str) -> Any:
+    v = _Binds(table)
+    return (
+        update(table)
+        .where(table.c.id == v.id, table.c.state_seq == v.seq, table.c.lease_owner == lease_owner)
+        .values(_steady_values(table, v))
+    )
 
 
 async def _nudge_groups(session: AsyncSession, member: Monitor, now: datetime) -> None:
