@@ -534,9 +534,16 @@ class Collector:
         saved = [{f: getattr(m, f) for f in _RECORDED_FIELDS} for m, _o, _d in batch]
         try:
             recordings = await self._record_batch([(m, o) for m, o, _d in batch])
-        except Exception:  # noqa: BLE001 - retried one by one below
+        except Exception as exc:  # noqa: BLE001 - retried one by one below
             # One bad row must not cost the others their results: record each on its
-            # own, so only the bad one fails (and backs off, see _back_off).
+            # own, so only the bad one fails (and backs off, see _back_off). Logged: a
+            # batch path that always fails would otherwise only show as lost throughput.
+            log.warning(
+                "collector %s: recording a batch of %d failed (%s); recording them one by one",
+                self.owner,
+                len(batch),
+                type(exc).__name__,
+            )
             for (monitor, outcome, done), fields in zip(batch, saved, strict=True):
                 for name, value in fields.items():
                     setattr(monitor, name, value)
@@ -586,6 +593,8 @@ class Collector:
                 out[index] = rec
                 if rec is None:
                     lost.append(item[0])
+            if len(changing) > 1:
+                await recorder.prefetch_open_incidents(session, [m.id or 0 for _i, m, _o, _mt in changing])
             for index, monitor, outcome, in_maintenance in changing:
                 rec = await recorder.record(
                     session,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, column, insert, select, update, values
+from sqlalchemy import Integer, bindparam, case, cast, column, func, insert, select, update, values
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -254,7 +254,7 @@ async def record_steady(
                 table.c.state_seq == data.c.seq,
                 table.c.lease_owner == lease_owner,
             )
-            .values(_steady_values(table, data.c))
+            .values(_steady_values(table, data.c, typed=True))
             .returning(table.c.id)
         )
         won = {int(i) for i in (await conn.execute(stmt)).scalars().all()}
@@ -298,23 +298,36 @@ async def record_steady(
     return [out.get(row["id"]) for row in rows]
 
 
-def _steady_values(table: Any, v: Any) -> dict[str, Any]:
-    """SET clause of a steady recording; ``v`` holds the new values (bound or VALUES columns)."""
+def _steady_values(table: Any, v: Any, *, typed: bool) -> dict[str, Any]:
+    """SET clause of a steady recording; ``v`` holds the new values (bound or VALUES columns).
+
+    ``typed`` (PostgreSQL's VALUES) casts each value to its column's type: PostgreSQL
+    types a VALUES column that is NULL in every row (no certificate in a batch of plain
+    HTTP checks) as text. Never on SQLite, where CAST(… AS DATETIME) yields a number."""
+
+    def new(name: str) -> Any:
+        value = getattr(v, name)
+        return cast(value, table.c[name].type) if typed else value
+
     return {
-        "state": v.state,
+        "state": new("state"),
         "state_seq": table.c.state_seq + 1,
-        "fail_streak": v.fail_streak,
-        "ok_streak": v.ok_streak,
-        "last_checked_at": v.last_checked_at,
-        "last_latency_ms": v.last_latency_ms,
-        "last_status_code": v.last_status_code,
-        "last_error": v.last_error,
+        "fail_streak": new("fail_streak"),
+        "ok_streak": new("ok_streak"),
+        "last_checked_at": new("last_checked_at"),
+        "last_latency_ms": new("last_latency_ms"),
+        "last_status_code": new("last_status_code"),
+        "last_error": new("last_error"),
         # Only HTTPS outcomes carry a certificate; keep the last one seen otherwise.
-        "cert_expires_at": case(
-            (v.cert_expires_at.is_(None), table.c.cert_expires_at), else_=v.cert_expires_at
-        ),
+        "cert_expires_at": func.coalesce(new("cert_expires_at"), table.c.cert_expires_at),
         # As in record(): if someone moved the due time while we checked, keep theirs.
-        "next_check_at": case((table.c.next_check_at == v.due, v.next_check_at), else_=table.c.next_check_at),
+        "next_check_at": case(
+            (
+                table.c.next_check_at == (cast(v.due, table.c.next_check_at.type) if typed else v.due),
+                new("next_check_at"),
+            ),
+            else_=table.c.next_check_at,
+        ),
         "lease_owner": None,
         "lease_expires_at": None,
     }
@@ -338,7 +351,7 @@ def _steady_update_one(table: Any, lease_owner: str) -> Any:
     return (
         update(table)
         .where(table.c.id == v.id, table.c.state_seq == v.seq, table.c.lease_owner == lease_owner)
-        .values(_steady_values(table, v))
+        .values(_steady_values(table, v, typed=False))
     )
 
 
@@ -348,14 +361,20 @@ async def _nudge_groups(session: AsyncSession, member: Monitor, now: datetime) -
 
     A group being evaluated right now keeps this earlier due time (see :func:`record`),
     so it is evaluated once more with the member's new state."""
-    groups = await session.execute(
-        select(col(Monitor.id), col(Monitor.members)).where(
-            col(Monitor.tenant_id) == member.tenant_id,
-            col(Monitor.kind) == "group",
-            col(Monitor.enabled).is_(True),
+    # One read per tenant and transaction: a batch with many transitions (a fleet's
+    # first checks, a network outage) would otherwise scan the groups once per member.
+    cache: dict[int, list[tuple[int, list[int] | None]]] = session.info.setdefault("watchpost_groups", {})
+    groups = cache.get(member.tenant_id)
+    if groups is None:
+        rows = await session.execute(
+            select(col(Monitor.id), col(Monitor.members)).where(
+                col(Monitor.tenant_id) == member.tenant_id,
+                col(Monitor.kind) == "group",
+                col(Monitor.enabled).is_(True),
+            )
         )
-    )
-    ids = [gid for gid, members in groups.all() if member.id in (members or [])]
+        groups = cache[member.tenant_id] = [(int(gid or 0), members) for gid, members in rows.all()]
+    ids = [gid for gid, members in groups if member.id in (members or [])]
     if ids:
         await session.execute(
             update(Monitor)
@@ -365,19 +384,37 @@ async def _nudge_groups(session: AsyncSession, member: Monitor, now: datetime) -
         )
 
 
+async def prefetch_open_incidents(session: AsyncSession, monitor_ids: list[int]) -> None:
+    """Read the open incidents of these monitors in one query, for the transitions the
+    caller is about to record one by one in this session (each is used once)."""
+    if not monitor_ids:
+        return
+    rows = await session.execute(
+        select(Incident).where(col(Incident.monitor_id).in_(monitor_ids), col(Incident.resolved_at).is_(None))
+    )
+    known: dict[int, Incident | None] = dict.fromkeys(monitor_ids)
+    for incident in rows.scalars().all():
+        known[incident.monitor_id] = incident
+    session.info["watchpost_open_incidents"] = known
+
+
 async def _incidents(session: AsyncSession, rec: Recording, outcome: CheckOutcome, now: datetime) -> None:
     assert rec.transition is not None
     new = rec.transition[1]
     if new != State.DOWN and new not in UP_LIKE:
         return  # pending, paused, maintenance: an open incident stays open
-    open_incident = (
-        await session.execute(
-            select(Incident).where(
-                col(Incident.monitor_id) == rec.monitor.id,
-                col(Incident.resolved_at).is_(None),
+    known: dict[int, Incident | None] | None = session.info.get("watchpost_open_incidents")
+    if known is not None and rec.monitor.id in known:
+        open_incident = known.pop(_id(rec.monitor))  # read once, by prefetch_open_incidents
+    else:
+        open_incident = (
+            await session.execute(
+                select(Incident).where(
+                    col(Incident.monitor_id) == rec.monitor.id,
+                    col(Incident.resolved_at).is_(None),
+                )
             )
-        )
-    ).scalar_one_or_none()
+        ).scalar_one_or_none()
     if new == State.DOWN and open_incident is None:
         incident = Incident(
             tenant_id=rec.monitor.tenant_id,
