@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, cast, column, func, insert, select, update, values
+from sqlalchemy import Integer, bindparam, case, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -203,8 +203,8 @@ async def record_steady(
     no transition under :func:`decide` (the caller sends the others to :func:`record`).
     The compare-and-set is the one :func:`record` does (``state_seq`` and
     ``lease_owner``), but for the whole batch in one statement on PostgreSQL
-    (``UPDATE … FROM (VALUES …) RETURNING id``; one cached statement per row on
-    SQLite), and the results are one multi-row INSERT. No incident, group or
+    (``UPDATE … FROM unnest(<one array per column>) RETURNING id``; one cached
+    statement per row on SQLite), and the results are one multi-row INSERT. No incident, group or
     alerting work: none of it happens without a transition. Returns a Recording,
     or None where the compare-and-set lost, in ``items`` order.
     """
@@ -240,24 +240,11 @@ async def record_steady(
             if getattr(res, "rowcount", 0) == 1:
                 won.add(row["id"])
     else:
-        data = values(
-            column("id", Integer),
-            column("seq", Integer),
-            column("due", table.c.next_check_at.type),
-            *(column(name, table.c[name].type) for name in _STEADY_COLUMNS),
-            name="steady",
-        ).data([tuple(row[c] for c in ("id", "seq", "due", *_STEADY_COLUMNS)) for row in rows])
-        stmt = (
-            update(table)
-            .where(
-                table.c.id == data.c.id,
-                table.c.state_seq == data.c.seq,
-                table.c.lease_owner == lease_owner,
-            )
-            .values(_steady_values(table, data.c, typed=True))
-            .returning(table.c.id)
-        )
-        won = {int(i) for i in (await conn.execute(stmt)).scalars().all()}
+        # One array per column: the statement text never changes, so it is prepared once
+        # and cached (a VALUES list would be compiled anew for every batch).
+        params: dict[str, Any] = {name: [row[name] for row in rows] for name in _PG_STEADY_ARRAYS}
+        params["owner"] = lease_owner
+        won = {int(i) for i in (await conn.execute(_PG_STEADY_UPDATE, params)).scalars().all()}
     kept = [(item, row) for item, row in zip(items, rows, strict=True) if row["id"] in won]
     results: list[CheckResult] = []
     if kept:
@@ -298,36 +285,57 @@ async def record_steady(
     return [out.get(row["id"]) for row in rows]
 
 
-def _steady_values(table: Any, v: Any, *, typed: bool) -> dict[str, Any]:
-    """SET clause of a steady recording; ``v`` holds the new values (bound or VALUES columns).
+#: Column arrays of the PostgreSQL steady UPDATE, with their element types.
+_PG_STEADY_ARRAYS = {
+    "id": "integer",
+    "seq": "integer",
+    "due": "timestamptz",
+    "state": "varchar",
+    "fail_streak": "integer",
+    "ok_streak": "integer",
+    "last_checked_at": "timestamptz",
+    "last_latency_ms": "float8",
+    "last_status_code": "integer",
+    "last_error": "varchar",
+    "cert_expires_at": "timestamptz",
+    "next_check_at": "timestamptz",
+}
 
-    ``typed`` (PostgreSQL's VALUES) casts each value to its column's type: PostgreSQL
-    types a VALUES column that is NULL in every row (no certificate in a batch of plain
-    HTTP checks) as text. Never on SQLite, where CAST(… AS DATETIME) yields a number."""
+#: The batch compare-and-set on PostgreSQL: the rows whose state_seq and lease_owner
+#: still match are updated and returned; the others (another writer won) are untouched.
+_PG_STEADY_UPDATE = text(
+    "UPDATE monitors AS m SET state = v.state, state_seq = m.state_seq + 1, "
+    "fail_streak = v.fail_streak, ok_streak = v.ok_streak, last_checked_at = v.last_checked_at, "
+    "last_latency_ms = v.last_latency_ms, last_status_code = v.last_status_code, "
+    "last_error = v.last_error, "
+    # Only HTTPS outcomes carry a certificate; keep the last one seen otherwise.
+    "cert_expires_at = COALESCE(v.cert_expires_at, m.cert_expires_at), "
+    # As in record(): if someone moved the due time while we checked, keep theirs.
+    "next_check_at = CASE WHEN m.next_check_at = v.due THEN v.next_check_at ELSE m.next_check_at END, "
+    "lease_owner = NULL, lease_expires_at = NULL "
+    "FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _PG_STEADY_ARRAYS.items())
+    + ") AS v("
+    + ", ".join(_PG_STEADY_ARRAYS)
+    + ") WHERE m.id = v.id AND m.state_seq = v.seq AND m.lease_owner = :owner RETURNING m.id"
+)
 
-    def new(name: str) -> Any:
-        value = getattr(v, name)
-        return cast(value, table.c[name].type) if typed else value
 
+def _steady_values(table: Any, v: Any) -> dict[str, Any]:
+    """SET clause of the per-row steady UPDATE (SQLite); ``v`` holds the bound new values."""
     return {
-        "state": new("state"),
+        "state": v.state,
         "state_seq": table.c.state_seq + 1,
-        "fail_streak": new("fail_streak"),
-        "ok_streak": new("ok_streak"),
-        "last_checked_at": new("last_checked_at"),
-        "last_latency_ms": new("last_latency_ms"),
-        "last_status_code": new("last_status_code"),
-        "last_error": new("last_error"),
-        # Only HTTPS outcomes carry a certificate; keep the last one seen otherwise.
-        "cert_expires_at": func.coalesce(new("cert_expires_at"), table.c.cert_expires_at),
-        # As in record(): if someone moved the due time while we checked, keep theirs.
-        "next_check_at": case(
-            (
-                table.c.next_check_at == (cast(v.due, table.c.next_check_at.type) if typed else v.due),
-                new("next_check_at"),
-            ),
-            else_=table.c.next_check_at,
+        "fail_streak": v.fail_streak,
+        "ok_streak": v.ok_streak,
+        "last_checked_at": v.last_checked_at,
+        "last_latency_ms": v.last_latency_ms,
+        "last_status_code": v.last_status_code,
+        "last_error": v.last_error,
+        "cert_expires_at": case(
+            (v.cert_expires_at.is_(None), table.c.cert_expires_at), else_=v.cert_expires_at
         ),
+        "next_check_at": case((table.c.next_check_at == v.due, v.next_check_at), else_=table.c.next_check_at),
         "lease_owner": None,
         "lease_expires_at": None,
     }
@@ -351,7 +359,7 @@ def _steady_update_one(table: Any, lease_owner: str) -> Any:
     return (
         update(table)
         .where(table.c.id == v.id, table.c.state_seq == v.seq, table.c.lease_owner == lease_owner)
-        .values(_steady_values(table, v, typed=False))
+        .values(_steady_values(table, v))
     )
 
 
