@@ -534,27 +534,34 @@ class Collector:
         saved = [{f: getattr(m, f) for f in _RECORDED_FIELDS} for m, _o, _d in batch]
         try:
             recordings = await self._record_batch([(m, o) for m, o, _d in batch])
-        except Exception as exc:  # noqa: BLE001 - retried one by one below
+        except Exception as batch_exc:  # noqa: BLE001 - retried one by one below
             # One bad row must not cost the others their results: record each on its
-            # own, so only the bad one fails (and backs off, see _back_off). Logged: a
-            # batch path that always fails would otherwise only show as lost throughput.
-            log.warning(
-                "collector %s: recording a batch of %d failed (%s); recording them one by one",
-                self.owner,
-                len(batch),
-                type(exc).__name__,
-            )
+            # own, so only the bad one fails (and backs off with its own log line, see
+            # _back_off).
+            failed = 0
             for (monitor, outcome, done), fields in zip(batch, saved, strict=True):
                 for name, value in fields.items():
                     setattr(monitor, name, value)
                 try:
                     rec = await self._record_one(monitor, outcome)
                 except Exception as exc:  # noqa: BLE001 - handed to the waiting check
+                    failed += 1
                     if not done.done():
                         done.set_exception(exc)
                 else:
                     if not done.done():
                         done.set_result(rec)
+            if not failed:
+                # Every outcome recorded on its own: the batch path itself is failing,
+                # which would otherwise only show as lost throughput.
+                log.warning(
+                    # The type only: a database error's text quotes the statement's parameters.
+                    "collector %s: recording a batch of %d failed (%s) although each outcome "
+                    "recorded on its own",
+                    self.owner,
+                    len(batch),
+                    type(batch_exc).__name__,
+                )
             return
         for (_m, _o, done), rec in zip(batch, recordings, strict=True):
             if not done.done():
