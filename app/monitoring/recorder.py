@@ -243,7 +243,7 @@ async def record_steady(
         # One array per column: the statement text never changes, so it is prepared once
         # and cached (a VALUES list would be compiled anew for every batch).
         params: dict[str, Any] = {name: [row[name] for row in rows] for name in _PG_STEADY_ARRAYS}
-        params["owner"] = lease_owner
+        params["lease_owner"] = lease_owner
         won = {int(i) for i in (await conn.execute(_PG_STEADY_UPDATE, params)).scalars().all()}
     kept = [(item, row) for item, row in zip(items, rows, strict=True) if row["id"] in won]
     results: list[CheckResult] = []
@@ -317,7 +317,7 @@ _PG_STEADY_UPDATE = text(
     + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _PG_STEADY_ARRAYS.items())
     + ") AS v("
     + ", ".join(_PG_STEADY_ARRAYS)
-    + ") WHERE m.id = v.id AND m.state_seq = v.seq AND m.lease_owner = :owner RETURNING m.id"
+    + ") WHERE m.id = v.id AND m.state_seq = v.seq AND m.lease_owner = :lease_owner RETURNING m.id"
 )
 
 
