@@ -114,7 +114,7 @@ async def test_transitions_in_a_batch_open_incidents_one_each(db: Database) -> N
     async with db.session() as s:
         incidents = (await s.execute(select(Incident))).scalars().all()
         results = (await s.execute(select(CheckResult))).scalars().all()
-    assert sorted(i.monitor_id for i in incidents) == sorted(m.id for m in monitors[:4])
+    assert sorted(i.monitor_id for i in incidents) == sorted(m.id or 0 for m in monitors[:4])
     assert len(results) == 6
     for monitor in monitors[:4]:
         assert (await load_monitor(db, monitor.id or 0)).state == "down"
@@ -128,9 +128,43 @@ async def test_transitions_in_a_batch_open_incidents_one_each(db: Database) -> N
     again = sorted(await collector.claim(6), key=lambda m: m.id or 0)
     recordings = await collector._record_batch([(m, up) for m in again])
     resolved = [r for r in recordings if r is not None and r.incident_action == "resolved"]
-    assert sorted(r.monitor.id for r in resolved) == sorted(m.id for m in monitors[:4])
+    assert sorted(r.monitor.id or 0 for r in resolved) == sorted(m.id or 0 for m in monitors[:4])
     async with db.session() as s:
         still_open = (
             (await s.execute(select(Incident).where(col(Incident.resolved_at).is_(None)))).scalars().all()
         )
     assert still_open == []
+
+
+async def test_first_checks_join_the_batch_and_a_group_member_is_nudged_its_group(db: Database) -> None:
+    collector = Collector(db, None, owner="me")
+    monitors = await _claimed(db, collector, 4)  # pending: their first check is pending -> up
+    async with db.session() as s:
+        far = utcnow() + timedelta(hours=1)
+        group = Monitor(
+            tenant_id=monitors[0].tenant_id,
+            name="g",
+            kind="group",
+            members=[monitors[3].id or 0],
+            next_check_at=far,
+        )
+        s.add(group)
+        await s.commit()
+    before = {m.id: m.state_changed_at for m in monitors}
+    recordings = await collector._record_batch([(m, CheckOutcome(True, 1.0, 200)) for m in monitors])
+    assert all(r is not None and r.transition is not None for r in recordings)
+    for rec in recordings:
+        assert rec is not None and rec.incident is None
+        kinds = [e[2] for e in rec.events]
+        assert kinds == [int(PkgID.EVENT_CHECK_RESULT), int(PkgID.EVENT_MONITOR_STATUS)], kinds
+        status = rec.events[1][3]
+        assert (status["previous"], status["state"]) == ("pending", "up")
+        stored = await load_monitor(db, rec.monitor.id or 0)
+        assert stored.state == "up" and stored.state_seq == 1 and stored.lease_owner is None
+        assert stored.state_changed_at > before[stored.id]
+    async with db.session() as s:
+        assert len((await s.execute(select(CheckResult))).scalars().all()) == 4
+        assert (await s.execute(select(Incident))).scalars().all() == []
+    # The member's transition made its group due at once (the per-row path's nudge).
+    nudged = await load_monitor(db, group.id or 0)
+    assert nudged.next_check_at < utcnow()

@@ -580,12 +580,28 @@ class Collector:
             windows = await recorder.active_windows(session, {m.tenant_id for m, _o in items}, now)
             steady: list[tuple[int, tuple[Monitor, CheckOutcome, bool, datetime]]] = []
             changing: list[tuple[int, Monitor, CheckOutcome, bool]] = []
+            transitions = []
             for index, (monitor, outcome) in enumerate(items):
                 in_maintenance = recorder.covered(monitor, windows)
-                if recorder.decide(monitor, outcome.ok, in_maintenance=in_maintenance).transition is None:
+                transition = recorder.decide(monitor, outcome.ok, in_maintenance=in_maintenance).transition
+                transitions.append(transition)
+                if transition is None:
                     steady.append((index, (monitor, outcome, in_maintenance, next_due(monitor, now))))
                 else:
                     changing.append((index, monitor, outcome, in_maintenance))
+            if changing:
+                # Open incidents in one read; then the quiet transitions (a fleet's first
+                # checks: pending -> up, nothing to open, resolve or alert) join the batch.
+                await recorder.prefetch_open_incidents(session, [m.id or 0 for _i, m, _o, _mt in changing])
+                loud = []
+                for index, monitor, outcome, in_maintenance in changing:
+                    transition = transitions[index]
+                    assert transition is not None
+                    if await recorder.is_quiet(session, monitor, transition):
+                        steady.append((index, (monitor, outcome, in_maintenance, next_due(monitor, now))))
+                    else:
+                        loud.append((index, monitor, outcome, in_maintenance))
+                changing = loud
             # Most outcomes change nothing but streaks and last_*: one UPDATE and one INSERT
             # for all of them. State changes (incidents, groups, alerting) go one by one.
             recorded = await recorder.record_steady(
@@ -600,8 +616,6 @@ class Collector:
                 out[index] = rec
                 if rec is None:
                     lost.append(item[0])
-            if len(changing) > 1:
-                await recorder.prefetch_open_incidents(session, [m.id or 0 for _i, m, _o, _mt in changing])
             for index, monitor, outcome, in_maintenance in changing:
                 rec = await recorder.record(
                     session,

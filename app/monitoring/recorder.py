@@ -200,7 +200,10 @@ async def record_steady(
     """Record leased outcomes that change no state (the common case), many at once.
 
     ``items`` are (monitor, outcome, in_maintenance, next_check_at); each must give
-    no transition under :func:`decide` (the caller sends the others to :func:`record`).
+    no transition under :func:`decide`, or a quiet one (see :func:`is_quiet`: no
+    incident to open or resolve, no alert, no group to nudge), which only adds
+    ``state_changed_at`` and the status event; the caller sends the others to
+    :func:`record`.
     The compare-and-set is the one :func:`record` does (``state_seq`` and
     ``lease_owner``), but for the whole batch in one statement on PostgreSQL
     (``UPDATE … FROM unnest(<one array per column>) RETURNING id``; one cached
@@ -212,11 +215,13 @@ async def record_steady(
         return []
     table = Monitor.__table__  # type: ignore[attr-defined]
     rows: list[dict[str, Any]] = []
+    transitions: list[tuple[State, State] | None] = []
     for monitor, outcome, in_maintenance, next_check_at in items:
         decision = decide(monitor, outcome.ok, in_maintenance=in_maintenance)
-        assert decision.transition is None, "transitions go through record()"
+        transitions.append(decision.transition)
         rows.append(
             {
+                "state_changed_at": now if decision.transition is not None else None,
                 "id": monitor.id,
                 "seq": monitor.state_seq,
                 "due": monitor.next_check_at,
@@ -245,7 +250,11 @@ async def record_steady(
         params: dict[str, Any] = {name: [row[name] for row in rows] for name in _PG_STEADY_ARRAYS}
         params["lease_owner"] = lease_owner
         won = {int(i) for i in (await conn.execute(_PG_STEADY_UPDATE, params)).scalars().all()}
-    kept = [(item, row) for item, row in zip(items, rows, strict=True) if row["id"] in won]
+    kept = [
+        (item, row, transition)
+        for item, row, transition in zip(items, rows, transitions, strict=True)
+        if row["id"] in won
+    ]
     results: list[CheckResult] = []
     if kept:
         result_rows = [
@@ -259,7 +268,7 @@ async def record_steady(
                 "error": row["last_error"],
                 "maintenance": in_maintenance,
             }
-            for (monitor, outcome, in_maintenance, _due), row in kept
+            for (monitor, outcome, in_maintenance, _due), row, _t in kept
         ]
         inserted = await conn.execute(
             insert(CheckResult.__table__).returning(  # type: ignore[attr-defined]
@@ -271,15 +280,17 @@ async def record_steady(
         ids = [int(i) for i in inserted.scalars().all()]
         results = [CheckResult(id=i, **r) for i, r in zip(ids, result_rows, strict=True)]
     out: dict[int, Recording] = {}
-    for ((monitor, _o, _m, _due), row), result in zip(kept, results, strict=True):
+    for ((monitor, _o, _m, _due), row, transition), result in zip(kept, results, strict=True):
         monitor.state_seq += 1
         for name in _STEADY_COLUMNS:
             if name == "cert_expires_at" and row[name] is None:
                 continue
             setattr(monitor, name, row[name])
+        if transition is not None:
+            monitor.state_changed_at = now
         monitor.lease_owner = None
         monitor.lease_expires_at = None
-        rec = Recording(monitor, result, None)
+        rec = Recording(monitor, result, transition)
         rec.events = _events(rec)
         out[row["id"]] = rec
     return [out.get(row["id"]) for row in rows]
@@ -299,6 +310,7 @@ _PG_STEADY_ARRAYS = {
     "last_error": "varchar",
     "cert_expires_at": "timestamptz",
     "next_check_at": "timestamptz",
+    "state_changed_at": "timestamptz",
 }
 
 #: The batch compare-and-set on PostgreSQL: the rows whose state_seq and lease_owner
@@ -310,6 +322,7 @@ _PG_STEADY_UPDATE = text(
     "last_error = v.last_error, "
     # Only HTTPS outcomes carry a certificate; keep the last one seen otherwise.
     "cert_expires_at = COALESCE(v.cert_expires_at, m.cert_expires_at), "
+    "state_changed_at = COALESCE(v.state_changed_at, m.state_changed_at), "
     # As in record(): if someone moved the due time while we checked, keep theirs.
     "next_check_at = CASE WHEN m.next_check_at = v.due THEN v.next_check_at ELSE m.next_check_at END, "
     "lease_owner = NULL, lease_expires_at = NULL "
@@ -335,6 +348,9 @@ def _steady_values(table: Any, v: Any) -> dict[str, Any]:
         "cert_expires_at": case(
             (v.cert_expires_at.is_(None), table.c.cert_expires_at), else_=v.cert_expires_at
         ),
+        "state_changed_at": case(
+            (v.state_changed_at.is_(None), table.c.state_changed_at), else_=v.state_changed_at
+        ),
         "next_check_at": case((table.c.next_check_at == v.due, v.next_check_at), else_=table.c.next_check_at),
         "lease_owner": None,
         "lease_expires_at": None,
@@ -346,7 +362,7 @@ class _Binds:
     (a bind named like a column it sets is reserved by SQLAlchemy)."""
 
     def __init__(self, table: Any) -> None:
-        types = {name: table.c[name].type for name in _STEADY_COLUMNS}
+        types = {name: table.c[name].type for name in (*_STEADY_COLUMNS, "state_changed_at")}
         types |= {"id": Integer(), "seq": Integer(), "due": table.c.next_check_at.type}
         self._params = {name: bindparam(f"b_{name}", type_=kind) for name, kind in types.items()}
 
@@ -371,6 +387,18 @@ async def _nudge_groups(session: AsyncSession, member: Monitor, now: datetime) -
     so it is evaluated once more with the member's new state."""
     # One read per tenant and transaction: a batch with many transitions (a fleet's
     # first checks, a network outage) would otherwise scan the groups once per member.
+    ids = await _groups_containing(session, member)
+    if ids:
+        await session.execute(
+            update(Monitor)
+            .where(col(Monitor.id).in_(ids))
+            .values(next_check_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def _groups_containing(session: AsyncSession, member: Monitor) -> list[int]:
+    """Ids of the enabled groups of ``member``'s tenant that list it."""
     cache: dict[int, list[tuple[int, list[int] | None]]] = session.info.setdefault("watchpost_groups", {})
     groups = cache.get(member.tenant_id)
     if groups is None:
@@ -382,14 +410,23 @@ async def _nudge_groups(session: AsyncSession, member: Monitor, now: datetime) -
             )
         )
         groups = cache[member.tenant_id] = [(int(gid or 0), members) for gid, members in rows.all()]
-    ids = [gid for gid, members in groups if member.id in (members or [])]
-    if ids:
-        await session.execute(
-            update(Monitor)
-            .where(col(Monitor.id).in_(ids))
-            .values(next_check_at=now)
-            .execution_options(synchronize_session=False)
-        )
+    return [gid for gid, members in groups if member.id in (members or [])]
+
+
+async def is_quiet(session: AsyncSession, monitor: Monitor, transition: tuple[State, State]) -> bool:
+    """Whether recording this transition does nothing beyond the monitor row, its result and
+    the status event: no incident opens (not into down) or resolves (no open incident,
+    read by :func:`prefetch_open_incidents`), no alert (those follow incidents; a group's
+    up -> degraded is never quiet) and no group lists the monitor. A fleet's first checks
+    (pending -> up) are quiet."""
+    previous, new = transition
+    if new == State.DOWN or monitor.kind == "group" or (previous == State.UP and new == State.DEGRADED):
+        return False
+    if new in UP_LIKE:
+        known: dict[int, Incident | None] | None = session.info.get("watchpost_open_incidents")
+        if known is None or monitor.id not in known or known[_id(monitor)] is not None:
+            return False
+    return not await _groups_containing(session, monitor)
 
 
 async def prefetch_open_incidents(session: AsyncSession, monitor_ids: list[int]) -> None:
