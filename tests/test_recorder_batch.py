@@ -87,6 +87,7 @@ async def test_steady_outcomes_recorded_together_and_a_lost_race_writes_nothing(
 
     won = await load_monitor(db, monitors[0].id or 0)
     assert (won.state_seq, won.ok_streak, won.last_latency_ms, won.lease_owner) == (1, 4, 1.5, None)
+    assert won.last_checked_at is not None and abs((won.last_checked_at - utcnow()).total_seconds()) < 60
     assert won.next_check_at == due_before[won.id] + timedelta(seconds=60)
     assert first.monitor.state_seq == 1 and first.monitor.lease_owner is None  # the snapshot follows
     lost_seq = await load_monitor(db, monitors[1].id or 0)
