@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build the Starlette app from settings (default: the environment)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.routing import Mount, Route, WebSocketRoute
+    from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
     from starlette.staticfiles import StaticFiles
 
     from app import egress, http, metrics, status_http
@@ -106,10 +106,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services.hub.start()
         await _start_components(services)
         log.info(
-            "watchpost %s ready (database=%s, broker=%s)",
+            "watchpost %s ready (database=%s, broker=%s, roles=%s)",
             __version__,
             "sqlite" if db.is_sqlite else "postgresql",
             "redis" if settings.redis_url else "in-process",
+            ",".join(sorted(settings.role_set)),
         )
         try:
             yield
@@ -125,31 +126,40 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await db.close()
             log.info("shutdown complete")
 
-    routes = [
-        Route("/", http.dashboard, methods=["GET"]),
-        Route("/login", http.login, methods=["POST"]),
-        Route("/refresh", http.refresh, methods=["POST"]),
-        Route("/logout", http.logout, methods=["POST"]),
+    routes: list[BaseRoute] = [
         Route("/health", http.health, methods=["GET"]),
         Route("/health/ready", http.ready, methods=["GET"]),
         Route("/metrics", http.metrics_endpoint, methods=["GET"]),
-        Route("/status/{slug}", status_http.status_page, methods=["GET"]),
-        Route("/badge/{slug}/{monitor}/{kind}.svg", status_http.badge, methods=["GET"]),
-        WebSocketRoute("/web", websocket_endpoint),
-        Mount(
-            "/static",
-            app=StaticFiles(directory=str(http.DASHBOARD_DIR / "static"), check_dir=False),
-            name="static",
-        ),
     ]
+    if "web" in settings.role_set:
+        # Without the web role (a collector or delivery process) only health and metrics
+        # are served: no socket, no login, no pages.
+        routes += [
+            Route("/", http.dashboard, methods=["GET"]),
+            Route("/login", http.login, methods=["POST"]),
+            Route("/refresh", http.refresh, methods=["POST"]),
+            Route("/logout", http.logout, methods=["POST"]),
+            Route("/status/{slug}", status_http.status_page, methods=["GET"]),
+            Route("/badge/{slug}/{monitor}/{kind}.svg", status_http.badge, methods=["GET"]),
+            WebSocketRoute("/web", websocket_endpoint),
+            Mount(
+                "/static",
+                app=StaticFiles(directory=str(http.DASHBOARD_DIR / "static"), check_dir=False),
+                name="static",
+            ),
+        ]
     trusted = parse_networks(settings.forwarded_allow_ips, allow_any=True)
     middleware = [
         Middleware(ForwardedMiddleware, trusted=trusted),
         Middleware(http.HTTPMetricsMiddleware),
     ]
-    app = _with_direct_socket(Starlette, ForwardedMiddleware(web_asgi, trusted=trusted))(
-        routes=routes, lifespan=lifespan, middleware=middleware
+    # The direct /web path only where the web role serves sockets at all.
+    app_class = (
+        _with_direct_socket(Starlette, ForwardedMiddleware(web_asgi, trusted=trusted))
+        if "web" in settings.role_set
+        else Starlette
     )
+    app = app_class(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.services = services
     return app
 
@@ -182,12 +192,15 @@ async def _start_components(services: Services) -> None:
     from app.auth.keycloak.mode import start_keycloak
 
     await start_keycloak(services)  # no-op unless KEYCLOAK_BASE_URL is set
+    roles = services.settings.role_set
     from app.monitoring.lifecycle import start_monitoring
 
-    await start_monitoring(services)  # collector + rollups; no-op with COLLECTOR_ENABLED=false
+    if "collector" in roles:
+        await start_monitoring(services)  # collector + rollups; no-op with COLLECTOR_ENABLED=false
     from app.alerting.worker import start_delivery_workers
 
-    await start_delivery_workers(services)  # outbox drain; no-op with DELIVERY_WORKERS_ENABLED=false
+    if "delivery" in roles:
+        await start_delivery_workers(services)  # outbox drain; no-op with DELIVERY_WORKERS_ENABLED=false
 
 
 async def _stop_components(services: Services) -> None:
