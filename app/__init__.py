@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/health", http.health, methods=["GET"]),
         Route("/health/ready", http.ready, methods=["GET"]),
         Route("/metrics", http.metrics_endpoint, methods=["GET"]),
+        Route("/hooks/pagerduty/{channel}", http.pagerduty_hook, methods=["POST"]),
         Route("/status/{slug}", status_http.status_page, methods=["GET"]),
         Route("/badge/{slug}/{monitor}/{kind}.svg", status_http.badge, methods=["GET"]),
         WebSocketRoute("/web", websocket_endpoint),
