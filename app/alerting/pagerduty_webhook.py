@@ -150,8 +150,9 @@ async def receive(
             return Outcome(200, {"ignored": "not a Watchpost incident of this channel's tenant"})
         who = actor(event.get("agent"))
         if not await escalation.acknowledge(s, incident, who):
+            # Already acknowledged (a replay, another instance, the dashboard first) or resolved.
             await s.rollback()
-            return Outcome(200, {"incident_id": incident.id, "acknowledged": False})
+            return Outcome(200, {"incident_id": wanted, "acknowledged": False})
         await enqueue_incident_ack(s, incident, exclude=await _same_service(s, channel))
         s.add(_audit(channel, incident, who, event, client_addr))
         await s.commit()
