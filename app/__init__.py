@@ -139,6 +139,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/login", http.login, methods=["POST"]),
             Route("/refresh", http.refresh, methods=["POST"]),
             Route("/logout", http.logout, methods=["POST"]),
+            Route("/hooks/pagerduty/{channel}", http.pagerduty_hook, methods=["POST"]),
             Route("/status/{slug}", status_http.status_page, methods=["GET"]),
             Route("/badge/{slug}/{monitor}/{kind}.svg", status_http.badge, methods=["GET"]),
             WebSocketRoute("/web", websocket_endpoint),
