@@ -111,6 +111,12 @@ class Answer:
         return self._json
 
 
+def values_answer(values: Sequence[str], latency_ms: float | None = None) -> Answer:
+    """An answer that is a list of texts (a dns answer's values): ``body`` is the values one
+    per line, ``$`` the list itself (``$ contains "192.0.2.10"`` is an exact member)."""
+    return Answer(latency_ms=latency_ms, body="\n".join(values).encode(), _json=list(values))
+
+
 # --------------------------------------------------------------------------- parsing
 
 
