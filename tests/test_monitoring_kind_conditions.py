@@ -191,7 +191,7 @@ async def test_api_refuses_unavailable_subjects_and_records_degraded(
         )
         assert _errors(created) == {
             "conditions[1]": "conditions[1]: 'status' is not available for a dns monitor; "
-            "use body, a $.json.path, response_time"
+            "use body, response_time or a $.json.path"
         }
         tested = await call(
             ws,

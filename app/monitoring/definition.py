@@ -46,8 +46,8 @@ KINDS = ("http", "tcp", "push", "group", *kinds.NAMES)
 #: ``$.json.path``, "header" a ``header.NAME``. Other kinds take no conditions.
 CONDITION_SUBJECTS: dict[str, tuple[str, ...]] = {
     "http": ("status", "response_time", "body", "json", "header", "cert_days"),
-    "websocket": ("body", "json", "response_time"),
-    "dns": ("body", "json", "response_time"),
+    "websocket": ("body", "response_time", "json"),
+    "dns": ("body", "response_time", "json"),
     "tcp": ("response_time",),
 }
 #: Kinds whose checks evaluate ``conditions``.
@@ -364,7 +364,8 @@ def condition_problems(kind: str, texts: Any) -> list[tuple[str, str]]:
             continue
         if condition.subject not in offered:
             article = "an" if kind == "http" else "a"
-            choices = ", ".join(_SUBJECT_NAMES.get(s, s) for s in offered)
+            names = [_SUBJECT_NAMES.get(s, s) for s in offered]
+            choices = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
             problems.append(
                 (
                     f"conditions[{i}]",
