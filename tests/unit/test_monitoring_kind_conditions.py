@@ -6,6 +6,8 @@ tests/test_monitoring_kind_conditions.py)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,3 +162,14 @@ def test_dns_values_as_body_and_json_list() -> None:
     # A failed probe stays as it was: conditions judge only an answer.
     down = CheckOutcome(False, 3.0, None, "connection refused")
     assert judge_answer(down, failing, answer) is down
+
+
+def test_dashboard_form_offers_conditions_for_the_same_kinds() -> None:
+    root = Path(__file__).resolve().parents[2] / "app" / "dashboard"
+    script = (root / "static" / "monitor-form.js").read_text()
+    found = re.search(r"const CONDITION_KINDS = \[([^\]]*)\];", script)
+    assert found is not None
+    assert [k.strip().strip('"') for k in found.group(1).split(",")] == list(CONDITION_KINDS)
+    page = (root / "templates" / "index.html").read_text()
+    row = re.search(r'<div class="grid-row" data-kinds="([^"]*)">\s*<label class="wide">Conditions', page)
+    assert row is not None and row.group(1).split() == list(CONDITION_KINDS)
