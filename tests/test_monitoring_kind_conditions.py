@@ -139,6 +139,16 @@ async def test_websocket_body_conditions_and_shorthands_together(ws_server: WsTa
     )
 
 
+async def test_websocket_condition_failure_masks_secret_header_values(ws_server: WsTarget) -> None:
+    out = await ws_check(
+        ws_server.url("/echo"),
+        ['body == "fine"'],
+        send="token Bearer ws-s3cret-77",
+        headers={"Authorization": "Bearer ws-s3cret-77"},
+    )
+    assert not out.ok and out.error == 'body: expected "fine", got "token ***"'
+
+
 # ----- tcp
 
 

@@ -19,6 +19,8 @@ After the status and keyword shorthands, the monitor's conditions
 (:mod:`app.monitoring.conditions`) are evaluated against the answer; a failing
 ``warn:`` condition or a response slower than ``degraded_latency_ms`` makes the
 outcome ``degraded`` (ok, with a ``warning`` saying why).
+The websocket, dns and tcp runners judge their conditions with
+:func:`judge_answer` on what they saw.
 
 Request building (method, headers, auth, body, redirects) is in
 :func:`build_request`; a fast-path probe for plain GETs must fall back to this

@@ -35,7 +35,7 @@ from websockets.exceptions import (
 )
 
 from app.egress import EgressDenied, EgressPolicy
-from app.monitoring.checks import CheckOutcome, judge_answer
+from app.monitoring.checks import CheckOutcome, judge_answer, scrub_secrets
 from app.monitoring.conditions import Answer, parse_all
 from app.monitoring.kinds.common import (
     MASK,
@@ -134,7 +134,10 @@ def _short(value: Any) -> str:
 
 async def run(values: Mapping[str, Any], timeout: float, policy: EgressPolicy) -> CheckOutcome:
     started = time.perf_counter()
-    return await with_deadline(timeout, started, _exchange(values, timeout, policy, started))
+    outcome = await with_deadline(timeout, started, _exchange(values, timeout, policy, started))
+    # A failing condition quotes the answer, which may echo a secret header value back.
+    headers = (values.get("options") or {}).get("headers") or {}
+    return scrub_secrets(outcome, [str(v) for v in headers.values() if len(str(v)) >= 3])
 
 
 async def _exchange(
