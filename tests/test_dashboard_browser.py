@@ -602,6 +602,11 @@ async def test_monitor_form_offers_every_kind_and_tests_before_saving(
             "A answer [192.0.2.10, 192.0.2.11] has none of [192.0.2.99]", timeout=WAIT_MS
         )
         await form.get_by_test_id("form-expected").fill("192.0.2.10")
+        # A dns monitor takes conditions too; the failing one is named in the result.
+        await form.get_by_test_id("form-conditions").fill('$ contains "192.0.2.99"\nresponse_time < 5000')
+        await form.get_by_test_id("form-test").click()
+        await expect(result).to_contain_text('$: expected contains "192.0.2.99"', timeout=WAIT_MS)
+        await form.get_by_test_id("form-conditions").fill('$ contains "192.0.2.10"')
         await form.get_by_test_id("form-test").click()
         await expect(result).to_contain_text("Up in", timeout=WAIT_MS)
         await form.get_by_test_id("form-save").click()
@@ -613,6 +618,7 @@ async def test_monitor_form_offers_every_kind_and_tests_before_saving(
     await page.get_by_test_id("monitor-new").click()
     await kind.select_option("postgres")
     await expect(form.get_by_test_id("form-host")).to_be_hidden()
+    await expect(form.get_by_test_id("form-conditions")).to_be_hidden()
     await form.get_by_test_id("form-name").fill("orders-db")
     await form.get_by_test_id("form-connection-string").fill(dsn)
     await form.get_by_test_id("form-test").click()

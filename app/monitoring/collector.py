@@ -62,6 +62,7 @@ from app.monitoring.checks import (
     run_tcp_check,
     scrub_text,
 )
+from app.monitoring.conditions import parse_all
 from app.monitoring.definition import effective_timeout, http_spec, kind_values
 from app.monitoring.state import UP_LIKE, group_state
 
@@ -165,7 +166,12 @@ async def probe(
                     # A redirect to follow or an unusual answer: the full client starts over.
                 return await run_http_check(spec, clients)
             if monitor.kind == "tcp":
-                return await run_tcp_check(str(monitor.host), int(monitor.port or 0), timeout)
+                return await run_tcp_check(
+                    str(monitor.host),
+                    int(monitor.port or 0),
+                    timeout,
+                    conditions=parse_all(monitor.conditions),
+                )
             if monitor.kind in kinds.NAMES:
                 return await kinds.run(monitor.kind, kind_values(monitor), timeout)
             raise ValueError(f"{monitor.kind!r} monitors are not probed")
