@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from app.context import Services
     from app.settings import Settings
@@ -25,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build the Starlette app from settings (default: the environment)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.routing import Mount, Route, WebSocketRoute
+    from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
     from starlette.staticfiles import StaticFiles
 
     from app import egress, http, metrics, status_http
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from app.rbac import load_policy
     from app.settings import Settings, parse_networks
     from app.storage.db import Database
-    from app.ws.endpoint import websocket_endpoint
+    from app.ws.endpoint import web_asgi, websocket_endpoint
     from app.ws.hub import Hub
 
     settings = settings or Settings.from_env()
@@ -105,10 +106,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services.hub.start()
         await _start_components(services)
         log.info(
-            "watchpost %s ready (database=%s, broker=%s)",
+            "watchpost %s ready (database=%s, broker=%s, roles=%s)",
             __version__,
             "sqlite" if db.is_sqlite else "postgresql",
             "redis" if settings.redis_url else "in-process",
+            ",".join(sorted(settings.role_set)),
         )
         try:
             yield
@@ -124,30 +126,66 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await db.close()
             log.info("shutdown complete")
 
-    routes = [
-        Route("/", http.dashboard, methods=["GET"]),
-        Route("/login", http.login, methods=["POST"]),
-        Route("/refresh", http.refresh, methods=["POST"]),
-        Route("/logout", http.logout, methods=["POST"]),
+    routes: list[BaseRoute] = [
         Route("/health", http.health, methods=["GET"]),
         Route("/health/ready", http.ready, methods=["GET"]),
         Route("/metrics", http.metrics_endpoint, methods=["GET"]),
-        Route("/status/{slug}", status_http.status_page, methods=["GET"]),
-        Route("/badge/{slug}/{monitor}/{kind}.svg", status_http.badge, methods=["GET"]),
-        WebSocketRoute("/web", websocket_endpoint),
-        Mount(
-            "/static",
-            app=StaticFiles(directory=str(http.DASHBOARD_DIR / "static"), check_dir=False),
-            name="static",
-        ),
     ]
+    if "web" in settings.role_set:
+        # Without the web role (a collector or delivery process) only health and metrics
+        # are served: no socket, no login, no pages.
+        routes += [
+            Route("/", http.dashboard, methods=["GET"]),
+            Route("/login", http.login, methods=["POST"]),
+            Route("/refresh", http.refresh, methods=["POST"]),
+            Route("/logout", http.logout, methods=["POST"]),
+            Route("/hooks/pagerduty/{channel}", http.pagerduty_hook, methods=["POST"]),
+            Route("/status/{slug}", status_http.status_page, methods=["GET"]),
+            Route("/badge/{slug}/{monitor}/{kind}.svg", status_http.badge, methods=["GET"]),
+            WebSocketRoute("/web", websocket_endpoint),
+            Mount(
+                "/static",
+                app=StaticFiles(directory=str(http.DASHBOARD_DIR / "static"), check_dir=False),
+                name="static",
+            ),
+        ]
+    trusted = parse_networks(settings.forwarded_allow_ips, allow_any=True)
     middleware = [
-        Middleware(ForwardedMiddleware, trusted=parse_networks(settings.forwarded_allow_ips, allow_any=True)),
+        Middleware(ForwardedMiddleware, trusted=trusted),
         Middleware(http.HTTPMetricsMiddleware),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    # The direct /web path only where the web role serves sockets at all.
+    app_class = (
+        _with_direct_socket(Starlette, ForwardedMiddleware(web_asgi, trusted=trusted))
+        if "web" in settings.role_set
+        else Starlette
+    )
+    app = app_class(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.services = services
     return app
+
+
+def _with_direct_socket(base: type[Starlette], web: ASGIApp) -> type[Starlette]:
+    """Starlette, except that a WebSocket to ``/web`` goes straight to ``web``.
+
+    Every ASGI layer a socket passes through (error and exception middleware, our two
+    middlewares, the router, the route's session and exception wrappers) keeps its
+    coroutine frame for as long as the socket is open: about 1.5 KiB per connection,
+    held by thousands of idle dashboards (make bench, idle scenario; docs/bench/idle.md).
+    ``web`` is the endpoint behind the forwarded-address rewrite, the one layer /web
+    needs (HTTP metrics ignore sockets; the route had no parameters). The route stays
+    in ``routes`` for url_for and for anything that calls the router itself.
+    """
+
+    class WatchpostApp(base):  # type: ignore[valid-type,misc]
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "websocket" and scope["path"] == "/web":
+                scope["app"] = self
+                await web(scope, receive, send)
+                return
+            await super().__call__(scope, receive, send)
+
+    return WatchpostApp
 
 
 async def _start_components(services: Services) -> None:
@@ -155,12 +193,15 @@ async def _start_components(services: Services) -> None:
     from app.auth.keycloak.mode import start_keycloak
 
     await start_keycloak(services)  # no-op unless KEYCLOAK_BASE_URL is set
+    roles = services.settings.role_set
     from app.monitoring.lifecycle import start_monitoring
 
-    await start_monitoring(services)  # collector + rollups; no-op with COLLECTOR_ENABLED=false
+    if "collector" in roles:
+        await start_monitoring(services)  # collector + rollups; no-op with COLLECTOR_ENABLED=false
     from app.alerting.worker import start_delivery_workers
 
-    await start_delivery_workers(services)  # outbox drain; no-op with DELIVERY_WORKERS_ENABLED=false
+    if "delivery" in roles:
+        await start_delivery_workers(services)  # outbox drain; no-op with DELIVERY_WORKERS_ENABLED=false
 
 
 async def _stop_components(services: Services) -> None:

@@ -1,4 +1,4 @@
-"""``python -m app [serve|migrate|rollback|create-user]``."""
+"""``python -m app [serve [--role web|collector|delivery]|migrate|rollback|create-user]``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,22 @@ def _serve(args: argparse.Namespace) -> int:
     from app.logs import setup_logging
     from app.settings import Settings
 
-    settings = Settings.from_env()
+    overrides: dict[str, Any] = {}
+    if args.role:
+        from app.settings import SettingsError, parse_roles
+
+        try:
+            roles = parse_roles(args.role)
+        except ValueError as exc:
+            raise SettingsError(f"--role: {exc}") from None
+        # Asked for on the command line: the role's component runs even where the
+        # environment's COLLECTOR_ENABLED / DELIVERY_WORKERS_ENABLED would turn it off.
+        overrides = {
+            "roles": ",".join(sorted(roles)),
+            "collector_enabled": "collector" in roles,
+            "delivery_workers_enabled": "delivery" in roles,
+        }
+    settings = Settings.from_env(**overrides)
     setup_logging(settings.log_level, settings.log_format)
     if args.migrate:
         from app.storage.migrate import upgrade
@@ -116,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("serve", help="run the server (default)")
     p.add_argument("--migrate", action="store_true", help="apply migrations first")
+    p.add_argument(
+        "--role",
+        action="append",
+        metavar="ROLE",
+        help="run only web, collector and/or delivery (repeatable or comma-separated; default: all, "
+        "or the ROLES setting)",
+    )
     p.set_defaults(func=_serve)
     p = sub.add_parser("migrate", help="apply migrations up to a revision (default head)")
     p.add_argument("revision", nargs="?", default="head")

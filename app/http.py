@@ -1,4 +1,5 @@
-"""The thin HTTP side: login/refresh/logout, health, metrics, the dashboard page."""
+"""The thin HTTP side: login/refresh/logout, health, metrics, the dashboard page, and
+inbound webhooks (PagerDuty acknowledgements)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__, control, metrics
+from app.alerting import pagerduty_webhook
 from app.auth.errors import IdentityUnavailable, InvalidCredentials
 from app.context import Services
 from app.control import RevokeSession
 from app.errors import Unavailable
-from app.http_body import BodyError, has_control_chars, read_json_object
+from app.http_body import BodyError, has_control_chars, read_bytes, read_json_object
+from app.monitoring.wire import incident_to_wire
+from app.protocol import PkgID
 
 log = logging.getLogger("watchpost.http")
 
@@ -201,6 +205,44 @@ async def logout(request: Request) -> Response:
     except (IdentityUnavailable, Unavailable) as exc:
         return _error(503, f"identity service unavailable: {exc}; retry shortly")
     return JSONResponse({"logged_out": True})
+
+
+#: Per-address bucket for inbound webhooks: this many times the login bucket (PagerDuty
+#: sends from a few addresses, one request per incident event).
+HOOK_SCALE = 20
+_MAX_CHANNEL_ID = 2**63 - 1
+
+
+async def pagerduty_hook(request: Request) -> Response:
+    """``POST /hooks/pagerduty/<channel id>``: a signed PagerDuty V3 webhook
+    (app.alerting.pagerduty_webhook); an acknowledgement is announced like INCIDENT_ACK's."""
+    services = _services(request)
+    address = _client_ip(request)
+    retry = await _limited(services, (f"hook-ip:{address}", HOOK_SCALE))
+    if retry is not None:
+        return _error(429, f"too many requests; retry in {retry} ms", retry_after_ms=retry)
+    try:
+        body = await read_bytes(request, pagerduty_webhook.MAX_BODY_BYTES)
+    except BodyError as exc:
+        return _error(exc.status, str(exc))
+    raw_id = str(request.path_params["channel"])
+    channel_id = int(raw_id) if raw_id.isdigit() and len(raw_id) <= 19 else 0
+    if not 0 < channel_id <= _MAX_CHANNEL_ID:
+        pagerduty_webhook.signature_ok("0" * 32, body, None)
+        return JSONResponse(pagerduty_webhook.REFUSED.body, status_code=pagerduty_webhook.REFUSED.status)
+    outcome = await pagerduty_webhook.receive(
+        services.db, channel_id, body, request.headers.get("x-pagerduty-signature"), address
+    )
+    incident = outcome.incident
+    if incident is not None and outcome.tenant_id is not None:
+        wire = {**incident_to_wire(incident), "monitor": outcome.monitor}
+        await services.events.publish(
+            outcome.tenant_id,
+            "incidents",
+            int(PkgID.EVENT_INCIDENT),
+            {"action": "acknowledged", "incident": wire},
+        )
+    return JSONResponse(outcome.body, status_code=outcome.status)
 
 
 async def health(request: Request) -> Response:

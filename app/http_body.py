@@ -1,4 +1,4 @@
-"""Reading the small JSON bodies of /login, /refresh and /logout, at bounded cost.
+"""Reading the small bodies of /login, /refresh, /logout and /hooks/…, at bounded cost.
 
 Anyone may POST to these routes before authenticating, so the body is capped
 (``HTTP_MAX_BODY_BYTES``) before anything is parsed: a declared Content-Length
@@ -34,6 +34,20 @@ def has_control_chars(text: str) -> bool:
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object; raises ``BodyError`` (413 too large, 400 otherwise)."""
+    raw = await read_bytes(request, limit)
+    try:
+        # A few KiB of brackets is enough to exhaust the parser's recursion.
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise BodyError(400, "the body is not a JSON object")
+    return body
+
+
+async def read_bytes(request: Request, limit: int) -> bytes:
+    """The raw body, at most ``limit`` bytes (signed webhooks need the exact bytes);
+    raises ``BodyError`` (413 too large, 400 otherwise)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
@@ -50,17 +64,8 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
             chunks.append(chunk)
     except ClientDisconnect:
         raise BodyError(400, "the client went away before sending the whole body") from None
-    try:
-        # A few KiB of brackets is enough to exhaust the parser's recursion.
-        body = json.loads(b"".join(chunks))
-    except (ValueError, RecursionError):
-        body = None
-    if not isinstance(body, dict):
-        raise BodyError(400, "the body is not a JSON object")
-    return body
+    return b"".join(chunks)
 
 
 def _too_large(limit: int) -> BodyError:
-    return BodyError(
-        413, f"request body larger than {limit} bytes; send only the JSON fields this route takes"
-    )
+    return BodyError(413, f"request body larger than {limit} bytes; send only what this route takes")

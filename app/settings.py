@@ -121,6 +121,10 @@ class Settings:
     # --- events
     event_history_size: int = 300
     event_history_ttl: int = 600
+    #: What this process runs (``python -m app serve --role`` overrides it): ``web`` (the
+    #: socket, login and pages), ``collector`` (checks and housekeeping), ``delivery``
+    #: (alert sends); comma-separated. Every process serves /health and /metrics.
+    roles: str = "web,collector,delivery"
     # --- monitoring and alerting (used by app.monitoring / app.alerting)
     collector_enabled: bool = True
     collector_concurrency: int = 200
@@ -178,6 +182,11 @@ class Settings:
     alert_dependency_hold: float = 60.0
     # --- extra settings added by later modules without touching this class
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        """The roles of this process (see ``roles``); an unknown name is refused by validate()."""
+        return parse_roles(self.roles)
 
     @property
     def is_sqlite(self) -> bool:
@@ -244,6 +253,10 @@ class Settings:
             problems.append("WS_HANDLER_TIMEOUT must be positive")
         if self.redis_pool_timeout <= 0:
             problems.append("REDIS_POOL_TIMEOUT must be positive")
+        try:
+            parse_roles(self.roles)
+        except ValueError as exc:
+            problems.append(f"ROLES: {exc}")
         if self.collector_concurrency <= 0 or self.collector_tick <= 0 or self.rollup_interval <= 0:
             problems.append("COLLECTOR_CONCURRENCY, COLLECTOR_TICK and ROLLUP_INTERVAL must be positive")
         if self.monitor_min_interval < 1 or self.retention_days < 1:
@@ -317,6 +330,23 @@ def parse_networks(
         except ValueError:
             raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
     return tuple(out)
+
+
+ROLES = ("web", "collector", "delivery")
+
+
+def parse_roles(value: str | list[str] | tuple[str, ...]) -> frozenset[str]:
+    """``"web,collector"`` (or a list of such, as repeated ``--role`` give) -> the role names.
+
+    Raises ValueError naming the unknown role; an empty list is refused too."""
+    items = [value] if isinstance(value, str) else list(value)
+    names = [n.strip().lower() for item in items for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown role {unknown[0]!r}; choose from {', '.join(ROLES)}")
+    if not names:
+        raise ValueError(f"at least one role is needed, out of {', '.join(ROLES)}")
+    return frozenset(names)
 
 
 def _convert(kind: str, raw: str) -> Any:

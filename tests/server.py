@@ -56,8 +56,16 @@ def migrate(database_url: str) -> None:
 
 
 class ServerProcess:
-    def __init__(self, database_url: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         self.database_url = database_url
+        #: Extra arguments of ``python -m app serve`` (e.g. ``["--role", "collector"]``).
+        self.args = list(args or [])
         self.port = port or free_port()
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
@@ -96,7 +104,7 @@ class ServerProcess:
             self._migrated = True
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "serve"],
+                [sys.executable, "-m", "app", "serve", *self.args],
                 cwd=ROOT,
                 env=self.env(),
                 stdout=log,

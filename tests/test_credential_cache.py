@@ -23,7 +23,7 @@ from sqlmodel import col
 from app import control
 from app.auth.authenticator import Authenticator
 from app.auth.credential_cache import CredentialCache
-from app.auth.errors import InvalidToken
+from app.auth.errors import InvalidToken, NotAMember
 from app.auth.local import LocalAuth
 from app.auth.passwords import hash_secret, new_secret
 from app.broker.redis import RedisBroker
@@ -227,3 +227,50 @@ async def test_a_cached_local_token_is_not_served_past_its_expiry(instance: Inst
     # once the verifier's 5 s leeway is over), never answered from the cache.
     _, reads = await instance.reads(lambda: instance.auth.authenticate(short, slug))
     assert reads > 0
+
+
+async def test_an_uncached_local_handshake_is_one_statement_and_concurrent_ones_share_it(
+    instance: Instance,
+) -> None:
+    """The miss path: session, user and membership in one statement on the read pool, and a
+    storm of the same new credential (tabs reconnecting together) reads it once."""
+    slug, other = unique("t"), unique("t")
+    name = await acreate_user(instance.db.url, {slug: "editor", other: "viewer"})
+    tokens, _ = await instance.local.login(name, PASSWORD)
+
+    first, reads = await instance.reads(lambda: instance.auth.authenticate(tokens.access_token, slug))
+    assert (first.tenant_slug, first.role, reads) == (slug, "editor", 1)
+    # No tenant asked for: the first membership, still one statement.
+    default, reads = await instance.reads(lambda: instance.auth.authenticate(tokens.access_token, None))
+    assert (default.tenant_slug, default.role, reads) == (slug, "editor", 1)
+
+    async def storm() -> list[Any]:
+        return await asyncio.gather(
+            *(instance.auth.authenticate(tokens.access_token, other) for _ in range(20))
+        )
+
+    together, reads = await instance.reads(storm)
+    assert reads == 1, f"20 concurrent handshakes of one new credential read {reads} times"
+    assert {(i.tenant_slug, i.role) for i in together} == {(other, "viewer")}
+    assert len({id(i) for i in together}) == 20, "each handshake gets its own copy of the identity"
+
+    # A refusal reaches every handshake that waited on the read, and is not cached.
+    stranger = unique("t")
+    await acreate_user(instance.db.url, {stranger: "viewer"})
+    refused = await asyncio.gather(
+        *(instance.auth.authenticate(tokens.access_token, stranger) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, NotAMember) for r in refused), refused
+
+
+async def test_a_platform_administrator_outside_the_tenant_still_gets_the_owner_role(
+    instance: Instance,
+) -> None:
+    slug = unique("t")
+    await acreate_user(instance.db.url, {slug: "viewer"})  # makes the tenant
+    admin = await acreate_user(instance.db.url, {}, platform_admin=True)
+    tokens, _ = await instance.local.login(admin, PASSWORD)
+    ident = await instance.auth.authenticate(tokens.access_token, slug)
+    assert (ident.tenant_slug, ident.role, ident.is_platform_admin) == (slug, "owner", True)
+    bare = await instance.auth.authenticate(tokens.access_token, None)
+    assert (bare.tenant_id, bare.role) == (None, None)

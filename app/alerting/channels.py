@@ -11,7 +11,7 @@ Secrets are write-only. What counts as one, per kind:
 - slack, discord: the URL's path (it *is* the credential);
 - email: ``password``;
 - apprise: every URL, whole (answers show only its scheme: ``tgram://***``);
-- pagerduty: ``routing_key`` (and the events URL's path and query).
+- pagerduty: ``routing_key`` (and the events URL's path and query), ``webhook_secret``.
 
 In answers each is replaced by ``***`` (URLs keep scheme, host and port so a
 reader can tell where alerts go).
@@ -134,6 +134,8 @@ _CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "events_url": _URL,
             "severity": {"enum": ["critical", "error", "warning", "info"]},
+            # Signs PagerDuty's webhooks to /hooks/pagerduty/<id> (inbound: never sent anywhere).
+            "webhook_secret": {"type": ["string", "null"], "minLength": 8, "maxLength": 256},
         },
     },
 }
@@ -258,6 +260,7 @@ def mask_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
         out["urls"] = [apprise_sender.masked(str(u)) for u in config.get("urls") or []]
     if kind == "pagerduty":
         out["routing_key"] = MASK if config.get("routing_key") else None
+        out["webhook_secret"] = MASK if config.get("webhook_secret") else None
         if "events_url" in out:
             out["events_url"] = _masked_url(str(out["events_url"]))
     return out

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
@@ -451,11 +451,14 @@ async def hold(db: Database, claimed: Claimed, owner: str, until: dt.datetime, w
         await s.commit()
 
 
-async def enqueue_incident_ack(session: AsyncSession, incident: Incident) -> list[Delivery]:
+async def enqueue_incident_ack(
+    session: AsyncSession, incident: Incident, *, exclude: Collection[int] = ()
+) -> list[Delivery]:
     """An ``ack`` delivery for each linked, enabled PagerDuty channel of the incident's monitor
     (PagerDuty acknowledges its incident too). Call inside the INCIDENT_ACK transaction, on
-    the first acknowledgement only; the dedupe key makes a second one impossible anyway."""
-    return await _enqueue_incident_followup(session, incident, "ack")
+    the first acknowledgement only; the dedupe key makes a second one impossible anyway.
+    ``exclude``: channels not to tell (the PagerDuty service the ack came from)."""
+    return await _enqueue_incident_followup(session, incident, "ack", exclude=exclude)
 
 
 async def enqueue_incident_resolved(session: AsyncSession, incident: Incident) -> list[Delivery]:
@@ -465,9 +468,12 @@ async def enqueue_incident_resolved(session: AsyncSession, incident: Incident) -
     return await _enqueue_incident_followup(session, incident, "resolved")
 
 
-async def _enqueue_incident_followup(session: AsyncSession, incident: Incident, what: str) -> list[Delivery]:
+async def _enqueue_incident_followup(
+    session: AsyncSession, incident: Incident, what: str, *, exclude: Collection[int] = ()
+) -> list[Delivery]:
     monitor = await session.get(Monitor, incident.monitor_id)
-    wanted = sorted({i for i in (monitor.channels if monitor else []) or [] if isinstance(i, int)})
+    linked = (monitor.channels if monitor else []) or []
+    wanted = sorted({i for i in linked if isinstance(i, int) and i not in exclude})
     if monitor is None or not wanted:
         return []
     channels = (

@@ -119,8 +119,8 @@ def secrets_of(kind: str, config: Mapping[str, Any]) -> list[str]:
         found.append(str(config["password"]))
     if kind == "apprise":
         found += apprise_sender.secrets_of(apprise_sender.config_urls(config))
-    if kind == "pagerduty" and config.get("routing_key"):
-        found.append(str(config["routing_key"]))
+    if kind == "pagerduty":
+        found += [str(config[k]) for k in ("routing_key", "webhook_secret") if config.get(k)]
     return found
 
 

@@ -12,12 +12,16 @@ a user. Three kinds of credential:
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import functools
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import jwt
-from sqlalchemy import select
+from sqlalchemy import Executable, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -65,6 +69,10 @@ class Authenticator:
         #: Local sessions and API tokens already resolved (Keycloak tokens are not cached:
         #: their sessions end at the identity provider, which sends no control message first).
         self.cache = cache if cache is not None else CredentialCache(0)
+        #: Database reads under way, by credential key, with the cache generation they began
+        #: in: a reconnect storm brings the same credential many times at once (tabs, agents
+        #: sharing an API token), and all but the first wait for its read instead of repeating it.
+        self._reading: dict[tuple[str | None, ...], tuple[int, asyncio.Future[Identity]]] = {}
 
     async def authenticate(self, token: str, tenant_slug: str | None, *, fresh: bool = False) -> Identity:
         """Raises InvalidToken / TokenExpired (close 4001) or NotAMember (close 4003).
@@ -91,13 +99,51 @@ class Authenticator:
         if cached is not None:
             return cached
         if _issuer(token) == ISSUER:
-            return await self._local(key, self.local.verify(token), tenant_slug)
+            claims = self.local.verify(token)
+            return await self._once(key, fresh, lambda: self._local(key, claims, tenant_slug))
         if self.external is None:
             raise InvalidToken("invalid token: unknown issuer")
         async with self.db.session() as s:
             user, session_id, expires_at = await self.external.identify(s, token)
             tenant, role = await self._tenant_and_role(s, user, tenant_slug)
             return _identity(user, tenant, role, "keycloak", session_id, expires_at)
+
+    async def _once(
+        self, key: tuple[str | None, ...], fresh: bool, read: Callable[[], Awaitable[Identity]]
+    ) -> Identity:
+        """``read()``, or the result of the same read already under way for ``key``.
+
+        Joined only when no control message arrived since that read began (its answer may
+        predate a revocation) and not for ``fresh`` reads. Every caller gets its own copy,
+        and a refusal is raised to each of them."""
+        generation = self.cache.generation
+        under_way = self._reading.get(key)
+        if not fresh and under_way is not None and under_way[0] == generation:
+            try:
+                return dataclasses.replace(await asyncio.shield(under_way[1]))
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not under_way[1].cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The first reader's handshake went away mid-read: read for ourselves.
+        done: asyncio.Future[Identity] = asyncio.get_running_loop().create_future()
+        if not fresh:
+            self._reading[key] = (generation, done)
+        try:
+            identity = await read()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                done.cancel()
+            else:
+                done.set_exception(exc)
+                done.exception()  # retrieved: nobody may be waiting
+            raise
+        else:
+            done.set_result(identity)
+            return identity
+        finally:
+            if self._reading.get(key, (0, None))[1] is done:
+                del self._reading[key]
 
     def _cached(self, key: tuple[str | None, ...], fresh: bool) -> Identity | None:
         if fresh:
@@ -116,23 +162,41 @@ class Authenticator:
             sid, user_id = int(session_id), int(claims["sub"])
         except ValueError:
             raise InvalidToken("the session was logged out; log in again") from None
-        async with self.db.session() as s:
-            # Session and user in one read: this runs on every uncached handshake.
-            row = (
-                await s.execute(
-                    select(AuthSession, User)
-                    .join(User, col(User.id) == col(AuthSession.user_id))
-                    .where(col(AuthSession.id) == sid)
-                )
-            ).first()
-            if row is None or row[0].revoked_at is not None or row[0].expires_at <= utcnow():
-                raise InvalidToken("the session was logged out; log in again")
-            session, user = row
-            if user.id != user_id or not user.is_active:
-                raise InvalidToken("the user no longer exists")
-            tenant, role = await self._tenant_and_role(s, user, tenant_slug)
-            identity = _identity(user, tenant, role, "local", session_id, expires_at)
-        self.cache.put(key, identity, min(expires_at, session.expires_at.timestamp()), generation)
+        # Session, user and membership in one autocommit statement on the read pool (no
+        # pre-ping, no BEGIN/ROLLBACK): this runs on every uncached handshake.
+        params = {"sid": sid, "slug": tenant_slug} if tenant_slug else {"sid": sid}
+        row = await self.db.read_first(_local_read(bool(tenant_slug)), params)
+        if row is None or row.revoked_at is not None or row.session_expires_at <= utcnow():
+            raise InvalidToken("the session was logged out; log in again")
+        if row.user_id != user_id or not row.is_active:
+            raise InvalidToken("the user no longer exists")
+        if row.tenant_id is not None:
+            tenant_id, slug, role = row.tenant_id, row.tenant_slug, row.role
+        elif row.is_platform_admin:
+            # Platform administrators manage every tenant as its owner (rare: the long way).
+            async with self.db.session() as s:
+                user = await s.get(User, user_id)
+                if user is None:
+                    raise InvalidToken("the user no longer exists")
+                tenant, role = await self._tenant_and_role(s, user, tenant_slug)
+            tenant_id, slug = (tenant.id, tenant.slug) if tenant else (None, None)
+        elif tenant_slug:
+            raise NotAMember(f"not a member of tenant {tenant_slug!a}")
+        else:
+            raise NotAMember("the user is not a member of any tenant")
+        identity = Identity(
+            user_id=user_id,
+            username=row.username,
+            subject=row.external_subject or str(user_id),
+            tenant_id=tenant_id,
+            tenant_slug=slug,
+            role=role,
+            is_platform_admin=row.is_platform_admin,
+            kind="local",
+            session_id=session_id,
+            expires_at=expires_at,
+        )
+        self.cache.put(key, identity, min(expires_at, row.session_expires_at.timestamp()), generation)
         return identity
 
     async def _tenant_and_role(
@@ -169,6 +233,11 @@ class Authenticator:
         cached = self._cached(key, fresh)
         if cached is not None:
             return cached
+        return await self._once(key, fresh, lambda: self._read_api_token(key, token_hash, tenant_slug))
+
+    async def _read_api_token(
+        self, key: tuple[str | None, ...], token_hash: str, tenant_slug: str | None
+    ) -> Identity:
         generation = self.cache.generation
         async with self.db.session() as s:
             row = (
@@ -241,6 +310,41 @@ def _identity(
         kind=kind,
         session_id=session_id,
         expires_at=expires_at,
+    )
+
+
+@functools.cache
+def _local_read(by_slug: bool) -> Executable:
+    """One row: the session (``:sid``), its user and the user's membership in the tenant
+    ``:slug`` (``by_slug``) or their first one; the membership columns are NULL when there is
+    none. Built once per shape: composing the statement cost more than running it."""
+    member = col(Membership.user_id) == col(User.id)
+    if by_slug:
+        member = and_(
+            member,
+            col(Membership.tenant_id)
+            == select(col(Tenant.id)).where(col(Tenant.slug) == bindparam("slug")).scalar_subquery(),
+        )
+    return (
+        select(
+            col(AuthSession.revoked_at),
+            col(AuthSession.expires_at).label("session_expires_at"),
+            col(User.id).label("user_id"),
+            col(User.username),
+            col(User.external_subject),
+            col(User.is_active),
+            col(User.is_platform_admin),
+            col(Tenant.id).label("tenant_id"),
+            col(Tenant.slug).label("tenant_slug"),
+            col(Membership.role),
+        )
+        .select_from(AuthSession)
+        .join(User, col(User.id) == col(AuthSession.user_id))
+        .outerjoin(Membership, member)
+        .outerjoin(Tenant, col(Tenant.id) == col(Membership.tenant_id))
+        .where(col(AuthSession.id) == bindparam("sid"))
+        .order_by(col(Membership.id))
+        .limit(1)
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import shlex
@@ -39,6 +40,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small sizes and short windows (about a minute)")
     size.add_argument("--smoke", action="store_true", help="tiny sizes for the test suite (seconds)")
+    parser.add_argument(
+        "--collector-monitors",
+        default=None,
+        help="collector scenario: comma-separated HTTP monitor counts instead of the plan's (e.g. 5000)",
+    )
     parser.add_argument(
         "--results-dir",
         type=Path,
@@ -95,6 +101,9 @@ def _say(line: str) -> None:
 
 async def _run(args: argparse.Namespace, cpus: CpuPlan) -> dict[str, Any]:
     plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.collector_monitors:
+        sizes = tuple(int(n) for n in args.collector_monitors.split(",") if n.strip())
+        plan = dataclasses.replace(plan, collector_monitors=sizes)
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
     env = Environment(
         cpus=cpus,

@@ -95,7 +95,7 @@ async def read_summary(target: WatchpostTarget, expected: int) -> dict[str, Any]
             # The server encodes with orjson too: re-encoding gives the size it sent, within a few bytes.
             size += len(orjson.dumps(reply))
             seen.extend(int(m["id"]) for m in reply["data"]["monitors"])
-            total = reply["data"]["total"]
+            total = reply["data"].get("total", total)  # the first page carries the totals
             meta = reply.get("meta") or {}
             if not meta.get("has_more"):
                 break

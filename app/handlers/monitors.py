@@ -30,6 +30,7 @@ from app.models.monitor import Monitor
 from app.monitoring import kinds, recorder
 from app.monitoring.checks import CheckOutcome, cert_days_left, run_http_check, run_tcp_check
 from app.monitoring.collector import group_outcome, internal_error, missed_push
+from app.monitoring.conditions import parse_all
 from app.monitoring.definition import (
     DEFAULTS,
     KINDS,
@@ -494,7 +495,9 @@ async def _probe(values: dict[str, Any] | Monitor, ctx: Context) -> CheckOutcome
             return await run_http_check(dataclasses.replace(spec, timeout=timeout))
         if get("kind") in kinds.NAMES:
             return await kinds.run(str(get("kind")), kind_values(values), timeout)
-        return await run_tcp_check(str(get("host")), int(get("port") or 0), timeout)
+        return await run_tcp_check(
+            str(get("host")), int(get("port") or 0), timeout, conditions=parse_all(get("conditions"))
+        )
     # A row stored before validation was strict: a failed result, not status 1.
     except Exception as exc:  # noqa: BLE001
         return internal_error(exc, get("url"), get("options"))

@@ -19,6 +19,8 @@ After the status and keyword shorthands, the monitor's conditions
 (:mod:`app.monitoring.conditions`) are evaluated against the answer; a failing
 ``warn:`` condition or a response slower than ``degraded_latency_ms`` makes the
 outcome ``degraded`` (ok, with a ``warning`` saying why).
+The websocket, dns and tcp runners judge their conditions with
+:func:`judge_answer` on what they saw.
 
 Request building (method, headers, auth, body, redirects) is in
 :func:`build_request`; a fast-path probe for plain GETs must fall back to this
@@ -396,6 +398,22 @@ def judge(
     return outcome(True, None, "; ".join(warnings) if warnings else None)
 
 
+def judge_answer(outcome: CheckOutcome, conditions: Sequence[Condition], answer: Answer) -> CheckOutcome:
+    """A passed probe of another kind (websocket, dns, tcp) after its conditions: each failing
+    one is named in ``error`` (joined by ``; ``), failing ``warn:`` ones make it ``degraded``.
+    ``answer`` holds what the kind offers; its response time is the outcome's latency."""
+    if not outcome.ok or not conditions:
+        return outcome
+    if answer.latency_ms is None:
+        answer.latency_ms = outcome.latency_ms
+    verdict = evaluate(conditions, answer)
+    if verdict.failed:
+        return dataclasses.replace(outcome, ok=False, error="; ".join(verdict.failed))
+    if verdict.warned:
+        return dataclasses.replace(outcome, degraded=True, warning="; ".join(verdict.warned))
+    return outcome
+
+
 def cert_days_left(expires: dt.datetime | None, now: dt.datetime | None = None) -> int | None:
     """Whole days until ``expires`` (negative once expired); None without a certificate."""
     if expires is None:
@@ -488,10 +506,15 @@ def _fail(
 
 
 async def run_tcp_check(
-    host: str, port: int, timeout: float, policy: EgressPolicy | None = None
+    host: str,
+    port: int,
+    timeout: float,
+    policy: EgressPolicy | None = None,
+    conditions: Sequence[Condition] = (),
 ) -> CheckOutcome:
-    """Open and close one TCP connection; latency is the connect time. The connection
-    obeys ``policy`` (default: the process's CHECK_DENY_NETWORKS policy)."""
+    """Open and close one TCP connection; latency is the connect time, the only subject
+    ``conditions`` have here (``response_time < 50``). The connection obeys ``policy``
+    (default: the process's CHECK_DENY_NETWORKS policy)."""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
@@ -514,4 +537,4 @@ async def run_tcp_check(
         await writer.wait_closed()
     except OSError:
         pass  # the peer may reset on close; the connect already succeeded
-    return CheckOutcome(True, latency, None, None, None)
+    return judge_answer(CheckOutcome(True, latency, None, None, None), conditions, Answer(latency_ms=latency))

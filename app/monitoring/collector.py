@@ -53,7 +53,7 @@ from sqlmodel import col
 from app import metrics
 from app.models.base import utcnow
 from app.models.monitor import Monitor
-from app.monitoring import kinds, recorder
+from app.monitoring import http_probe, kinds, recorder
 from app.monitoring.checks import (
     MAX_BODY_BYTES,
     CheckOutcome,
@@ -62,6 +62,7 @@ from app.monitoring.checks import (
     run_tcp_check,
     scrub_text,
 )
+from app.monitoring.conditions import parse_all
 from app.monitoring.definition import effective_timeout, http_spec, kind_values
 from app.monitoring.state import UP_LIKE, group_state
 
@@ -81,6 +82,9 @@ RECORD_BACKOFF_FIRST = 30.0
 RECORD_BACKOFF_MAX = 3600.0
 #: At most this many HTTP/TCP outcomes are recorded in one transaction.
 RECORD_BATCH_MAX = 100
+#: A writer waits this long after the first outcome of a batch for others to join (seconds).
+#: Only the recording waits; the latency was measured before.
+RECORD_GATHER = 0.02
 #: Batches recorded at once (each on its own pooled connection): one writer would make
 #: every check wait for the database round trips of all the others.
 RECORD_WRITERS = 4
@@ -154,9 +158,20 @@ async def probe(
         async with asyncio.timeout(timeout + PROBE_SLACK):
             if monitor.kind == "http":
                 spec = http_spec(monitor, timeout_max=timeout_max, max_body_bytes=max_body_bytes)
+                fast = http_probe.plan(spec)
+                if fast is not None:
+                    outcome = await http_probe.run(fast, spec)
+                    if outcome is not None:
+                        return outcome
+                    # A redirect to follow or an unusual answer: the full client starts over.
                 return await run_http_check(spec, clients)
             if monitor.kind == "tcp":
-                return await run_tcp_check(str(monitor.host), int(monitor.port or 0), timeout)
+                return await run_tcp_check(
+                    str(monitor.host),
+                    int(monitor.port or 0),
+                    timeout,
+                    conditions=parse_all(monitor.conditions),
+                )
             if monitor.kind in kinds.NAMES:
                 return await kinds.run(monitor.kind, kind_values(monitor), timeout)
             raise ValueError(f"{monitor.kind!r} monitors are not probed")
@@ -530,6 +545,11 @@ class Collector:
     async def _write_loop(self) -> None:
         while True:
             batch = [await self._outbox.get()]
+            if self._outbox.qsize() < RECORD_BATCH_MAX - 1:
+                # Let the outcomes of the next few milliseconds join: a batch's statements
+                # cost about the same for 1 outcome as for 50, and at hundreds of checks/s
+                # a writer that starts at once writes batches of two or three.
+                await asyncio.sleep(RECORD_GATHER)
             while len(batch) < RECORD_BATCH_MAX and not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
             await self._write_batch(batch)
@@ -538,20 +558,34 @@ class Collector:
         saved = [{f: getattr(m, f) for f in _RECORDED_FIELDS} for m, _o, _d in batch]
         try:
             recordings = await self._record_batch([(m, o) for m, o, _d in batch])
-        except Exception:  # noqa: BLE001 - retried one by one below
+        except Exception as batch_exc:  # noqa: BLE001 - retried one by one below
             # One bad row must not cost the others their results: record each on its
-            # own, so only the bad one fails (and backs off, see _back_off).
+            # own, so only the bad one fails (and backs off with its own log line, see
+            # _back_off).
+            failed = 0
             for (monitor, outcome, done), fields in zip(batch, saved, strict=True):
                 for name, value in fields.items():
                     setattr(monitor, name, value)
                 try:
                     rec = await self._record_one(monitor, outcome)
                 except Exception as exc:  # noqa: BLE001 - handed to the waiting check
+                    failed += 1
                     if not done.done():
                         done.set_exception(exc)
                 else:
                     if not done.done():
                         done.set_result(rec)
+            if not failed:
+                # Every outcome recorded on its own: the batch path itself is failing,
+                # which would otherwise only show as lost throughput.
+                log.warning(
+                    # The type only: a database error's text quotes the statement's parameters.
+                    "collector %s: recording a batch of %d failed (%s) although each outcome "
+                    "recorded on its own",
+                    self.owner,
+                    len(batch),
+                    type(batch_exc).__name__,
+                )
             return
         for (_m, _o, done), rec in zip(batch, recordings, strict=True):
             if not done.done():
@@ -565,27 +599,71 @@ class Collector:
     ) -> list[recorder.Recording | None]:
         """Record HTTP/TCP outcomes in one transaction; None for each that lost its compare-and-set."""
         now = utcnow()
-        out: list[recorder.Recording | None] = []
+        out: list[recorder.Recording | None] = [None] * len(items)
         async with self.db.session() as session:
             windows = await recorder.active_windows(session, {m.tenant_id for m, _o in items}, now)
-            for monitor, outcome in items:
+            steady: list[tuple[int, tuple[Monitor, CheckOutcome, bool, datetime]]] = []
+            changing: list[tuple[int, Monitor, CheckOutcome, bool]] = []
+            transitions = []
+            for index, (monitor, outcome) in enumerate(items):
+                in_maintenance = recorder.covered(monitor, windows)
+                transition = recorder.decide(
+                    monitor, outcome.ok, in_maintenance=in_maintenance, degraded=outcome.degraded
+                ).transition
+                transitions.append(transition)
+                if not recorder.certificate_steady(monitor, outcome, now, in_maintenance):
+                    # A new certificate, or a threshold to alert: the one-by-one path.
+                    changing.append((index, monitor, outcome, in_maintenance))
+                elif transition is None:
+                    steady.append((index, (monitor, outcome, in_maintenance, next_due(monitor, now))))
+                else:
+                    changing.append((index, monitor, outcome, in_maintenance))
+            if changing:
+                # Open incidents in one read; then the quiet transitions (a fleet's first
+                # checks: pending -> up, nothing to open, resolve or alert) join the batch.
+                await recorder.prefetch_open_incidents(session, [m.id or 0 for _i, m, _o, _mt in changing])
+                loud = []
+                for index, monitor, outcome, in_maintenance in changing:
+                    transition = transitions[index]
+                    if transition is not None and await recorder.is_quiet(session, monitor, transition):
+                        steady.append((index, (monitor, outcome, in_maintenance, next_due(monitor, now))))
+                    else:
+                        loud.append((index, monitor, outcome, in_maintenance))
+                changing = loud
+            # Most outcomes change nothing but streaks and last_*: one UPDATE and one INSERT
+            # for all of them. State changes (incidents, groups, alerting) go one by one.
+            recorded = await recorder.record_steady(
+                session,
+                [item for _i, item in steady],
+                now=now,
+                lease_owner=self.owner,
+                is_sqlite=self.db.is_sqlite,
+            )
+            lost = []
+            for (index, item), rec in zip(steady, recorded, strict=True):
+                out[index] = rec
+                if rec is None:
+                    lost.append(item[0])
+            for index, monitor, outcome, in_maintenance in changing:
                 rec = await recorder.record(
                     session,
                     monitor,
                     outcome,
                     now=now,
-                    in_maintenance=recorder.covered(monitor, windows),
+                    in_maintenance=in_maintenance,
                     next_check_at=next_due(monitor, now),
                     lease_owner=self.owner,
                 )
-                if rec is None:  # nothing was written for it: give the lease back
-                    await session.execute(
-                        update(Monitor)
-                        .where(col(Monitor.id) == monitor.id, col(Monitor.lease_owner) == self.owner)
-                        .values(lease_owner=None, lease_expires_at=None, next_check_at=next_due(monitor, now))
-                        .execution_options(synchronize_session=False)
-                    )
-                out.append(rec)
+                out[index] = rec
+                if rec is None:
+                    lost.append(monitor)
+            for monitor in lost:  # nothing was written for it: give the lease back
+                await session.execute(
+                    update(Monitor)
+                    .where(col(Monitor.id) == monitor.id, col(Monitor.lease_owner) == self.owner)
+                    .values(lease_owner=None, lease_expires_at=None, next_check_at=next_due(monitor, now))
+                    .execution_options(synchronize_session=False)
+                )
             await session.commit()
         for (monitor, outcome), rec in zip(items, out, strict=True):
             if rec is not None:

@@ -22,6 +22,11 @@ Operators: ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``contains``,
 ``not contains``. Values: a number, a double-quoted string (``\\"`` and
 ``\\\\`` escapes), ``true``, ``false`` or ``null``.
 
+Each kind offers the subjects that make sense for it (``CONDITION_SUBJECTS`` in
+:mod:`app.monitoring.definition`): http all of them; websocket ``body``, ``$…`` and
+``response_time`` on its first answer; dns the same on its answer's values
+(:func:`values_answer`: ``body`` one per line, ``$`` the list); tcp ``response_time``.
+
 A condition prefixed ``warn:`` does not fail the check: when it does not hold
 the monitor is ``degraded`` (up for uptime, alertable on its own).
 
@@ -109,6 +114,12 @@ class Answer:
         if isinstance(self._json, ValueError):
             raise self._json
         return self._json
+
+
+def values_answer(values: Sequence[str], latency_ms: float | None = None) -> Answer:
+    """An answer that is a list of texts (a dns answer's values): ``body`` is the values one
+    per line, ``$`` the list itself (``$ contains "192.0.2.10"`` is an exact member)."""
+    return Answer(latency_ms=latency_ms, body="\n".join(values).encode(), _json=list(values))
 
 
 # --------------------------------------------------------------------------- parsing

@@ -42,8 +42,17 @@ from app.monitoring.request import (
 from app.urls import MASK, BadURL, check_http_url, mask_credentials, valid_hostname
 
 KINDS = ("http", "tcp", "push", "group", *kinds.NAMES)
-#: Kinds whose checks evaluate ``conditions`` (app.monitoring.conditions).
-CONDITION_KINDS = ("http",)
+#: The condition subjects each kind offers (app.monitoring.conditions): "json" is a
+#: ``$.json.path``, "header" a ``header.NAME``. Other kinds take no conditions.
+CONDITION_SUBJECTS: dict[str, tuple[str, ...]] = {
+    "http": ("status", "response_time", "body", "json", "header", "cert_days"),
+    "websocket": ("body", "response_time", "json"),
+    "dns": ("body", "response_time", "json"),
+    "tcp": ("response_time",),
+}
+#: Kinds whose checks evaluate ``conditions``.
+CONDITION_KINDS = tuple(CONDITION_SUBJECTS)
+_SUBJECT_NAMES = {"json": "a $.json.path", "header": "header.NAME"}
 #: Kinds that make no request of their own (no timeout to fit in the interval).
 PASSIVE_KINDS = ("push", "group")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -209,8 +218,12 @@ def merge_update(
         values["timeout"] = default_timeout(values["interval"], timeout_max)
     if values.get("timeout") is None:
         values["timeout"] = current.get("timeout") or default_timeout(values["interval"], timeout_max)
-    if "options" not in patch and patch.get("kind", current.get("kind")) != current.get("kind"):
-        values["options"] = {}  # another kind's options mean nothing to the new one
+    if patch.get("kind", current.get("kind")) != current.get("kind"):
+        # Another kind's options and conditions mean nothing to the new one.
+        if "options" not in patch:
+            values["options"] = {}
+        if "conditions" not in patch:
+            values["conditions"] = []
     same = kinds.destination(values.get("url")) == kinds.destination(current.get("url"))
     stored_options = current.get("options") or {}
     if isinstance(patch.get("options"), Mapping):
@@ -298,13 +311,9 @@ def validate_definition(values: dict[str, Any], *, min_interval: int, timeout_ma
                 "degraded_latency_ms",
                 f"degraded_latency_ms ({latency:g}) must be below the timeout ({values['timeout']:g} s)",
             )
-    if kind in CONDITION_KINDS:
-        for i, text in enumerate(values.get("conditions") or []):
-            try:
-                parse(text)
-            except ConditionError as exc:
-                bad(f"conditions[{i}]", f"conditions[{i}] at {exc}: {text[:80]!r}")
-    elif kind == "tcp":
+    for path, msg in condition_problems(kind, values.get("conditions")):
+        bad(path, msg)
+    if kind == "tcp":
         host = values.get("host")
         if not host:
             bad("host", "a tcp monitor needs a host")
@@ -330,6 +339,41 @@ def validate_definition(values: dict[str, Any], *, min_interval: int, timeout_ma
     kinds.validate(kind, values, bad)
     if errors:
         raise InvalidData(f"invalid monitor: {errors[0]['msg']}", errors=errors)
+
+
+def condition_problems(kind: str, texts: Any) -> list[tuple[str, str]]:
+    """``(path, msg)`` for each condition that does not parse or names a subject ``kind``
+    does not offer (``'status' is not available for a dns monitor; use body, …``)."""
+    if not texts:
+        return []
+    offered = CONDITION_SUBJECTS.get(kind)
+    if offered is None:
+        return [
+            (
+                "conditions",
+                f"a {kind} monitor takes no conditions; they apply to "
+                f"{', '.join(CONDITION_KINDS[:-1])} and {CONDITION_KINDS[-1]} monitors",
+            )
+        ]
+    problems = []
+    for i, text in enumerate(texts):
+        try:
+            condition = parse(text)
+        except ConditionError as exc:
+            problems.append((f"conditions[{i}]", f"conditions[{i}] at {exc}: {text[:80]!r}"))
+            continue
+        if condition.subject not in offered:
+            article = "an" if kind == "http" else "a"
+            names = [_SUBJECT_NAMES.get(s, s) for s in offered]
+            choices = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+            problems.append(
+                (
+                    f"conditions[{i}]",
+                    f"conditions[{i}]: {condition.label!r} is not available for {article} {kind} monitor;"
+                    f" use {choices}",
+                )
+            )
+    return problems
 
 
 def http_spec(
@@ -364,6 +408,7 @@ def kind_values(m: Monitor | Mapping[str, Any]) -> dict[str, Any]:
         "host": get("host"),
         "verify_tls": get("verify_tls"),
         "options": dict(get("options") or {}),
+        "conditions": list(get("conditions") or []),
     }
 
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import Table, event, select, text
+from sqlalchemy import Executable, Row, Table, event, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -128,6 +128,28 @@ class Database:
                 if not _lost_connection(exc):
                     raise
                 raise Unavailable("the database is unavailable; retry shortly") from exc
+        raise AssertionError("unreachable")
+
+    async def read_first(self, stmt: Executable, params: dict[str, Any] | None = None) -> Row[Any] | None:
+        """The first row of one read-only ``stmt`` (with ``params``) on the read pool, or None.
+
+        For hot single-statement reads (an uncached handshake): autocommit, so no
+        BEGIN/ROLLBACK round trips, and no pre-ping per checkout; one statement
+        sees one consistent snapshot. A read that meets a connection the server
+        dropped is retried once on a fresh pool, as in :meth:`rows_by_id`.
+        """
+        for attempt in (1, 2):
+            try:
+                async with self.read_engine.connect() as conn:
+                    row: Row[Any] | None = (await conn.execute(stmt, params)).first()
+                    return row
+            except (OperationalError, DBAPIError, OSError) as exc:
+                if not _lost_connection(exc):
+                    raise
+                if attempt == 2 or self.is_sqlite:
+                    raise Unavailable("the database is unavailable; retry shortly") from exc
+                await self.read_engine.dispose()
+                log.info("read on a dropped database connection; retrying on a new one")
         raise AssertionError("unreachable")
 
     def loader(self, name: str, fetch: Fetch[Any, Any], **options: int) -> BatchLoader[Any, Any]:

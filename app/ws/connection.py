@@ -50,8 +50,11 @@ _INSTANCE = secrets.token_hex(3)
 
 
 class Connection:
+    # Slots, and nothing made before it is needed: an idle connection (the common case: a
+    # dashboard waiting for events) holds no send queue, no writer task, no flush event and
+    # one expiry timer (make bench, idle scenario; docs/bench/idle.md).
     __slots__ = (
-        "_auth_timers",
+        "_auth_timer",
         "_broker",
         "_closing",
         "_deadline_sweep",
@@ -61,7 +64,7 @@ class Connection:
         "_queue",
         "_queued_bytes",
         "_response_bytes",
-        "_waiter",
+        "_started",
         "_writer",
         "client_addr",
         "closed",
@@ -96,38 +99,40 @@ class Connection:
         # Python 3.11 every get_running_loop() (also inside current_task(), Event.wait())
         # is a getpid() system call: ~10 % of server CPU per PING on a VM (py-spy --native).
         self._loop = asyncio.get_running_loop()
-        #: (frame, is a response) in sending order.
-        self._queue: deque[tuple[str | bytes, bool]] = deque()
+        #: (frame, is a response) in sending order; None while nothing waits (made on demand).
+        self._queue: deque[tuple[str | bytes, bool]] | None = None
         #: Bytes of the events and of the responses waiting in the queue.
         self._queued_bytes = 0
         self._response_bytes = 0
-        #: The writer's wake-up while the queue is empty (a bare future: see ``_loop``).
-        self._waiter: asyncio.Future[None] | None = None
-        #: Set whenever the queue is empty (drain waits on it).
-        self._flushed = asyncio.Event()
-        self._flushed.set()
+        #: Resolved when the queue empties; made only while someone waits (wait_flushed).
+        self._flushed: asyncio.Future[None] | None = None
+        #: The writer runs only while frames wait, and ends when the queue is empty.
         self._writer: asyncio.Task[None] | None = None
+        self._started = False
         self.closed = False
         #: Stop taking new requests (graceful drain).
         self.draining = False
         #: Request tasks still running (awaited by drain).
         #: Request tasks still running, with their deadlines (loop time); awaited by drain.
         self.tasks: dict[asyncio.Task[None], float] = {}
-        #: Tasks the deadline sweep cancelled: their handler answers TIMEOUT.
-        self.timed_out: set[asyncio.Task[None]] = set()
+        #: Tasks the deadline sweep cancelled: their handler answers TIMEOUT (made on first use).
+        self.timed_out: set[asyncio.Task[None]] | None = None
         self._deadline_sweep: asyncio.TimerHandle | None = None
         self.in_flight = asyncio.Semaphore(settings.ws_max_in_flight)
         #: Scoped topic key -> Subscription (see app.ws.subscriptions).
         self.subscriptions: dict[str, Any] = {}
         #: Serialises SUBSCRIBE/UNSUBSCRIBE of this connection (see app.ws.subscriptions).
         self.sub_lock = asyncio.Lock()
-        self._auth_timers: list[asyncio.TimerHandle] = []
+        #: The next expiry step: the 904 notice, then the 4010 close (one timer at a time).
+        self._auth_timer: asyncio.TimerHandle | None = None
         #: The close started by :meth:`close_soon`; :meth:`finish` lets it send its frame.
         self._closing: asyncio.Task[None] | None = None
 
     # ----- sending
     def start(self) -> None:
-        self._writer = self._loop.create_task(self._write_loop())
+        self._started = True
+        if self._queue:
+            self._writer = self._loop.create_task(self._write_loop())
         self.arm_auth_timers()
 
     def enqueue(self, frame: str | bytes, *, response: bool = False) -> bool:
@@ -140,71 +145,70 @@ class Connection:
             over = self._response_bytes > 0 and self._response_bytes + size > self.max_bytes
         else:
             over = self._queued_bytes + size > self.max_bytes
-        if over or len(self._queue) >= self.max_messages:
+        waiting = len(self._queue) if self._queue is not None else 0
+        if over or waiting >= self.max_messages:
             metrics.WS_SLOW_CONSUMERS.inc()
             log.warning(
                 "closing %s (%s): send queue overflow (%d messages, %d bytes of events, %d of responses)",
                 self.conn_id,
                 self.identity.username,
-                len(self._queue),
+                waiting,
                 self._queued_bytes,
                 self._response_bytes,
             )
-            self._queue.clear()
+            if self._queue is not None:
+                self._queue.clear()
             self._queued_bytes = self._response_bytes = 0
             self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: send queue overflowed")
             return False
-        self._queue.append((frame, response))
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append((frame, response))
         if response:
             self._response_bytes += size
         else:
             self._queued_bytes += size
-        self._flushed.clear()
-        self._wake()
+        if self._writer is None and self._started:
+            self._writer = self._loop.create_task(self._write_loop())
         return True
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
     async def _write_loop(self) -> None:
+        """Send until the queue is empty, then end: an idle connection keeps no task, no
+        coroutine frame and no wake-up future (make bench, idle scenario). Frames queued
+        while it sends are sent by the same run; the next enqueue starts a new one."""
         send = self.ws.send
-        queue = self._queue
         try:
-            while True:
-                if not queue and not self.closed:
-                    self._waiter = self._loop.create_future()
-                    await self._waiter
-                while queue:
-                    frame, response = queue.popleft()
-                    if response:
-                        self._response_bytes -= len(frame)
-                    else:
-                        self._queued_bytes -= len(frame)
-                    if isinstance(frame, bytes):
-                        await send({"type": "websocket.send", "text": frame.decode()})
-                    else:
-                        await send({"type": "websocket.send", "text": frame})
-                    metrics.WS_SENT.inc()
-                # Let go of the last frame while idle: orjson output sits in a 4 KiB block
-                # (make bench: idle memory 39.4 -> 35.5 KiB per connection).
-                frame = b""
-                self._flushed.set()
-                if self.closed:
-                    return
+            while queue := self._queue:
+                frame, response = queue.popleft()
+                if response:
+                    self._response_bytes -= len(frame)
+                else:
+                    self._queued_bytes -= len(frame)
+                if isinstance(frame, bytes):
+                    await send({"type": "websocket.send", "text": frame.decode()})
+                else:
+                    await send({"type": "websocket.send", "text": frame})
+                metrics.WS_SENT.inc()
         except Exception:  # noqa: BLE001 - the peer went away; the reader loop notices
             self.closed = True
-            self._flushed.set()
+        finally:
+            # No await between the queue found empty and these: an enqueue either came
+            # before (and was sent) or comes after and starts a new writer.
+            self._writer = None
+            self._queue = None
+            flushed, self._flushed = self._flushed, None
+            if flushed is not None and not flushed.done():
+                flushed.set_result(None)
 
     async def wait_flushed(self, timeout: float) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._flushed.wait()
-        except TimeoutError:
-            pass
+        """Wait (at most ``timeout`` seconds) until every queued frame was handed to the socket."""
+        if not self._queue:
+            return
+        flushed = self._flushed
+        if flushed is None:
+            flushed = self._flushed = self._loop.create_future()
+        await asyncio.wait({flushed}, timeout=timeout)
 
     # ----- closing
     def close_soon(self, code: int, reason: str = "") -> None:
@@ -227,7 +231,6 @@ class Connection:
             await self.ws.close(code=code, reason=reason[:120])
         except Exception:  # noqa: BLE001 - already closed by the peer
             pass
-        self._wake()
 
     # ----- request deadlines
     def track(self, task: asyncio.Task[None], timeout: float) -> None:
@@ -255,13 +258,22 @@ class Connection:
 
     def _untrack(self, task: asyncio.Task[None]) -> None:
         self.tasks.pop(task, None)
-        self.timed_out.discard(task)
+        if self.timed_out is not None:
+            self.timed_out.discard(task)
+            if not self.timed_out:
+                self.timed_out = None
+
+    def was_timed_out(self, task: asyncio.Task[Any]) -> bool:
+        """True when the deadline sweep cancelled ``task`` (its handler answers TIMEOUT)."""
+        return self.timed_out is not None and task in self.timed_out
 
     def _sweep(self, timeout: float) -> None:
         self._deadline_sweep = None
         now = asyncio.get_running_loop().time()
         for task, deadline in list(self.tasks.items()):
-            if deadline <= now and task not in self.timed_out and not task.done():
+            if deadline <= now and not self.was_timed_out(task) and not task.done():
+                if self.timed_out is None:
+                    self.timed_out = set()
                 self.timed_out.add(task)
                 task.cancel()
         if self.tasks:
@@ -276,7 +288,6 @@ class Connection:
             self._deadline_sweep.cancel()
             self._deadline_sweep = None
         self.cancel_auth_timers()
-        self._wake()
         if self._closing is not None and not self._closing.done():
             # Returning first would let the server close with 1000 instead of our code, and a
             # slow consumer's close frame waits behind everything it has not read yet: give it
@@ -296,22 +307,25 @@ class Connection:
         expires_at = self.identity.expires_at
         if expires_at is None:
             return
-        loop = asyncio.get_running_loop()
         left = expires_at - time.time()
         notice_in = max(0.0, left - self.settings.auth_expiring_notice)
-        self._auth_timers.append(loop.call_later(notice_in, self._send_expiring))
-        self._auth_timers.append(
-            loop.call_later(max(0.0, left), self.close_soon, CloseCode.TOKEN_EXPIRED, "token expired")
-        )
+        self._auth_timer = self._loop.call_later(notice_in, self._send_expiring)
 
     def cancel_auth_timers(self) -> None:
-        for handle in self._auth_timers:
-            handle.cancel()
-        self._auth_timers.clear()
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
 
     def _send_expiring(self) -> None:
+        """The 904 notice; then the one timer left is the 4010 close at the expiry itself."""
         now = time.time()
-        self.enqueue(encode_auth_expiring(self.identity.expires_at or now, now))
+        expires_at = self.identity.expires_at or now
+        self.enqueue(encode_auth_expiring(expires_at, now))
+        self._auth_timer = self._loop.call_later(max(0.0, expires_at - now), self._expired)
+
+    def _expired(self) -> None:
+        self._auth_timer = None
+        self.close_soon(CloseCode.TOKEN_EXPIRED, "token expired")
 
     # ----- the session its handlers see (app.session.Session)
     def apply_identity(self, identity: Identity, *, announce: bool = False) -> Coroutine[Any, Any, list[str]]:

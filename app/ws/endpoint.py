@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import metrics
@@ -46,6 +47,11 @@ def _credentials(ws: WebSocket) -> tuple[str | None, str | None]:
         if proto.startswith(BEARER_SUBPROTOCOL_PREFIX):
             return proto[len(BEARER_SUBPROTOCOL_PREFIX) :], echo
     return ws.query_params.get("token"), echo
+
+
+async def web_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+    """The /web endpoint as a bare ASGI app (``create_app`` routes sockets here directly)."""
+    await websocket_endpoint(WebSocket(scope, receive=receive, send=send))
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
@@ -265,7 +271,7 @@ async def _handle(conn: Connection, services: Services, req: Request) -> None:
         response = await services.router.dispatch(req, ctx)
     except asyncio.CancelledError:
         task = asyncio.current_task()
-        if task is None or task not in conn.timed_out:
+        if task is None or not conn.was_timed_out(task):
             raise
         task.uncancel()  # our deadline sweep cancelled it: answer, do not die
         limit = services.settings.ws_handler_timeout

@@ -13,6 +13,9 @@ const PLAIN_FIELDS = [
   "degraded_latency_ms", "body",
 ];
 
+// Kinds whose checks evaluate `conditions` (app/monitoring/definition.py CONDITION_SUBJECTS).
+const CONDITION_KINDS = ["http", "websocket", "dns", "tcp"];
+
 // Fields of the kinds whose own settings live in the monitor's `options` object.
 const OPTION_FIELDS = {
   dns: ["record_type", "resolver", "resolver_port", "expected", "match"],
@@ -172,7 +175,6 @@ function formPayload(form) {
       headers: parseHeaders(f.headers.value),
       body: f.body.value === "" ? null : f.body.value,
       auth: authPayload(f),
-      conditions: f.conditions.value.split("\n").map((s) => s.trim()).filter(Boolean),
     });
     const expected = parseExpected(f.expected_status.value);
     if (expected.length) data.expected_status = expected;
@@ -192,6 +194,9 @@ function formPayload(form) {
   } else if (kind === "websocket") {
     Object.assign(data, { url: f.url.value.trim(), verify_tls: f.verify_tls.checked });
   }
+  if (CONDITION_KINDS.includes(kind)) {
+    data.conditions = f.conditions.value.split("\n").map((s) => s.trim()).filter(Boolean);
+  }
   if (OPTION_FIELDS[kind]) data.options = optionsPayload(form, kind);
   for (const k of Object.keys(data)) if (data[k] === undefined) delete data[k];
   return data;
@@ -207,7 +212,8 @@ export async function testForm() {
   out.textContent = "Testing…";
   button.disabled = true;
   try {
-    const { name: _name, ...definition } = formPayload(form);
+    // Alert routing (depends_on, escalation_policy) is not part of what a check tests.
+    const { name: _name, depends_on: _deps, escalation_policy: _policy, ...definition } = formPayload(form);
     const answer = await session.client.call(Pkg.MONITOR_CHECK_NOW, { monitor: definition }, { timeoutMs: 65000 });
     const r = answer?.result ?? {};
     const took = r.latency_ms === null || r.latency_ms === undefined ? "" : ` in ${Math.round(r.latency_ms)} ms`;

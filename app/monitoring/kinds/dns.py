@@ -9,6 +9,10 @@ Values are compared in a normal form: names lower-case without the final dot,
 MX as ``"10 mail.example.com"``, SRV as ``"priority weight port target"``, TXT as
 its strings joined. Latency is the resolve time. The resolver's address is the
 destination CHECK_DENY_NETWORKS judges.
+
+After ``expected``, the monitor's ``conditions`` see the answer's values (sorted, in
+that normal form): ``body`` is them one per line, ``$`` the JSON list of them
+(``$ contains "192.0.2.10"``, ``$[0] == "10 mail.example.com"``), and ``response_time``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import dns.exception
 import dns.resolver
 
 from app.egress import EgressPolicy
-from app.monitoring.checks import CheckOutcome
+from app.monitoring.checks import CheckOutcome, judge_answer
+from app.monitoring.conditions import parse_all, values_answer
 from app.monitoring.kinds.common import Bad, failed, is_ip, known_options, passed, seconds, with_deadline
 from app.urls import valid_hostname
 
@@ -125,15 +130,14 @@ async def _resolve(
     if not got:
         return failed(started, f"no {rtype} records for {name}")
     expected = list(options.get("expected") or [])
-    if not expected:
-        return outcome
-    have = {_normal(rtype, v) for v in got}
-    missing = [e for e in expected if _normal(rtype, e) not in have]
-    if options.get("match") == "all" and missing:
-        return failed(started, f"{rtype} answer {_listed(got)} lacks {_listed(missing)}")
-    if len(missing) == len(expected):
-        return failed(started, f"{rtype} answer {_listed(got)} has none of {_listed(expected)}")
-    return outcome
+    if expected:
+        have = {_normal(rtype, v) for v in got}
+        missing = [e for e in expected if _normal(rtype, e) not in have]
+        if options.get("match") == "all" and missing:
+            return failed(started, f"{rtype} answer {_listed(got)} lacks {_listed(missing)}")
+        if len(missing) == len(expected):
+            return failed(started, f"{rtype} answer {_listed(got)} has none of {_listed(expected)}")
+    return judge_answer(outcome, parse_all(values.get("conditions")), values_answer(got))
 
 
 def _listed(values: list[str]) -> str:

@@ -9,6 +9,10 @@ the handshake), ``expect`` (a substring the first answer must contain) and
 its keys with an equal value, nested objects compared the same way). ``verify_tls``
 applies to wss://. Latency is handshake plus exchange. The server's address is
 the destination CHECK_DENY_NETWORKS judges.
+
+After ``expect`` and ``expect_json``, the monitor's ``conditions`` see the first
+answer: ``body`` (its text), ``$.json.path`` into it and ``response_time``; a
+condition on the body makes the check wait for that first answer.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from websockets.exceptions import (
 )
 
 from app.egress import EgressDenied, EgressPolicy
-from app.monitoring.checks import CheckOutcome
+from app.monitoring.checks import CheckOutcome, judge_answer, scrub_secrets
+from app.monitoring.conditions import Answer, parse_all
 from app.monitoring.kinds.common import (
     MASK,
     Bad,
@@ -129,7 +134,10 @@ def _short(value: Any) -> str:
 
 async def run(values: Mapping[str, Any], timeout: float, policy: EgressPolicy) -> CheckOutcome:
     started = time.perf_counter()
-    return await with_deadline(timeout, started, _exchange(values, timeout, policy, started))
+    outcome = await with_deadline(timeout, started, _exchange(values, timeout, policy, started))
+    # A failing condition quotes the answer, which may echo a secret header value back.
+    headers = (values.get("options") or {}).get("headers") or {}
+    return scrub_secrets(outcome, [str(v) for v in headers.values() if len(str(v)) >= 3])
 
 
 async def _exchange(
@@ -138,6 +146,7 @@ async def _exchange(
     options = values.get("options") or {}
     url = str(values.get("url"))
     subprotocol = options.get("subprotocol")
+    conditions = parse_all(values.get("conditions"))
     kwargs: dict[str, Any] = {}
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "wss" and values.get("verify_tls") is False:
@@ -168,8 +177,9 @@ async def _exchange(
             if options.get("send") is not None:
                 await ws.send(str(options["send"]))
             expect, expect_json = options.get("expect"), options.get("expect_json")
-            if expect is None and expect_json is None:
-                return passed(started, 101)
+            reads_answer = any(c.subject in ("body", "json") for c in conditions)
+            if expect is None and expect_json is None and not reads_answer:
+                return judge_answer(passed(started, 101), conditions, Answer())
             message = await ws.recv()
             text = message if isinstance(message, str) else message.decode("utf-8", "replace")
             if expect is not None and expect not in text:
@@ -182,7 +192,8 @@ async def _exchange(
                 problem = _subset_problem(expect_json, parsed)
                 if problem:
                     return failed(started, f"first answer: {problem}", 101)
-            return passed(started, 101)
+            body = message.encode() if isinstance(message, str) else bytes(message)
+            return judge_answer(passed(started, 101), conditions, Answer(body=body))
     except InvalidStatus as exc:
         code = exc.response.status_code
         return failed(started, f"handshake refused: HTTP {code}", code)
