@@ -28,11 +28,16 @@ browser: ## install Debian's chromium for the dashboard browser tests (never dow
 
 # The pure layer runs with the services pointed at a refused port: that proves it needs neither.
 PURE_TESTS := tests/unit
+# The service-backed layers run in this many pytest-xdist workers, one test module per
+# worker at a time (--dist loadfile keeps a module's shared server in one process).
+# Most of their time is waiting on sockets and timers, so two workers on two cores
+# take ~10 min where one takes ~15. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 NO_SERVICES := TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:1/postgres TEST_REDIS_URL=redis://127.0.0.1:1/0
 
 test: $(STAMP) browser ## the pure layer (seconds), then the service-backed layers (need PostgreSQL and Redis; see README)
 	$(NO_SERVICES) $(BIN)/python -m pytest -q $(PURE_TESTS)
-	$(BIN)/python -m pytest -q --ignore=$(PURE_TESTS) $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=$(PURE_TESTS) $(ARGS)
 
 test-fast: $(STAMP) ## the pure layer alone: no server, PostgreSQL or Redis (seconds)
 	$(NO_SERVICES) $(BIN)/python -m pytest -q $(PURE_TESTS) $(ARGS)
