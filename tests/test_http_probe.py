@@ -62,11 +62,25 @@ class RawTarget:
     heads: list[bytes] = field(default_factory=list)
     delay: float = 0.0
     server: asyncio.Server | None = None
+    handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
+    async def stop(self) -> None:
+        """Close the server and end the handlers still holding connections (/hang, HEAD), so
+        every transport is closed on this loop rather than found unclosed by a later test."""
+        assert self.server is not None
+        self.server.close()
+        for task in self.handlers:
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+        await asyncio.sleep(0.01)  # the transports' close callbacks run
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             self.heads.append(head)
@@ -89,6 +103,7 @@ class RawTarget:
             pass
         finally:
             writer.close()
+            self.handlers.discard(task)
 
 
 @pytest.fixture
@@ -99,7 +114,7 @@ async def raw() -> AsyncIterator[RawTarget]:
     try:
         yield target
     finally:
-        target.server.close()
+        await target.stop()
 
 
 def _spec(url: str, **kw: object) -> HttpSpec:
@@ -257,7 +272,7 @@ def test_on_uvloop_too() -> None:
                 await _fast(_spec(target.url("/close"), keyword="operational")),
             ]
         finally:
-            target.server.close()
+            await target.stop()
 
     chunked, error, close = uvloop.run(scenario())
     assert chunked is not None and chunked.ok and chunked.status_code == 200
