@@ -224,6 +224,8 @@ def merge_update(
             values["options"] = {}
         if "conditions" not in patch:
             values["conditions"] = []
+        if "degraded_latency_ms" not in patch:
+            values["degraded_latency_ms"] = None
     same = kinds.destination(values.get("url")) == kinds.destination(current.get("url"))
     stored_options = current.get("options") or {}
     if isinstance(patch.get("options"), Mapping):
@@ -311,6 +313,13 @@ def validate_definition(values: dict[str, Any], *, min_interval: int, timeout_ma
                 "degraded_latency_ms",
                 f"degraded_latency_ms ({latency:g}) must be below the timeout ({values['timeout']:g} s)",
             )
+    if kind != "http" and values.get("degraded_latency_ms") is not None:
+        hint = (
+            'use the condition "warn: response_time < N" instead'
+            if kind in CONDITION_KINDS
+            else "this kind has no latency threshold"
+        )
+        bad("degraded_latency_ms", f"degraded_latency_ms applies to http monitors; {hint}")
     for path, msg in condition_problems(kind, values.get("conditions")):
         bad(path, msg)
     if kind == "tcp":

@@ -173,3 +173,27 @@ def test_dashboard_form_offers_conditions_for_the_same_kinds() -> None:
     page = (root / "templates" / "index.html").read_text()
     row = re.search(r'<div class="grid-row" data-kinds="([^"]*)">\s*<label class="wide">Conditions', page)
     assert row is not None and row.group(1).split() == list(CONDITION_KINDS)
+
+
+@pytest.mark.parametrize("kind", ["dns", "websocket", "tcp", "ping", "postgres"])
+def test_degraded_latency_is_refused_outside_http_with_the_alternative(kind: str) -> None:
+    data = {"name": "m", "interval": 60, **TARGETS[kind], "degraded_latency_ms": 500}
+    try:
+        validate_definition(normalise(with_defaults(data, timeout_max=60)), min_interval=10, timeout_max=60)
+    except InvalidData as exc:
+        found = {e["path"]: e["msg"] for e in exc.errors or []}
+    else:
+        found = {}
+    hint = "warn: response_time < N" if kind in ("dns", "websocket", "tcp") else "no latency threshold"
+    assert "degraded_latency_ms applies to http monitors" in found.get("degraded_latency_ms", "")
+    assert hint in found["degraded_latency_ms"]
+
+
+def test_changing_kind_clears_the_degraded_latency_unless_sent() -> None:
+    current = normalise(
+        with_defaults({"name": "api", **TARGETS["http"], "degraded_latency_ms": 800}, timeout_max=60)
+    )
+    merged = merge_update(current, dict(TARGETS["tcp"]), timeout_max=60)
+    assert merged["degraded_latency_ms"] is None
+    validate_definition(normalise(merged), min_interval=10, timeout_max=60)
+    assert merge_update(current, {"name": "renamed"}, timeout_max=60)["degraded_latency_ms"] == 800
