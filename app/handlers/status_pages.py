@@ -33,6 +33,7 @@ from app.statuspages.view import (
     SLUG_PATTERN,
     UPTIME_WINDOWS,
     build_view,
+    page_fields,
     page_monitor_ids,
     post_to_view,
     public_views,
@@ -96,15 +97,7 @@ _POST_EXAMPLE = {
 
 def _wire(page: StatusPage) -> dict[str, Any]:
     return {
-        "id": page.id,
-        "slug": page.slug,
-        "title": page.title,
-        "description": page.description,
-        "logo_url": page.logo_url,
-        "footer": page.footer,
-        "public": page.public,
-        "uptime_window": page.uptime_window,
-        "show_latency": page.show_latency,
+        **page_fields(page),
         "sections": page.sections,
         "version": page.version,
         "created_at": iso(page.created_at),

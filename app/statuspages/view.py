@@ -75,6 +75,22 @@ def overall(states: list[str]) -> str:
     return "up" if "up" in states else "unknown"
 
 
+def page_fields(page: StatusPage) -> dict[str, Any]:
+    """What an editor set on a page, as both its editors (the page packages) and its
+    readers (the view) see it; sections are added by each in its own form."""
+    return {
+        "id": page.id,
+        "slug": page.slug,
+        "title": page.title,
+        "description": page.description,
+        "logo_url": page.logo_url,
+        "footer": page.footer,
+        "public": page.public,
+        "uptime_window": page.uptime_window,
+        "show_latency": page.show_latency,
+    }
+
+
 def post_to_view(post: StatusPost) -> dict[str, Any]:
     return {
         "id": post.id,
@@ -145,15 +161,7 @@ async def build_view(session: AsyncSession, page: StatusPage, now: datetime) -> 
                     }
                 )
     return {
-        "id": page.id,
-        "slug": page.slug,
-        "title": page.title,
-        "description": page.description,
-        "logo_url": page.logo_url,
-        "footer": page.footer,
-        "public": page.public,
-        "uptime_window": page.uptime_window,
-        "show_latency": page.show_latency,
+        **page_fields(page),
         "overall": overall([m.state for m in monitors.values()]),
         "sections": sections,
         "posts": [post_to_view(p) for p in posts_rows.scalars().all()],
