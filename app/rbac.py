@@ -24,6 +24,10 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "actions.json"
 #: a platform administrator who belongs to no tenant yet must still be able to ask
 #: who it is, refresh its token, list and create tenants.
 AUTHENTICATED = "authenticated"
+#: The role of a probe's API token (docs/probes.md): outside the ladder. A probe may call
+#: the packages marked ``probe`` and nothing else (not even the ``authenticated`` ones),
+#: and no other role may call those.
+PROBE = "probe"
 #: The one placeholder a topic name may carry: an object id (a positive integer of up to 19 digits).
 #: Topics are fixed templates, not regular expressions, so actions.json cannot make
 #: matching a client's topic name expensive.
@@ -74,6 +78,8 @@ class Policy:
         needed = self.ws.get(pkg_id)
         if needed is None:
             return False
+        if needed == PROBE or role == PROBE:
+            return needed == role
         if needed == AUTHENTICATED:
             return True
         return self.rank(role) >= self.roles.index(needed)
@@ -127,7 +133,7 @@ def load_policy(path: Path | str | None = None) -> Policy:
         if not str(key).isdigit():
             problems.append(f"ws key {key!r} is not a package id")
             continue
-        if role not in roles and role != AUTHENTICATED:
+        if role not in roles and role not in (AUTHENTICATED, PROBE):
             problems.append(f"ws {key} names unknown role {role!r}")
             continue
         ws[int(key)] = role

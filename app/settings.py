@@ -180,6 +180,13 @@ class Settings:
     #: Seconds a dependent monitor's "down" alert waits for its parent (depends_on, covering
     #: group) to go down too; if it does, the alert is folded into the parent's outage.
     alert_dependency_hold: float = 60.0
+    # --- probes (docs/probes.md)
+    #: Seconds beyond a monitor's interval after which a location's latest result is unknown.
+    probe_grace: float = 90.0
+    #: Results per PROBE_REPORT.
+    probe_report_max: int = 500
+    #: Seconds between the heartbeats a probe is asked for (silent for three: offline).
+    probe_heartbeat: float = 15.0
     # --- extra settings added by later modules without touching this class
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -285,6 +292,10 @@ class Settings:
             )
         if self.escalation_scan_interval <= 0 or self.alert_dependency_hold < 0:
             problems.append("ESCALATION_SCAN_INTERVAL must be positive and ALERT_DEPENDENCY_HOLD >= 0")
+        if self.probe_grace <= 0 or self.probe_heartbeat <= 0 or not 1 <= self.probe_report_max <= 5000:
+            problems.append(
+                "PROBE_GRACE and PROBE_HEARTBEAT must be positive and PROBE_REPORT_MAX between 1 and 5000"
+            )
         if self.ws_close_grace < 0 or self.ws_max_json_depth < 2:
             problems.append("WS_CLOSE_GRACE must be >= 0 and WS_MAX_JSON_DEPTH at least 2")
         if self.check_timeout_max <= 0 or self.check_max_body_bytes <= 0:

@@ -31,6 +31,7 @@ from app.auth.identity import Identity
 from app.auth.local import ISSUER, LocalAuth
 from app.auth.passwords import hash_secret
 from app.models.base import utcnow
+from app.models.probe import Location
 from app.models.tenant import Membership, Tenant
 from app.models.token import ApiToken
 from app.models.user import AuthSession, User
@@ -269,6 +270,10 @@ class Authenticator:
             if creator_role is None or not user.is_active:
                 raise InvalidToken("the API token's creator is no longer a member of its tenant")
             role = self.policy.api_token_role(api.role, creator_role)
+            location = None
+            if api.location_id is not None:
+                place = select(col(Location.name)).where(col(Location.id) == api.location_id)
+                location = await s.scalar(place)
             # Written when the token is read from the database: at most once per cache TTL
             # per instance while the token keeps connecting.
             api.last_used_at = utcnow()
@@ -286,6 +291,8 @@ class Authenticator:
                 token_name=api.name,
                 token_role=api.role,
                 expires_at=api.expires_at.timestamp() if api.expires_at else None,
+                location_id=api.location_id,
+                location=location,
             )
         self.cache.put(key, identity, identity.expires_at, generation)
         return identity

@@ -33,6 +33,9 @@ class Identity:
     expires_at: float | None = None
     #: The status page an anonymous page viewer (``kind == "status_page"``) may read.
     page_id: int | None = None
+    #: A probe token's location (docs/probes.md): its id and name.
+    location_id: int | None = None
+    location: str | None = None
 
     @property
     def actor(self) -> str:
@@ -47,4 +50,8 @@ class Identity:
         anonymous page viewer's ``subject`` is its address, so they count per address."""
         if self.kind == PAGE_VIEWER:
             return f"sp:{self.subject}"
+        if self.location_id is not None:
+            # Each probe has its own connection cap and message budget: a tenant's
+            # probes report every few seconds and must not use up their creator's.
+            return f"p{self.token_id}"
         return f"u{self.user_id}"

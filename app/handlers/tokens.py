@@ -15,9 +15,11 @@ from app.context import Context
 from app.control import RevokeToken
 from app.errors import Conflict, InvalidData, NotFound, PermissionDenied
 from app.models.base import iso, utcnow
+from app.models.probe import LOCAL, LOCATION_PATTERN, Location
 from app.models.token import ApiToken
 from app.models.user import User
 from app.protocol import PkgID, Request
+from app.rbac import PROBE
 from app.routing import ID, PackageRouter, obj
 from app.storage.pagination import PAGE_SCHEMA, Page, paginate
 
@@ -26,11 +28,12 @@ router = PackageRouter()
 _ROLE = {"type": "string", "minLength": 1, "maxLength": 32}
 
 
-def token_json(tok: ApiToken, creator: str | None = None) -> dict[str, Any]:
+def token_json(tok: ApiToken, creator: str | None = None, location: str | None = None) -> dict[str, Any]:
     return {
         "id": tok.id,
         "name": tok.name,
         "role": tok.role,
+        "location": location,
         "prefix": tok.prefix,
         "created_by": creator,
         "created_at": iso(tok.created_at),
@@ -47,6 +50,7 @@ def token_json(tok: ApiToken, creator: str | None = None) -> dict[str, Any]:
             "name": {"type": "string", "minLength": 1, "maxLength": 100},
             "role": _ROLE,
             "expires_at": {"type": ["string", "null"], "maxLength": 40},
+            "location": {"type": "string", "maxLength": 64, "pattern": LOCATION_PATTERN},
         },
         ["name", "role"],
     ),
@@ -54,13 +58,33 @@ def token_json(tok: ApiToken, creator: str | None = None) -> dict[str, Any]:
     response_example={"id": 1, "name": "ci", "role": "viewer", "token": "wpt_…", "expires_at": None},
 )
 async def token_create(req: Request, ctx: Context) -> dict[str, Any]:
-    """Create an API token for this tenant; the secret is in the answer and nowhere else."""
+    """Create an API token for this tenant; the secret is in the answer and nowhere else.
+
+    Role ``probe`` (docs/probes.md) needs ``location``, the place its probe checks from
+    (created on first use); the token may call the probe packages and nothing else.
+    """
     policy = ctx.services.policy
     role = req.data["role"]
-    if role not in policy.roles:
+    location = req.data.get("location")
+    if role != PROBE and role not in policy.roles:
         raise InvalidData(
-            f"unknown role {role!r}; one of {list(policy.roles)}",
+            f"unknown role {role!r}; one of {[*policy.roles, PROBE]}",
             errors=[{"path": "role", "msg": "unknown role"}],
+        )
+    if role == PROBE and location is None:
+        raise InvalidData(
+            "a probe token needs the location its probe checks from",
+            errors=[{"path": "location", "msg": "required for role 'probe'"}],
+        )
+    if role != PROBE and location is not None:
+        raise InvalidData(
+            "only a probe token has a location",
+            errors=[{"path": "location", "msg": "only with role 'probe'"}],
+        )
+    if location == LOCAL:
+        raise InvalidData(
+            f"{LOCAL!r} is the server's own collector; name the probe's location otherwise",
+            errors=[{"path": "location", "msg": "reserved"}],
         )
     if policy.rank(role) > policy.rank(ctx.identity.role):
         raise PermissionDenied(f"a token cannot carry role {role!r}, above your own {ctx.identity.role!r}")
@@ -84,12 +108,28 @@ async def token_create(req: Request, ctx: Context) -> dict[str, Any]:
     try:
         async with ctx.tx() as s:
             await quotas.reserve(s, ctx.tenant_id, ctx.settings, "api_tokens")
+            if location is not None:
+                tok.location_id = await _location_id(s, ctx.tenant_id, location)
             s.add(tok)
             await s.flush()
             ctx.audit_target = str(tok.id)
     except IntegrityError:
         raise Conflict(f"a token named {tok.name!r} already exists in this tenant") from None
-    return {**token_json(tok, ctx.identity.username), "token": secret}
+    return {**token_json(tok, ctx.identity.username, location), "token": secret}
+
+
+async def _location_id(s: Any, tenant_id: int, name: str) -> int:
+    """The id of the tenant's location ``name``, created if it is new."""
+    found = await s.scalar(
+        select(col(Location.id)).where(col(Location.tenant_id) == tenant_id, col(Location.name) == name)
+    )
+    if found is not None:
+        return int(found)
+    loc = Location(tenant_id=tenant_id, name=name)
+    s.add(loc)
+    await s.flush()
+    assert loc.id is not None
+    return loc.id
 
 
 @router.package(
@@ -110,7 +150,20 @@ async def token_list(req: Request, ctx: Context) -> Page:
                 await s.execute(select(User).where(col(User.id).in_({r.user_id for r in rows})))
             ).scalars()
         }
-    return Page([token_json(r, users.get(r.user_id)) for r in rows], meta)
+        wanted = {r.location_id for r in rows if r.location_id is not None}
+        places = {}
+        if wanted:
+            places = {
+                loc.id: loc.name
+                for loc in (await s.execute(select(Location).where(col(Location.id).in_(wanted)))).scalars()
+            }
+    return Page(
+        [
+            token_json(r, users.get(r.user_id), places.get(r.location_id) if r.location_id else None)
+            for r in rows
+        ],
+        meta,
+    )
 
 
 @router.package(

@@ -77,6 +77,11 @@ class Monitor(SQLModel, table=True):
     depends_on: list[int] = Field(default_factory=list, sa_type=JSON)
     #: Escalation policy id; None = the tenant's default policy (if any).
     escalation_policy: int | None = None
+    # --- where it is checked from (docs/probes.md)
+    #: Location names: "local" (the server's own collector) and/or probe locations.
+    locations: list[str] = Field(default_factory=lambda: ["local"], sa_type=JSON)
+    #: How many locations must see it fail before the monitor is down.
+    quorum: int = 1
     # --- descriptive
     tags: list[str] = Field(default_factory=list, sa_type=JSON)
     channels: list[int] = Field(default_factory=list, sa_type=JSON)

@@ -19,6 +19,8 @@ class ApiToken(SQLModel, table=True):
     user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
     name: str = Field(max_length=100)
     role: str = Field(max_length=32)
+    #: The location a ``probe`` token checks from (None for every other role).
+    location_id: int | None = Field(default=None, foreign_key="locations.id", ondelete="CASCADE")
     token_hash: str = Field(max_length=64, unique=True)
     #: First characters of the secret, shown in lists so people can tell tokens apart.
     prefix: str = Field(max_length=16)
