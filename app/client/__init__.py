@@ -18,7 +18,7 @@ The package imports nothing from the server: its wire constants
 ``make ws-docs``.
 """
 
-from app.client.client import Response, TokenProvider, WatchpostClient
+from app.client.client import EventHook, LinkCaller, OpenHook, Response, TokenProvider, WatchpostClient
 from app.client.constants import CloseCode, PkgID, RSPCode
 from app.client.errors import (
     AuthenticationFailed,
@@ -46,8 +46,11 @@ __all__ = [
     "Conflict",
     "ConnectionLost",
     "Event",
+    "EventHook",
     "InvalidData",
+    "LinkCaller",
     "NotFound",
+    "OpenHook",
     "PermissionDenied",
     "PkgID",
     "RSPCode",

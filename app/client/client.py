@@ -52,6 +52,30 @@ log = logging.getLogger("app.client")
 TokenProvider = Callable[[], Awaitable[str]]
 
 
+class LinkCaller:
+    """Calls pinned to one new socket, for an ``on_open`` hook: they go out before the
+    socket is handed to other callers (which wait until the hook returns)."""
+
+    def __init__(self, client: WatchpostClient, link: Link) -> None:
+        self._client = client
+        self._link = link
+
+    async def call(
+        self, pkg_id: int, data: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        """Like :meth:`WatchpostClient.call`, on this socket only (ConnectionLost if it drops)."""
+        frame = await self._client._request(int(pkg_id), data, timeout, link=self._link)
+        if frame.get("status_code") != 0:
+            raise error_from_response(frame)
+        return frame.get("data")
+
+
+#: Runs on every (re)connect instead of the credential-checking PING (see ``on_open``).
+OpenHook = Callable[[LinkCaller], Awaitable[None]]
+#: Receives events of topics no subscription holds (see ``on_event``).
+EventHook = Callable[[Event], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     """A successful answer: ``data`` plus ``meta`` (pagination) when the server sent it."""
@@ -75,6 +99,15 @@ class WatchpostClient:
     full-jitter exponential backoff between ``backoff_min`` and ``backoff_max``
     seconds; calls made meanwhile wait for it (within their timeout).
     ``open_timeout`` bounds each handshake plus its credential check.
+
+    ``on_open`` replaces the credential-checking PING of every (re)connect, for
+    identities that may not PING (probe tokens): it gets a :class:`LinkCaller`
+    whose calls use the new socket only, and its first answer proves the
+    credentials; other calls wait until it returns, and an error it raises fails
+    that connect like a refused PING (retried with backoff on reconnects).
+    ``on_event`` receives, in frame order from the reader task, every event whose
+    topic no subscription holds (topics the server attached on its own, e.g.
+    ``probe.<location id>`` after PROBE_HELLO); it must not block.
     """
 
     def __init__(
@@ -89,8 +122,12 @@ class WatchpostClient:
         backoff_min: float = 0.5,
         backoff_max: float = 20.0,
         open_timeout: float = 10.0,
+        on_open: OpenHook | None = None,
+        on_event: EventHook | None = None,
     ) -> None:
         self.url = url
+        self.on_open = on_open
+        self.on_event = on_event
         #: Budget for the handshake and the credential-checking PING of each (re)connect.
         self.open_timeout = open_timeout
         self.tenant = tenant
@@ -126,6 +163,11 @@ class WatchpostClient:
     def connected(self) -> bool:
         """True while a verified socket is open (False during reconnects and after close)."""
         return self._up.is_set() and self._fatal is None and not self._closing
+
+    @property
+    def fatal(self) -> WatchpostError | None:
+        """Why the client stopped for good (auth refused, reconnect disabled), else None."""
+        return self._fatal
 
     async def connect(self) -> None:
         """Open the socket and verify the credentials. Raises instead of retrying.
@@ -391,9 +433,12 @@ class WatchpostClient:
         link = Link(ws, self._gen)
         link.reader = asyncio.create_task(self._read(link), name="watchpost-client-reader")
         try:
-            answer = await self._request(PkgID.PING, None, self.open_timeout, link=link)
-            if answer.get("status_code") != 0:
-                raise error_from_response(answer)
+            if self.on_open is not None:
+                await self.on_open(LinkCaller(self, link))
+            else:
+                answer = await self._request(PkgID.PING, None, self.open_timeout, link=link)
+                if answer.get("status_code") != 0:
+                    raise error_from_response(answer)
         except BaseException:
             # Also on cancellation (close() during a reconnect): never leave a socket behind.
             await ws.close()
@@ -427,9 +472,13 @@ class WatchpostClient:
             if not pending.future.done():
                 pending.future.set_result(item.frame)
         elif isinstance(item, Event):
+            held = False
             for sub in self._subs:
                 if item.topic in sub.topics:
+                    held = True
                     sub._deliver(item, link.gen)
+            if not held and self.on_event is not None:
+                self.on_event(item)
         elif item is not None:
             if item.pkg_id == PkgID.EVENT_AUTH_EXPIRING:
                 self._spawn(self._refresh_in_band(item.frame.get("data")))
