@@ -20,6 +20,8 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(("broker", "limits", "events", "control", "egress", "rbac", "quotas"), 2),
     **dict.fromkeys(("auth", "monitoring", "alerting", "statuspages"), 3),
     **dict.fromkeys(("context", "session", "routing", "schema_errors", "handlers"), 4),
+    # The probe program: the check runners plus the client; nothing of the server imports it.
+    "probe": 4,
     **dict.fromkeys(("ws", "http", "http_body", "forwarded", "status_http"), 5),
     **dict.fromkeys(("", "bootstrap", "cli", "__main__"), 6),
 }
@@ -147,3 +149,9 @@ def test_the_rules_catch_a_violation(tmp_path: Path) -> None:
         "if TYPE_CHECKING:\n    from app.ws.connection import Connection\n"
     )
     assert _runtime_imports(sample) == {"ws.subscriptions"}
+
+
+def test_nothing_imports_the_probe_program() -> None:
+    """app.probe is a program of its own (the server's runners plus the client), never a dependency."""
+    offenders = [f"app.{s} imports app.{t}" for s, t in _edges() if _top(t) == "probe" and _top(s) != "probe"]
+    assert offenders == []

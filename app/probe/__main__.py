@@ -1,0 +1,7 @@
+"""``python -m app.probe``: see :mod:`app.probe.cli`."""
+
+import sys
+
+from app.probe.cli import main
+
+sys.exit(main())
