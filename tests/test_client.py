@@ -262,6 +262,43 @@ async def test_call_in_flight_fails_with_connection_lost_then_reconnects(
         assert client.connects == 2
 
 
+@ON_SQLITE
+async def test_on_open_replaces_the_ping_and_on_event_gets_unclaimed_topics(server: ServerProcess) -> None:
+    """The hooks a probe needs: its own first call on every (re)connect, before any other call,
+    and the events of a topic it did not subscribe through the client."""
+    _, token = await _owner(server)
+    opened: list[str] = []
+    unclaimed: list[Event] = []
+
+    async def on_open(caller: Any) -> None:
+        me = await caller.call(PkgID.WHOAMI)
+        # The topic is attached here, on this socket, not through client.subscribe().
+        await caller.call(PkgID.SUBSCRIBE, {"topics": ["monitors"]})
+        opened.append(me["user"])
+
+    async with WatchpostClient(
+        server.ws_url, token, on_open=on_open, on_event=unclaimed.append, backoff_min=0.05, backoff_max=0.5
+    ) as client:
+        assert len(opened) == 1 and client.connects == 1
+        created = await client.call(PkgID.MONITOR_CREATE, {"name": unique("hook"), "kind": "push"})
+        for _ in range(100):
+            if unclaimed:
+                break
+            await asyncio.sleep(0.05)
+        assert [(e.topic, e.pkg_id, e.data["monitor"]["id"]) for e in unclaimed] == [
+            ("monitors", PkgID.EVENT_MONITOR_CHANGED, created["id"])
+        ]
+        with pytest.raises(ConnectionLost):
+            await client.call(PkgID.PING, {"pad": "x" * 70_000})  # the server closes 1009
+        await client.call(PkgID.MONITOR_DELETE, {"id": created["id"]})  # waits for the reconnect and its hook
+        assert len(opened) == 2 and client.connects == 2
+        for _ in range(100):
+            if len(unclaimed) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert unclaimed[-1].data == {"action": "deleted", "monitor": {"id": created["id"]}}
+
+
 # ----- authentication
 
 

@@ -1,0 +1,238 @@
+"""The probe program end to end: ``python -m app.probe`` as a subprocess against a real server
+(PostgreSQL + Redis) through a TCP proxy the test cuts, checking a real HTTP target on loopback.
+
+What is proved: results reach the server's location history; an assignment made while the
+probe is connected reaches it; a probe killed with SIGKILL while the server is unreachable,
+then restarted with the same state directory, replays the results it buffered, each stored
+once and none lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from app.models.probe import LocationCheck
+from app.probe.spool import SPOOL_FILE, Spool
+from app.protocol import PkgID
+from app.storage.db import Database
+from tests import services
+from tests.realtime_support import redis_server
+from tests.server import ROOT, ServerProcess, ok, ws_connect
+from tests.targets import HttpTarget
+from tests.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.slow
+
+LOCATION = "eu-west"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    srv = redis_server(
+        services.create_pg_database(),
+        services.redis_test_url(),
+        f"wp-probe-{os.getpid()}:",
+        MONITOR_MIN_INTERVAL="1",
+        COLLECTOR_ENABLED="false",
+    )
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def target() -> Iterator[HttpTarget]:
+    with HttpTarget() as t:
+        yield t
+
+
+class ProbeProcess:
+    """``python -m app.probe`` with a state directory that outlives it."""
+
+    def __init__(self, url: str, token: str, state_dir: Path) -> None:
+        self.args = [
+            sys.executable, "-m", "app.probe", "--url", url, "--token", token,
+            "--location", LOCATION, "--state-dir", str(state_dir), "--log-level", "DEBUG",
+        ]  # fmt: skip
+        self.log_path = state_dir.parent / f"{state_dir.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ProbeProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+async def _checks(database_url: str, monitor_id: int) -> list[LocationCheck]:
+    db = Database(database_url)
+    try:
+        async with db.session() as s:
+            rows = await s.execute(
+                select(LocationCheck)
+                .where(LocationCheck.monitor_id == monitor_id, LocationCheck.location == LOCATION)
+                .order_by(LocationCheck.ts)  # type: ignore[arg-type]
+            )
+            return list(rows.scalars())
+    finally:
+        await db.close()
+
+
+async def _count(database_url: str, monitor_id: int) -> int:
+    db = Database(database_url)
+    try:
+        async with db.session() as s:
+            return int(
+                await s.scalar(
+                    select(func.count())
+                    .select_from(LocationCheck)
+                    .where(LocationCheck.monitor_id == monitor_id)
+                )
+                or 0
+            )
+    finally:
+        await db.close()
+
+
+async def _wait_for(database_url: str, monitor_id: int, at_least: int, within: float) -> int:
+    deadline = time.monotonic() + within
+    while True:
+        n = await _count(database_url, monitor_id)
+        if n >= at_least or time.monotonic() > deadline:
+            return n
+        await asyncio.sleep(0.2)
+
+
+async def _setup(server: ServerProcess, target: HttpTarget) -> tuple[str, dict[str, Any]]:
+    """A probe token for the location and one 1 s HTTP monitor assigned to it."""
+    target.respond("/health", 200)
+    async with ws_connect(server, server.login()) as ws:
+        token = await ok(ws, PkgID.TOKEN_CREATE, {"name": "probe", "role": "probe", "location": LOCATION})
+        monitor = await ok(
+            ws,
+            PkgID.MONITOR_CREATE,
+            {
+                "name": "probed",
+                "kind": "http",
+                "url": target.url("/health"),
+                "interval": 1,
+                "timeout": 0.5,
+                "locations": [LOCATION],
+            },
+        )
+    return str(token["token"]), monitor
+
+
+async def test_results_arrive_and_a_new_assignment_reaches_the_running_probe(
+    server: ServerProcess, target: HttpTarget, tmp_path: Path
+) -> None:
+    token, monitor = await _setup(server, target)
+    probe = ProbeProcess(server.ws_url, token, tmp_path / "state").start()
+    try:
+        assert await _wait_for(server.database_url, monitor["id"], 3, within=20) >= 3, probe.log_text()
+        rows = await _checks(server.database_url, monitor["id"])
+        assert all(r.ok and r.status_code == 200 and r.key for r in rows)
+        assert target.hits("/health") >= 3
+
+        target.respond("/second", 503)
+        async with ws_connect(server, server.login()) as ws:
+            second = await ok(
+                ws,
+                PkgID.MONITOR_CREATE,
+                {"name": "second", "kind": "http", "url": target.url("/second"), "interval": 1,
+                 "timeout": 0.5, "locations": [LOCATION]},
+            )  # fmt: skip
+        # Within a second the probe has it; its first start is at most one interval later.
+        assert await _wait_for(server.database_url, second["id"], 1, within=4) >= 1, probe.log_text()
+        (first, *_) = await _checks(server.database_url, second["id"])
+        assert first.ok is False and first.status_code == 503
+    finally:
+        probe.stop()
+
+
+async def test_a_probe_killed_while_cut_off_replays_its_buffer_once_after_a_restart(
+    server: ServerProcess, target: HttpTarget, tmp_path: Path
+) -> None:
+    token, monitor = await _setup(server, target)
+    proxy = TcpProxy(("127.0.0.1", server.port)).start()
+    state = tmp_path / "state"
+    url = f"ws://127.0.0.1:{proxy.port}/web"
+    probe = ProbeProcess(url, token, state).start()
+    try:
+        assert await _wait_for(server.database_url, monitor["id"], 2, within=20) >= 2, probe.log_text()
+
+        # The server becomes unreachable: the probe keeps checking into its spool.
+        proxy.stop()
+        proxy.cut()
+        await asyncio.sleep(0.5)
+        before_outage = await _count(server.database_url, monitor["id"])
+        hits_before = target.hits("/health")
+        await asyncio.sleep(4)
+        assert target.hits("/health") >= hits_before + 3  # still checking while disconnected
+        probe.kill9()
+        buffered = list(Spool.read(state / SPOOL_FILE).values())
+        assert len(buffered) >= 3, probe.log_text()
+        buffered_keys = {orjson.loads(b)["key"] for b in buffered}
+        assert await _count(server.database_url, monitor["id"]) == before_outage  # nothing got through
+
+        # Back with the same state directory and the server reachable again.
+        proxy.start()
+        probe = ProbeProcess(url, token, state).start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            rows = await _checks(server.database_url, monitor["id"])
+            if buffered_keys <= {r.key for r in rows}:
+                break
+            await asyncio.sleep(0.2)
+        rows = await _checks(server.database_url, monitor["id"])
+        keys = [r.key for r in rows]
+        assert buffered_keys <= set(keys), probe.log_text()  # none lost
+        assert len(keys) == len(set(keys))  # none stored twice
+        # Every second of the outage has its result: checks kept their schedule while cut off.
+        outage = sorted(r.ts for r in rows if r.key in buffered_keys)
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(outage)]
+        assert all(g < 1.5 for g in gaps), gaps
+        # The spool is emptied once the server acknowledged the replay.
+        for _ in range(50):
+            if not Spool.read(state / SPOOL_FILE).keys() & buffered_keys:
+                break
+            await asyncio.sleep(0.2)
+        assert not Spool.read(state / SPOOL_FILE).keys() & buffered_keys
+    finally:
+        probe.stop()
+        proxy.stop()
+        proxy.cut()
