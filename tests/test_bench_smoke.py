@@ -95,3 +95,39 @@ def test_smoke_run_writes_results_with_nothing_lost(tmp_path: Path) -> None:
     (verdict,) = [t for t in results["targets"] if t["target"].startswith("nothing lost")]
     assert verdict["met"] is True
     assert _bench_databases() <= databases_before, "the bench left its scratch database behind"
+
+
+def test_probes_smoke_run_measures_a_probe_and_the_servers_report_intake(tmp_path: Path) -> None:
+    """``--scenario probes --smoke``: one real probe process with 20 monitors at 2 s, then
+    2 simulated probes reporting 20 monitors each over real sockets."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TEST_POSTGRES_URL": services.PG_ADMIN_URL,
+        "TEST_REDIS_URL": services.redis_test_url(),
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.bench",
+            "--scenario",
+            "probes",
+            "--smoke",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    (json_path,) = tmp_path.glob("*.json")
+    results = json.loads(json_path.read_text())
+    assert results["errors"] == [], run.stdout[-3000:] + run.stderr[-3000:]
+    (probe,) = results["scenarios"]["probes"]["probe"]
+    assert probe["probe_alive"] and probe["checks_per_s"] > 0 and probe["results_per_s"] > 0, probe
+    assert probe["start_lag"]["count"] > 0 and probe["start_lag"]["p99_ms"] < 1000, probe
+    (server,) = results["scenarios"]["probes"]["server"]
+    assert server["sent"] > 0 and server["accepted"] == server["sent"] and server["refused"] == 0, server
+    assert server["report_answer"]["count"] == server["reports"] > 0, server

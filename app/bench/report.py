@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from app.bench import connect as connect_bench
+from app.bench import probes as probes_bench
 from app.bench import storm as storm_bench
 from app.bench import summary as summary_bench
 from app.bench.servers import ROOT
@@ -152,6 +153,8 @@ def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
         checks += summary_bench.evaluate(scenarios["summary"])
     if scenarios.get("storm"):
         checks += storm_bench.evaluate(scenarios["storm"])
+    if scenarios.get("probes"):
+        checks += probes_bench.evaluate(scenarios["probes"])
     problems = list(integrity_problems(scenarios))
     checks.append(_check("nothing lost or duplicated; no errors", "none", problems or "none", not problems))
     return checks
@@ -339,6 +342,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += summary_bench.markdown_lines(scenarios["summary"])
     if "storm" in scenarios:
         lines += storm_bench.markdown_lines(scenarios["storm"])
+    if "probes" in scenarios:
+        lines += probes_bench.markdown_lines(scenarios["probes"])
     if results.get("errors"):
         lines += ["", "## Scenario failures", ""] + [f"- {e}" for e in results["errors"]]
     return "\n".join(lines) + "\n"

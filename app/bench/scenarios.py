@@ -1,5 +1,5 @@
 """The bench scenarios (issue: operations and performance): rpc, fanout, idle, scale, connect, collector,
-summary, storm.
+summary, storm, probes.
 
 Each scenario starts the servers it needs fresh, measures the echo reference
 and Watchpost the same way, stops everything, and returns a plain dict for the
@@ -20,6 +20,7 @@ from app.bench import connect as connect_bench
 from app.bench.collector import collector
 from app.bench.fanout import run_fanout
 from app.bench.loadgen import close_all, request_all, run_rpc
+from app.bench.probes import probes
 from app.bench.stats import ratio
 from app.bench.storm import storm
 from app.bench.summary import summary
@@ -373,7 +374,7 @@ async def connect(env: Environment, plan: Plan, say: Progress) -> dict[str, Any]
 
 
 #: Scenario names in run order; "fanout" and "idle" share one run (``listeners``).
-NAMES = ("rpc", "fanout", "idle", "scale", "connect", "collector", "summary", "storm")
+NAMES = ("rpc", "fanout", "idle", "scale", "connect", "collector", "summary", "storm", "probes")
 
 
 async def run_selected(
@@ -407,6 +408,8 @@ async def run_selected(
                 results["summary"] = await summary(env, plan.name, say)
             elif step == "storm":
                 results["storm"] = await storm(env, plan.name, say)
+            elif step == "probes":
+                results["probes"] = await probes(env, plan.name, say)
             else:
                 results["scale"] = await scale(env, plan, say)
         except Exception as exc:  # noqa: BLE001 - record the failure and go on with the next scenario

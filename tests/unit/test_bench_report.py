@@ -283,3 +283,24 @@ def test_storm_drain_needs_every_moved_client_resubscribed_with_nothing_lost(
     assert check["target"] == "storm: drain 1 of 2 instances, 2500 of 5000 subscribers move"
     assert check["met"] is met, check
     assert verdict["met"] is integrity, verdict
+
+
+def test_probes_targets_need_due_checks_kept_and_every_report_accepted() -> None:
+    lag = summarize_ns([5_000_000, 9_000_000])
+    probe = {"monitors": 1000, "interval_s": 60, "checks_per_s": 16.5, "due_per_s": 16.7,
+             "probe_cpu_share": 0.12, "start_lag": lag}  # fmt: skip
+    answer = summarize_ns([3_000_000, 40_000_000])
+    server = {"probes": 20, "monitors_per_probe": 1000, "interval_s": 60, "due_results_per_s": 333.3,
+              "results_per_s": 333.0, "accepted": 9990, "sent": 9990, "server_cpu_share": 0.3,
+              "report_answer": answer, "kept_up": True}  # fmt: skip
+    checks = [
+        c for c in evaluate({"probes": {"probe": [probe], "server": [server]}}) if "probes" in c["target"]
+    ]
+    assert [c["met"] for c in checks] == [True, True]
+    slow = {**probe, "checks_per_s": 12.0}
+    behind = {**server, "kept_up": False}
+    checks = [
+        c for c in evaluate({"probes": {"probe": [slow], "server": [behind]}}) if "probes" in c["target"]
+    ]
+    assert [c["met"] for c in checks] == [False, False]
+    assert checks[0]["target"] == "probes: one probe, 1000 HTTP monitors at 60 s"
