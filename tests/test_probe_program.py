@@ -2,9 +2,9 @@
 (PostgreSQL + Redis) through a TCP proxy the test cuts, checking a real HTTP target on loopback.
 
 What is proved: results reach the server's location history; an assignment made while the
-probe is connected reaches it; a probe killed with SIGKILL while the server is unreachable,
-then restarted with the same state directory, replays the results it buffered, each stored
-once and none lost.
+probe is connected reaches it; a probe killed with SIGKILL while the server is unreachable
+and restarted with the same state directory goes on checking its saved assignments, and
+once the server is back it replays every result it buffered, each stored once, none lost.
 """
 
 from __future__ import annotations
@@ -201,11 +201,17 @@ async def test_a_probe_killed_while_cut_off_replays_its_buffer_once_after_a_rest
         await asyncio.sleep(0.5)
         before_outage = await _count(server.database_url, monitor["id"])
         hits_before = target.hits("/health")
+        await asyncio.sleep(3)
+        assert target.hits("/health") >= hits_before + 2  # still checking while disconnected
+        probe.kill9()
+        # Restarted while the server is still unreachable: it checks what it was assigned.
+        hits_before = target.hits("/health")
+        probe = ProbeProcess(url, token, state).start()
         await asyncio.sleep(4)
-        assert target.hits("/health") >= hits_before + 3  # still checking while disconnected
+        assert target.hits("/health") >= hits_before + 2, probe.log_text()
         probe.kill9()
         buffered = list(Spool.read(state / SPOOL_FILE).values())
-        assert len(buffered) >= 3, probe.log_text()
+        assert len(buffered) >= 4, probe.log_text()
         buffered_keys = {orjson.loads(b)["key"] for b in buffered}
         assert await _count(server.database_url, monitor["id"]) == before_outage  # nothing got through
 
@@ -222,10 +228,11 @@ async def test_a_probe_killed_while_cut_off_replays_its_buffer_once_after_a_rest
         keys = [r.key for r in rows]
         assert buffered_keys <= set(keys), probe.log_text()  # none lost
         assert len(keys) == len(set(keys))  # none stored twice
-        # Every second of the outage has its result: checks kept their schedule while cut off.
+        # The outage is covered: checks kept their schedule while cut off (a restart costs a start or two).
         outage = sorted(r.ts for r in rows if r.key in buffered_keys)
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(outage)]
-        assert all(g < 1.5 for g in gaps), gaps
+        assert all(g < 3.5 for g in gaps), gaps
+        assert sum(g < 1.5 for g in gaps) >= len(gaps) - 2, gaps
         # The spool is emptied once the server acknowledged the replay.
         for _ in range(50):
             if not Spool.read(state / SPOOL_FILE).keys() & buffered_keys:

@@ -32,12 +32,14 @@ from app.client.errors import (
     AuthenticationFailed,
     ConnectionLost,
     InvalidData,
+    PermissionDenied,
     RequestTimeout,
     WatchpostError,
 )
 from app.client.subscription import Event
 from app.monitoring.checks import HttpClients
 from app.monitoring.collector import probe as run_check
+from app.probe import assignments
 from app.probe.schedule import Definition, Scheduler
 from app.probe.spool import Spool
 
@@ -115,6 +117,8 @@ class Agent:
         self.refused = 0
         self.stopped = asyncio.Event()
         self.fatal: BaseException | None = None
+        #: The assigned set or its seq changed since it was last saved to the state directory.
+        self._dirty = False
 
     # -- connection ------------------------------------------------------------------
 
@@ -140,6 +144,7 @@ class Agent:
                 # may already be in it, and applying an upsert or remove twice changes nothing.
                 self.seq = current if isinstance(current, int) else snapshot_seq
                 self._need_snapshot = False
+                self._dirty = True
         except BaseException:
             self._held = None
             raise
@@ -196,6 +201,7 @@ class Agent:
         else:
             log.warning("ignoring an assignment event I do not understand: %.200r", data)
         self.seq = event.seq
+        self._dirty = True
 
     async def _resync(self) -> None:
         if self._held is not None:
@@ -209,6 +215,7 @@ class Agent:
             self._need_snapshot = True
         held, self._held = self._held or [], None
         self.seq = base
+        self._dirty = True
         for event in held:
             self._apply(event)
 
@@ -302,14 +309,34 @@ class Agent:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    def restore(self) -> int:
+        """Take up the assignments saved by an earlier run (checked until the server says otherwise)."""
+        seq, definitions = assignments.load(self.spool.dir)
+        if definitions:
+            self.scheduler.replace(definitions)
+            self.seq = seq
+            log.info("resuming %d assigned monitors saved at seq %s", len(definitions), seq)
+        return len(definitions)
+
+    def save(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            assignments.save(self.spool.dir, self.seq, list(self.scheduler.definitions.values()))
+
+    async def _save_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.save()
+
     async def run(self) -> None:
-        """Check and report until :meth:`stop` (or a refused token: raises AuthenticationFailed)."""
+        """Check and report until :meth:`stop`; raises AuthenticationFailed for a refused token and
+        PermissionDenied/InvalidData when the first PROBE_HELLO is refused."""
         self._clients = HttpClients()
+        self.restore()
         self.scheduler.start()
+        self._spawn(self._save_loop())
         try:
-            await self._connect_first()
-            self._spawn(self._report_loop())
-            self._spawn(self._heartbeat_loop())
+            self._spawn(self._connect_first())
             await self.stopped.wait()
             if self.fatal is not None:
                 raise self.fatal
@@ -321,9 +348,11 @@ class Agent:
         while True:
             try:
                 await self.client.connect()
+                self._spawn(self._report_loop())
+                self._spawn(self._heartbeat_loop())
                 return
-            except AuthenticationFailed:
-                raise
+            except (AuthenticationFailed, PermissionDenied, InvalidData):
+                raise  # the same answer will come again: a wrong token or location
             except WatchpostError as exc:
                 log.warning("cannot connect yet (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
@@ -350,6 +379,7 @@ class Agent:
 
     async def shutdown(self) -> None:
         await self.scheduler.stop()
+        self.save()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

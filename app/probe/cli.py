@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from app.client.errors import AuthenticationFailed
+from app.client.errors import AuthenticationFailed, InvalidData, PermissionDenied
 from app.probe.agent import Agent
 from app.probe.spool import Spool, StateDirBusy
 
@@ -116,7 +116,7 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"watchpost-probe: {exc}", file=sys.stderr)
         return 2
     if replay:
-        log.info("spool: %d results from an earlier run will be sent first", replay)
+        log.info("spool: %d result(s) from an earlier run will be sent first", replay)
     agent = Agent(
         args.url,
         args.token,
@@ -134,6 +134,9 @@ async def _run(args: argparse.Namespace) -> int:
         await agent.run()
     except AuthenticationFailed as exc:
         log.error("the server refused the token: %s", exc)
+        return 2
+    except (PermissionDenied, InvalidData) as exc:
+        log.error("the server refused this probe's hello (wrong token role or location?): %s", exc)
         return 2
     except Exception as exc:  # noqa: BLE001 - reported as the exit reason
         log.error("the probe stopped: %s", exc)

@@ -179,7 +179,7 @@ class Spool:
     def _compact(self) -> None:
         """Rewrite the file with only the pending results (atomic: write, fsync, rename)."""
         tmp = self.path.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             for body in self._pending.values():
                 fh.write(b'{"r":' + body + b"}\n")
             fh.flush()

@@ -118,3 +118,23 @@ def test_two_probes_cannot_share_a_state_directory(tmp_path: Path) -> None:
 def test_a_bound_below_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Spool(tmp_path, 0)
+
+
+def test_assignments_are_saved_privately_and_read_back(tmp_path: Path) -> None:
+    from app.probe import assignments
+
+    assert assignments.load(tmp_path) == (None, [])
+    definitions = [{"id": 3, "kind": "http", "url": "https://x.invalid/", "headers": {"Authorization": "s"}}]
+    assignments.save(tmp_path, 42, definitions)
+    assert assignments.load(tmp_path) == (42, definitions)
+    assert (tmp_path / assignments.ASSIGNMENTS_FILE).stat().st_mode & 0o077 == 0  # it holds secrets
+    (tmp_path / assignments.ASSIGNMENTS_FILE).write_bytes(b'{"seq": 4')  # damaged
+    assert assignments.load(tmp_path) == (None, [])
+
+
+def test_the_spool_file_is_private(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 10)
+    spool.open()
+    spool.append(_results(0, 1))
+    assert (tmp_path / SPOOL_FILE).stat().st_mode & 0o077 == 0
+    spool.close()
