@@ -109,7 +109,6 @@ class Agent:
         self._need_snapshot = False
         #: 906 events held while a snapshot loads (None: apply at once).
         self._held: list[Event] | None = None
-        self._new_results: list[dict[str, Any]] = []
         self._report_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._clients: HttpClients | None = None
