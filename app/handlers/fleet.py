@@ -27,6 +27,7 @@ from app.ids import ID, MAX_ID
 from app.models.base import utcnow
 from app.models.channel import Channel
 from app.models.monitor import Monitor
+from app.models.probe import Location
 from app.monitoring import fleet
 from app.monitoring.definition import MONITOR_FIELDS_SCHEMA, monitor_to_wire, new_push_token
 from app.monitoring.fleet_upload import MAX_ROWS, Uploads
@@ -129,6 +130,7 @@ async def monitor_import(req: Request, ctx: Context) -> dict[str, Any]:
                 delete_missing=delete_missing,
                 min_interval=ctx.settings.monitor_min_interval,
                 timeout_max=ctx.settings.check_timeout_max,
+                locations=await _location_names(s, ctx.tenant_id),
             )
             diff = planned.diff()
             ctx.audit_details = {
@@ -176,6 +178,11 @@ async def _read_fleet(
     rows = (await s.execute(stmt)).mappings().all()
     stored = [fleet.Stored(r["id"], r["name"], {k: r[k] for k in fleet.FIELDS}) for r in rows]
     return stored, {r["id"]: dict(r) for r in rows}
+
+
+async def _location_names(s: AsyncSession, tenant_id: int) -> set[str]:
+    rows = await s.execute(select(col(Location.name)).where(col(Location.tenant_id) == tenant_id))
+    return set(rows.scalars())
 
 
 async def _channel_names(s: AsyncSession, tenant_id: int) -> dict[int, str]:

@@ -27,6 +27,7 @@ from app.errors import Conflict, InvalidData, NotFound
 from app.models.base import iso, utcnow
 from app.models.escalation import EscalationPolicy
 from app.models.monitor import Monitor
+from app.models.probe import LOCAL, Location
 from app.monitoring import kinds, recorder
 from app.monitoring.checks import CheckOutcome, cert_days_left, run_http_check, run_tcp_check
 from app.monitoring.collector import group_outcome, internal_error, missed_push
@@ -44,6 +45,7 @@ from app.monitoring.definition import (
     monitor_to_wire,
     new_push_token,
     normalise,
+    unknown_locations,
     validate_definition,
     with_defaults,
 )
@@ -193,6 +195,18 @@ async def _check_routing(
         cyclic = sorted(int(r[0] or 0) for r in rows if self_id is not None and self_id in (r[1] or []))
         if cyclic:
             errors.append({"path": "depends_on", "msg": f"monitors {cyclic} depend on this one (a cycle)"})
+    wanted = [name for name in values.get("locations") or [] if name != LOCAL]
+    if wanted:
+        known = (
+            await session.execute(
+                select(col(Location.name)).where(
+                    col(Location.tenant_id) == ctx.tenant_id, col(Location.name).in_(wanted)
+                )
+            )
+        ).scalars()
+        problem = unknown_locations(wanted, set(known))
+        if problem:
+            errors.append({"path": "locations", "msg": problem})
     policy_id = values.get("escalation_policy")
     if policy_id is not None:
         policy = await session.get(EscalationPolicy, policy_id)
@@ -370,7 +384,7 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
             await _check_members(s, ctx, values, monitor_id)
             if "channels" in data:  # ids saved before this check existed do not block other edits
                 await _check_channels(s, ctx, values["channels"])
-            if any(k in data for k in ROUTING_DEFAULTS):
+            if any(k in data for k in ROUTING_DEFAULTS) or "locations" in data:
                 await _check_routing(s, ctx, values, monitor_id)
             now = utcnow()
             changes: dict[str, Any] = {k: v for k, v in values.items() if current.get(k) != v}
