@@ -27,7 +27,8 @@ from app.ids import ID, MAX_ID
 from app.models.base import utcnow
 from app.models.channel import Channel
 from app.models.monitor import Monitor
-from app.monitoring import fleet
+from app.models.probe import Location
+from app.monitoring import assignments, fleet
 from app.monitoring.definition import MONITOR_FIELDS_SCHEMA, monitor_to_wire, new_push_token
 from app.monitoring.fleet_upload import MAX_ROWS, Uploads
 from app.monitoring.state import State
@@ -129,6 +130,7 @@ async def monitor_import(req: Request, ctx: Context) -> dict[str, Any]:
                 delete_missing=delete_missing,
                 min_interval=ctx.settings.monitor_min_interval,
                 timeout_max=ctx.settings.check_timeout_max,
+                locations=await _location_names(s, ctx.tenant_id),
             )
             diff = planned.diff()
             ctx.audit_details = {
@@ -176,6 +178,11 @@ async def _read_fleet(
     rows = (await s.execute(stmt)).mappings().all()
     stored = [fleet.Stored(r["id"], r["name"], {k: r[k] for k in fleet.FIELDS}) for r in rows]
     return stored, {r["id"]: dict(r) for r in rows}
+
+
+async def _location_names(s: AsyncSession, tenant_id: int) -> set[str]:
+    rows = await s.execute(select(col(Location.name)).where(col(Location.tenant_id) == tenant_id))
+    return set(rows.scalars())
 
 
 async def _channel_names(s: AsyncSession, tenant_id: int) -> dict[int, str]:
@@ -240,6 +247,30 @@ async def _apply(
         # ORM bulk UPDATE by primary key: one executemany per set of changed columns.
         await s.execute(update(Monitor), params[start : start + 1000])
     await _publish(s, ctx, planned, created)
+    await _publish_assignments(s, ctx, planned, created, params, extra)
+
+
+async def _publish_assignments(
+    s: AsyncSession,
+    ctx: Context,
+    planned: fleet.Plan,
+    created: list[dict[str, Any]],
+    params: list[dict[str, Any]],
+    extra: dict[int, dict[str, Any]],
+) -> None:
+    """EVENT_PROBE_ASSIGNMENT (906) for what the import changed on each probe location: one
+    per monitor, or one ``reload`` for a location with more than assignments.EVENT_LIMIT."""
+    pairs: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
+    for gone in planned.delete:
+        pairs.append((assignments.snapshot(extra[gone.id]), None))
+    for row in created:
+        pairs.append((None, assignments.snapshot(row)))
+    for param in params:
+        old = extra[param["id"]]
+        pairs.append((assignments.snapshot(old), assignments.snapshot({**old, **param})))
+    per = assignments.group(pairs)
+    for topic, payload in await assignments.events(s, ctx.tenant_id, per):
+        ctx.publish(topic, PkgID.EVENT_PROBE_ASSIGNMENT, payload)
 
 
 def _new_row_defaults() -> dict[str, Any]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from app.errors import InvalidData
 from app.ids import ID, MAX_ID
 from app.models.base import iso
 from app.models.monitor import Monitor
+from app.models.probe import LOCAL, LOCATION_PATTERN
 from app.monitoring import kinds
 from app.monitoring.checks import MAX_BODY_BYTES, HttpSpec, parse_expected_status
 from app.monitoring.conditions import (
@@ -58,6 +59,8 @@ PASSIVE_KINDS = ("push", "group")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_INTERVAL = 24 * 3600
 MAX_REDIRECTS = 20
+#: Most locations one monitor is checked from.
+MAX_LOCATIONS = 16
 
 #: Definition fields a client may send (CREATE, UPDATE, CHECK_NOW with an unsaved monitor).
 MONITOR_FIELDS_SCHEMA: dict[str, Any] = {
@@ -123,6 +126,14 @@ MONITOR_FIELDS_SCHEMA: dict[str, Any] = {
     "enabled": {"type": "boolean"},
     # The fields of the dns, postgres, redis, websocket and ping kinds (app.monitoring.kinds).
     "options": kinds.OPTIONS_SCHEMA,
+    # Where it is checked from and how many places must see it fail (docs/probes.md).
+    "locations": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_LOCATIONS,
+        "items": {"type": "string", "maxLength": 64, "pattern": LOCATION_PATTERN},
+    },
+    "quorum": {"type": "integer", "minimum": 1, "maximum": MAX_LOCATIONS},
 }
 
 #: Alert routing fields (MONITOR_CREATE/UPDATE only; not part of fleet files, since they name ids).
@@ -162,6 +173,8 @@ DEFAULTS: dict[str, Any] = {
     "description": "",
     "enabled": True,
     "options": {},
+    "locations": [LOCAL],
+    "quorum": 1,
 }
 
 
@@ -200,6 +213,7 @@ def normalise(values: dict[str, Any]) -> dict[str, Any]:
     if values.get("cert_alert_days") is not None:
         values["cert_alert_days"] = sorted(set(values["cert_alert_days"]), reverse=True)
     values["options"] = dict(values.get("options") or {})
+    values["locations"] = list(values.get("locations") or [LOCAL])
     return values
 
 
@@ -345,9 +359,29 @@ def validate_definition(values: dict[str, Any], *, min_interval: int, timeout_ma
                 "min_up",
                 f"min_up ({values.get('min_up')}) cannot exceed the number of members ({len(members)})",
             )
+    locations = values.get("locations") or [LOCAL]
+    if len(set(locations)) != len(locations):
+        bad("locations", "locations must not repeat a name")
+    elif kind in PASSIVE_KINDS and locations != [LOCAL]:
+        bad("locations", f"a {kind} monitor is decided by the server itself: locations must be [{LOCAL!r}]")
+    quorum = values.get("quorum", 1)
+    if quorum > len(set(locations)):
+        bad("quorum", f"quorum ({quorum}) cannot exceed the number of locations ({len(set(locations))})")
     kinds.validate(kind, values, bad)
     if errors:
         raise InvalidData(f"invalid monitor: {errors[0]['msg']}", errors=errors)
+
+
+def unknown_locations(locations: Sequence[str], known: Collection[str]) -> str | None:
+    """A problem text if ``locations`` names a place that is neither ``local`` nor one of
+    the tenant's ``known`` locations (created with their first probe token), else None."""
+    missing = [name for name in dict.fromkeys(locations) if name != LOCAL and name not in known]
+    if not missing:
+        return None
+    return (
+        f"unknown locations {', '.join(missing)}: a location exists once a probe token "
+        "is created for it (TOKEN_CREATE with role 'probe'); 'local' is the server itself"
+    )
 
 
 def condition_problems(kind: str, texts: Any) -> list[tuple[str, str]]:
@@ -464,6 +498,8 @@ WIRE_FIELDS = (
     "description",
     "enabled",
     "options",
+    "locations",
+    "quorum",
     "state",
     "state_changed_at",
     "version",

@@ -15,7 +15,7 @@ and bulk edits obey one rule set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from app.monitoring.definition import (
     default_timeout,
     merge_update,
     normalise,
+    unknown_locations,
     validate_definition,
     with_defaults,
 )
@@ -129,9 +130,10 @@ def plan(
     delete_missing: bool,
     min_interval: int,
     timeout_max: float,
+    locations: Collection[str] = (),
 ) -> Plan:
-    """Compare ``rows`` (schema-checked) with the tenant's ``stored`` monitors and ``channels``
-    (name -> id); raise ``InvalidData`` listing bad rows."""
+    """Compare ``rows`` (schema-checked) with the tenant's ``stored`` monitors, ``channels``
+    (name -> id) and probe ``locations`` (names); raise ``InvalidData`` listing bad rows."""
     errors = _Errors()
     by_name = {s.name: s for s in stored}
     by_id = {s.id: s for s in stored}
@@ -170,6 +172,9 @@ def plan(
         own = [name] + ([existing.id] if existing else [])
         if any(m in own for m in members):
             errors.add(i, name, "members", "a group cannot be its own member")
+        place_problem = unknown_locations(values["locations"], locations)
+        if place_problem:
+            errors.add(i, name, "locations", place_problem)
         try:
             validate_definition(values, min_interval=min_interval, timeout_max=timeout_max)
         except InvalidData as exc:
