@@ -28,7 +28,7 @@ from app.models.base import iso, utcnow
 from app.models.escalation import EscalationPolicy
 from app.models.monitor import Monitor
 from app.models.probe import LOCAL, Location
-from app.monitoring import kinds, recorder
+from app.monitoring import kinds, locations, recorder
 from app.monitoring.checks import CheckOutcome, cert_days_left, run_http_check, run_tcp_check
 from app.monitoring.collector import group_outcome, internal_error, missed_push
 from app.monitoring.conditions import parse_all
@@ -302,7 +302,10 @@ async def _fetch_monitors_wire(db: Database, ids: list[int]) -> dict[int, tuple[
 
 @router.package(PkgID.MONITOR_GET, schema=obj({"id": ID}, ["id"]), response_example=_EXAMPLE)
 async def monitor_get(req: Request, ctx: Context) -> dict[str, Any]:
-    """One monitor with its live state.
+    """One monitor with its live state; a monitor checked from locations other than
+    ``["local"]`` also carries ``location_status``: per location its ``state`` (up, down,
+    or unknown when its latest result is older than interval + PROBE_GRACE),
+    ``checked_at``, ``latency_ms`` and ``error``.
 
     The hottest read: concurrent lookups on this process share one query
     (:class:`app.storage.batch.BatchLoader`); a lookup never joins a query
@@ -316,7 +319,23 @@ async def monitor_get(req: Request, ctx: Context) -> dict[str, Any]:
         raise NotFound(f"no monitor {req.data['id']} in this tenant")
     # The wire dict may be shared with other requests of the same batch: copy, never mutate.
     wire: dict[str, Any] = found[1]
-    return wire if show_token(ctx) else {**wire, "push_token": None}
+    if not show_token(ctx):
+        wire = {**wire, "push_token": None}
+    if not locations.is_default(wire.get("locations")):
+        # Checked from several places: each location's latest result (one indexed read).
+        async with db.session() as s:
+            latest = await locations.latest(s, int(wire["id"]))
+        wire = {
+            **wire,
+            "location_status": locations.status_wire(
+                list(wire["locations"]),
+                latest,
+                interval=int(wire["interval"]),
+                grace=ctx.settings.probe_grace,
+                now=utcnow(),
+            ),
+        }
+    return wire
 
 
 @router.package(
