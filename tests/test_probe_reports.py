@@ -320,11 +320,16 @@ async def test_probe_only_monitor_follows_its_location(server: ServerProcess, ta
             {"location": "pa", "state": "unknown", "checked_at": None, "latency_ms": None, "error": None}
         ]
         assert (await call(ws, PkgID.CHECK_HISTORY, {"monitor_id": m["id"]}))["data"] == []
+        # CHECK_NOW decides by the quorum too, and the server does not check it itself.
+        unknown = await call(ws, PkgID.MONITOR_CHECK_NOW, {"id": m["id"]})
+        assert unknown["status_code"] == RSPCode.CONFLICT, unknown
 
         async def send(ok_: bool) -> None:
             await report(server, tok, [result(m["id"], ok_, latency=7.0, error="503 from pa")])
 
         await send(True)
+        now_up = await ok(ws, PkgID.MONITOR_CHECK_NOW, {"id": m["id"]})
+        assert now_up["state"] == "up" and now_up["result"]["latency_ms"] == 7.0
         await wait_for(lambda: _state_is(ws, m["id"], "up"), what="up from pa's report")
         latest = (await call(ws, PkgID.CHECK_HISTORY, {"monitor_id": m["id"], "limit": 1}))["data"][0]
         assert latest["latency_ms"] == 7.0

@@ -513,6 +513,32 @@ def _outcome_wire(outcome: CheckOutcome) -> dict[str, Any]:
     }
 
 
+async def _quorum_now(monitor: Monitor, ctx: Context) -> CheckOutcome:
+    """CHECK_NOW of a monitor checked from several locations: the local check only if
+    ``local`` is one of them, then the quorum over every location's latest result, as the
+    collector decides (docs/probes.md). Conflict when every location is unknown."""
+    local = None
+    if LOCAL in (monitor.locations or []):
+        started = utcnow()
+        local = await _probe(monitor, ctx)
+    async with ctx.services.db.session() as s:
+        if local is not None:
+            for _tenant, topic, pkg_id, data in await locations.store_local(
+                s, monitor, local, ts=started, now=utcnow()
+            ):
+                ctx.publish(topic, pkg_id, data)
+        latest = await locations.latest(s, monitor.id or 0)
+        await s.commit()
+    await ctx.flush_events()
+    outcome = locations.decide(monitor, latest, now=utcnow(), grace=ctx.settings.probe_grace, local=local)
+    if outcome is None:
+        raise Conflict(
+            "no location of this monitor has a recent result (its probes are offline or have "
+            "not reported yet): nothing to record"
+        )
+    return outcome
+
+
 async def _probe(values: dict[str, Any] | Monitor, ctx: Context) -> CheckOutcome:
     get = (lambda k: getattr(values, k)) if isinstance(values, Monitor) else values.get
     # Leave the handler deadline room to record the result.
@@ -574,7 +600,9 @@ async def _test_unsaved(values: dict[str, Any], ctx: Context) -> CheckOutcome:
 )
 async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
     """Run one check now. With ``id`` the result is recorded (state, incidents, events) like a
-    scheduled one; with ``monitor`` (an unsaved definition of any kind) it is only returned —
+    scheduled one (a monitor with locations other than ``["local"]``: decided by its quorum,
+    the server checking only if ``local`` is one of them; 5 CONFLICT when every location is
+    unknown); with ``monitor`` (an unsaved definition of any kind) it is only returned —
     "test before save": a group is judged from its members' states, a push monitor answers
     what it would record if no push came."""
     if "monitor" in req.data:
@@ -595,7 +623,10 @@ async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
             "push monitors are checked by their pushes; send HEARTBEAT_PUSH (201) with the push token",
             errors=[{"path": "id", "msg": "push monitor"}],
         )
-    outcome = await _probe(monitor, ctx) if monitor.kind != "group" else None
+    if monitor.kind != "group" and not locations.is_default(monitor.locations):
+        outcome: CheckOutcome | None = await _quorum_now(monitor, ctx)
+    else:
+        outcome = await _probe(monitor, ctx) if monitor.kind != "group" else None
     rec: recorder.Recording | None = None
     for _attempt in range(3):
         try:

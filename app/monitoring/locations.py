@@ -215,9 +215,9 @@ async def apply_latest(session: AsyncSession, rows: list[dict[str, Any]], *, now
             "error": r["error"],
             "received_at": now,
         }
-        for (m, loc), r in newest.items()
+        for (m, loc), r in sorted(newest.items(), key=lambda item: item[0])
         if (m, loc) not in before or before[(m, loc)][1] < r["ts"]
-    ]
+    ]  # in key order: concurrent reports lock the rows they share in the same order
     if not values:
         return []
     insert = _insert(session)
