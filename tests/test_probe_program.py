@@ -29,14 +29,13 @@ from app.probe.spool import SPOOL_FILE, Spool
 from app.protocol import PkgID
 from app.storage.db import Database
 from tests import services
+from tests.fixtures import unique
 from tests.realtime_support import redis_server
 from tests.server import ROOT, ServerProcess, ok, ws_connect
 from tests.targets import HttpTarget
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.slow
-
-LOCATION = "eu-west"
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +60,10 @@ def target() -> Iterator[HttpTarget]:
 class ProbeProcess:
     """``python -m app.probe`` with a state directory that outlives it."""
 
-    def __init__(self, url: str, token: str, state_dir: Path) -> None:
+    def __init__(self, url: str, token: str, state_dir: Path, location: str) -> None:
         self.args = [
             sys.executable, "-m", "app.probe", "--url", url, "--token", token,
-            "--location", LOCATION, "--state-dir", str(state_dir), "--log-level", "DEBUG",
+            "--location", location, "--state-dir", str(state_dir), "--log-level", "DEBUG",
         ]  # fmt: skip
         self.log_path = state_dir.parent / f"{state_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -99,13 +98,12 @@ class ProbeProcess:
 
 
 async def _checks(database_url: str, monitor_id: int) -> list[LocationCheck]:
+    """The monitor's stored location results (each test's monitors have one location)."""
     db = Database(database_url)
     try:
         async with db.session() as s:
             rows = await s.execute(
-                select(LocationCheck)
-                .where(LocationCheck.monitor_id == monitor_id, LocationCheck.location == LOCATION)
-                .order_by(LocationCheck.ts)  # type: ignore[arg-type]
+                select(LocationCheck).where(LocationCheck.monitor_id == monitor_id).order_by(LocationCheck.ts)  # type: ignore[arg-type]
             )
             return list(rows.scalars())
     finally:
@@ -137,21 +135,23 @@ async def _wait_for(database_url: str, monitor_id: int, at_least: int, within: f
         await asyncio.sleep(0.2)
 
 
-async def _setup(server: ServerProcess, target: HttpTarget) -> tuple[str, dict[str, Any]]:
-    """A probe token for the location and one 1 s HTTP monitor assigned to it."""
+async def _setup(server: ServerProcess, target: HttpTarget, location: str) -> tuple[str, dict[str, Any]]:
+    """A probe token for a new location and one 1 s HTTP monitor assigned to it."""
     target.respond("/health", 200)
     async with ws_connect(server, server.login()) as ws:
-        token = await ok(ws, PkgID.TOKEN_CREATE, {"name": "probe", "role": "probe", "location": LOCATION})
+        token = await ok(
+            ws, PkgID.TOKEN_CREATE, {"name": f"probe {location}", "role": "probe", "location": location}
+        )
         monitor = await ok(
             ws,
             PkgID.MONITOR_CREATE,
             {
-                "name": "probed",
+                "name": f"probed {location}",
                 "kind": "http",
                 "url": target.url("/health"),
                 "interval": 1,
                 "timeout": 0.5,
-                "locations": [LOCATION],
+                "locations": [location],
             },
         )
     return str(token["token"]), monitor
@@ -160,8 +160,9 @@ async def _setup(server: ServerProcess, target: HttpTarget) -> tuple[str, dict[s
 async def test_results_arrive_and_a_new_assignment_reaches_the_running_probe(
     server: ServerProcess, target: HttpTarget, tmp_path: Path
 ) -> None:
-    token, monitor = await _setup(server, target)
-    probe = ProbeProcess(server.ws_url, token, tmp_path / "state").start()
+    location = unique("eu")
+    token, monitor = await _setup(server, target, location)
+    probe = ProbeProcess(server.ws_url, token, tmp_path / "state", location).start()
     try:
         assert await _wait_for(server.database_url, monitor["id"], 3, within=20) >= 3, probe.log_text()
         rows = await _checks(server.database_url, monitor["id"])
@@ -173,8 +174,8 @@ async def test_results_arrive_and_a_new_assignment_reaches_the_running_probe(
             second = await ok(
                 ws,
                 PkgID.MONITOR_CREATE,
-                {"name": "second", "kind": "http", "url": target.url("/second"), "interval": 1,
-                 "timeout": 0.5, "locations": [LOCATION]},
+                {"name": f"second {location}", "kind": "http", "url": target.url("/second"), "interval": 1,
+                 "timeout": 0.5, "locations": [location]},
             )  # fmt: skip
         # Within a second the probe has it; its first start is at most one interval later.
         assert await _wait_for(server.database_url, second["id"], 1, within=4) >= 1, probe.log_text()
@@ -187,11 +188,12 @@ async def test_results_arrive_and_a_new_assignment_reaches_the_running_probe(
 async def test_a_probe_killed_while_cut_off_replays_its_buffer_once_after_a_restart(
     server: ServerProcess, target: HttpTarget, tmp_path: Path
 ) -> None:
-    token, monitor = await _setup(server, target)
+    location = unique("us")
+    token, monitor = await _setup(server, target, location)
     proxy = TcpProxy(("127.0.0.1", server.port)).start()
     state = tmp_path / "state"
     url = f"ws://127.0.0.1:{proxy.port}/web"
-    probe = ProbeProcess(url, token, state).start()
+    probe = ProbeProcess(url, token, state, location).start()
     try:
         assert await _wait_for(server.database_url, monitor["id"], 2, within=20) >= 2, probe.log_text()
 
@@ -206,7 +208,7 @@ async def test_a_probe_killed_while_cut_off_replays_its_buffer_once_after_a_rest
         probe.kill9()
         # Restarted while the server is still unreachable: it checks what it was assigned.
         hits_before = target.hits("/health")
-        probe = ProbeProcess(url, token, state).start()
+        probe = ProbeProcess(url, token, state, location).start()
         await asyncio.sleep(4)
         assert target.hits("/health") >= hits_before + 2, probe.log_text()
         probe.kill9()
@@ -217,7 +219,7 @@ async def test_a_probe_killed_while_cut_off_replays_its_buffer_once_after_a_rest
 
         # Back with the same state directory and the server reachable again.
         proxy.start()
-        probe = ProbeProcess(url, token, state).start()
+        probe = ProbeProcess(url, token, state, location).start()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             rows = await _checks(server.database_url, monitor["id"])
