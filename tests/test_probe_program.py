@@ -157,7 +157,7 @@ async def _setup(server: ServerProcess, target: HttpTarget, location: str) -> tu
     return str(token["token"]), monitor
 
 
-async def test_results_arrive_and_a_new_assignment_reaches_the_running_probe(
+async def test_results_arrive_and_assignment_changes_reach_the_running_probe(
     server: ServerProcess, target: HttpTarget, tmp_path: Path
 ) -> None:
     location = unique("eu")
@@ -181,6 +181,19 @@ async def test_results_arrive_and_a_new_assignment_reaches_the_running_probe(
         assert await _wait_for(server.database_url, second["id"], 1, within=4) >= 1, probe.log_text()
         (first, *_) = await _checks(server.database_url, second["id"])
         assert first.ok is False and first.status_code == 503
+
+        # The location taken off the monitor: the probe stops checking it (the collector is off here).
+        async with ws_connect(server, server.login()) as ws:
+            await ok(
+                ws,
+                PkgID.MONITOR_UPDATE,
+                {"id": second["id"], "version": second["version"], "locations": ["local"]},
+            )
+        await asyncio.sleep(1.5)
+        hits, other = target.hits("/second"), target.hits("/health")
+        await asyncio.sleep(2.5)
+        assert target.hits("/second") == hits, probe.log_text()
+        assert target.hits("/health") >= other + 2  # the other monitor still runs
     finally:
         probe.stop()
 

@@ -55,6 +55,15 @@ SIZES: dict[str, dict[str, Any]] = {
 SIM_LOCATIONS = 10
 
 
+class ProbesTarget(WatchpostTarget):
+    """Watchpost allowing the smoke plan's 2 s intervals (the default minimum is 10 s)."""
+
+    def server_env(self, port: int) -> dict[str, str]:
+        env = super().server_env(port)
+        env["MONITOR_MIN_INTERVAL"] = "1"
+        return env
+
+
 async def _ws(target: WatchpostTarget, token: str) -> BenchConnection:
     return await connect(
         f"ws://127.0.0.1:{target.ports[0]}/web",
@@ -81,7 +90,7 @@ async def _create_monitors(
                 "kind": "http",
                 "url": url(number),
                 "interval": interval,
-                "timeout": 5,
+                "timeout": min(5, interval / 2),
                 "locations": locations,
                 "quorum": 1,
             },
@@ -117,7 +126,7 @@ async def one_probe(
         env.cpus.client_cpus,
         env.log_dir / f"http-target-{port}.log",
     )
-    server = WatchpostTarget(env)
+    server = ProbesTarget(env)
     state_dir = Path(tempfile.mkdtemp(prefix="bench-probe-"))
     probe: ServerProcess | None = None
     try:
@@ -245,7 +254,7 @@ async def server_reports(
     env: Environment, probes: int, per_probe: int, interval: int, window_s: float, say: Any
 ) -> dict[str, Any]:
     """(b): ``probes`` simulated probes x ``per_probe`` monitors at ``interval`` s, reports over sockets."""
-    server = WatchpostTarget(env)
+    server = ProbesTarget(env)
     connections: list[BenchConnection] = []
     try:
         await server.start(1)
