@@ -43,6 +43,8 @@ from app.monitoring.stats import percentile
 from app.protocol import PkgID
 
 UP, DOWN, UNKNOWN = "up", "down", "unknown"
+_CHECKS = LocationCheck.__table__  # type: ignore[attr-defined]
+_LATEST = LocationResult.__table__  # type: ignore[attr-defined]
 #: A result may start at most this far in the future (clocks of probes drift a little).
 FUTURE_SLACK = timedelta(seconds=60)
 #: Rows per INSERT of a report (8 bound values each: far below both databases' limits).
@@ -147,16 +149,18 @@ async def ingest(
             }
         )
     if keep:
-        insert = _insert(session)
+        # Core statement with the rows as parameters: SQLAlchemy sends them as batched
+        # multi-row INSERTs ("insertmanyvalues") from one cached compilation; an ORM
+        # .values(list) would compile 9 bind parameters per row on every report.
+        stmt = (
+            _insert(session)(_CHECKS)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "location", "key"])
+            .returning(_CHECKS.c.key)
+        )
         stored: set[str] = set()
         for i in range(0, len(keep), INSERT_CHUNK):
-            stmt = (
-                insert(LocationCheck)
-                .values(keep[i : i + INSERT_CHUNK])
-                .on_conflict_do_nothing(index_elements=["tenant_id", "location", "key"])
-                .returning(col(LocationCheck.key))
-            )
-            stored.update(str(k) for k in (await session.execute(stmt)).scalars().all())
+            inserted = await session.execute(stmt, keep[i : i + INSERT_CHUNK])
+            stored.update(str(k) for k in inserted.scalars().all())
         # A key twice in one report is stored once and the second counts as a duplicate.
         new: list[dict[str, Any]] = []
         for row in keep:
@@ -220,18 +224,16 @@ async def apply_latest(session: AsyncSession, rows: list[dict[str, Any]], *, now
     ]  # in key order: concurrent reports lock the rows they share in the same order
     if not values:
         return []
-    insert = _insert(session)
-    stmt = insert(LocationResult).values(values)
-    table = LocationResult.__table__  # type: ignore[attr-defined]
+    stmt = _insert(session)(_LATEST)
     stmt = stmt.on_conflict_do_update(
         index_elements=["monitor_id", "location"],
         set_={
             name: stmt.excluded[name]
             for name in ("state", "checked_at", "latency_ms", "status_code", "error", "received_at")
         },
-        where=table.c.checked_at < stmt.excluded.checked_at,
+        where=_LATEST.c.checked_at < stmt.excluded.checked_at,
     )
-    await session.execute(stmt)
+    await session.execute(stmt, values)
     events: list[Event] = []
     for v in values:
         previous = before.get((v["monitor_id"], v["location"]))
