@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,37 @@ async def test_a_probe_killed_while_cut_off_replays_its_buffer_once_after_a_rest
         probe.stop()
         proxy.stop()
         proxy.cut()
+
+
+async def test_a_large_import_reaches_the_running_probe_as_a_reload(
+    server: ServerProcess, target: HttpTarget, tmp_path: Path
+) -> None:
+    """Over 200 monitors of a location changed at once arrive as one {"op": "reload"}: the
+    probe loads the snapshot again and checks every one of them."""
+    location = unique("ap")
+    token, first = await _setup(server, target, location)
+    probe = ProbeProcess(server.ws_url, token, tmp_path / "state", location).start()
+    try:
+        assert await _wait_for(server.database_url, first["id"], 1, within=20) >= 1, probe.log_text()
+        target.respond("/bulk", 200)
+        rows = [
+            {"name": f"bulk {location} {n}", "kind": "http", "url": target.url("/bulk"), "interval": 5,
+             "timeout": 2, "locations": [location]}
+            for n in range(210)
+        ]  # fmt: skip
+        async with ws_connect(server, server.login()) as ws:
+            done = await ok(
+                ws,
+                PkgID.MONITOR_IMPORT,
+                {"import_id": uuid.uuid4().hex, "chunk": 0, "chunks": 1, "monitors": rows},
+            )
+        assert done, done
+        # Every imported monitor is checked within its first interval (plus the reload).
+        for _ in range(60):
+            if target.hits("/bulk") >= 210:
+                break
+            await asyncio.sleep(0.2)
+        assert target.hits("/bulk") >= 210, probe.log_text()[-3000:]
+        assert "asks for a reload" in probe.log_text()
+    finally:
+        probe.stop()

@@ -5,7 +5,8 @@ of its PING): PROBE_HELLO with ``since`` = the last assignment seq applied; when
 answer says ``recovered: false`` the snapshot is loaded with PROBE_ASSIGNMENTS pages,
 and the 906 events that arrived meanwhile are applied after it, in order. Events
 later arrive on the ``probe.<location id>`` topic the hello attached (the client's
-``on_event`` hook) and are applied at once; a gap in their seqs reloads the snapshot.
+``on_event`` hook) and are applied at once; a gap in their seqs, or a ``reload`` event
+(sent after a large import), reloads the snapshot.
 
 Checks run from :class:`~app.probe.schedule.Scheduler` whether connected or not;
 each result goes to the :class:`~app.probe.spool.Spool` (disk) before the reporter
@@ -197,6 +198,10 @@ class Agent:
             self.scheduler.upsert(data["monitor"])
         elif op == "remove" and data.get("monitor_id") is not None:
             self.scheduler.remove(int(data["monitor_id"]))
+        elif op == "reload":
+            # Many monitors changed at once (a large import): one event instead of one per monitor.
+            log.info("the server asks for a reload of the assignments")
+            self._spawn(self._resync())
         else:
             log.warning("ignoring an assignment event I do not understand: %.200r", data)
         self.seq = event.seq
