@@ -2,14 +2,14 @@
 
 Handlers never touch the socket layer (docs/architecture.md, "Handlers know no
 socket"): the few packages that act on their own connection — WHOAMI,
-AUTH_REFRESH, SUBSCRIBE, UNSUBSCRIBE — go through this interface, which
+AUTH_REFRESH, SUBSCRIBE, UNSUBSCRIBE, PROBE_HELLO — go through this interface, which
 ``app.ws.connection.Connection`` implements. ``Context.session`` is ``None``
 where a request has no connection, and those packages answer 2 INVALID_DATA.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from app.auth.identity import Identity
@@ -37,4 +37,16 @@ class Session(Protocol):
 
     async def unsubscribe(self, topics: list[str]) -> dict[str, Any]:
         """Stop the topics (UNSUBSCRIBE's answer: the names that were subscribed)."""
+        ...
+
+    async def attach(self, topic: str, since: int | None) -> dict[str, Any]:
+        """Attach one topic the server chose for this connection (a probe's
+        ``probe.<location id>``), with SUBSCRIBE's gap-free recovery but without its topic
+        RBAC: the caller decided the connection reads it. Answers ``{"seq", "recovered",
+        "replayed"}``; a second call for the same topic replaces the first."""
+        ...
+
+    def on_close(self, name: str, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` once when the connection ends (closed by either side or dropped),
+        after its subscriptions are gone; a later hook of the same ``name`` replaces it."""
         ...

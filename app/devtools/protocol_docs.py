@@ -33,6 +33,7 @@ from typing import Any
 from app.devtools import client_constants
 from app.devtools.registry_report import PackageInfo, Report, collect
 from app.protocol import PROTOCOL_VERSION, SUBPROTOCOL, RSPCode
+from app.rbac import PROBE
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "docs" / "packages.md"
@@ -148,10 +149,14 @@ def _anchor(p: PackageInfo) -> str:
 def _package_section(p: PackageInfo) -> list[str]:
     out = [f"### {p.pkg_id} {p.name}", ""]
     out += [p.summary or "_No summary: give the handler a docstring._", ""]
+    if p.role == PROBE:
+        role_line = "- role: `probe` only (a probe token; no other role may call it)"
+    elif p.role:
+        role_line = f"- role: `{p.role}` or higher"
+    else:
+        role_line = "- role: **missing in actions.json** (the server refuses to start)"
     out += [
-        f"- role: `{p.role}` or higher"
-        if p.role
-        else "- role: **missing in actions.json** (the server refuses to start)",
+        role_line,
         f"- handler: `{p.handler}`",
         f"- audited: {'yes' if p.audit else 'no'}",
         "",

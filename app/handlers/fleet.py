@@ -28,7 +28,7 @@ from app.models.base import utcnow
 from app.models.channel import Channel
 from app.models.monitor import Monitor
 from app.models.probe import Location
-from app.monitoring import fleet
+from app.monitoring import assignments, fleet
 from app.monitoring.definition import MONITOR_FIELDS_SCHEMA, monitor_to_wire, new_push_token
 from app.monitoring.fleet_upload import MAX_ROWS, Uploads
 from app.monitoring.state import State
@@ -247,6 +247,30 @@ async def _apply(
         # ORM bulk UPDATE by primary key: one executemany per set of changed columns.
         await s.execute(update(Monitor), params[start : start + 1000])
     await _publish(s, ctx, planned, created)
+    await _publish_assignments(s, ctx, planned, created, params, extra)
+
+
+async def _publish_assignments(
+    s: AsyncSession,
+    ctx: Context,
+    planned: fleet.Plan,
+    created: list[dict[str, Any]],
+    params: list[dict[str, Any]],
+    extra: dict[int, dict[str, Any]],
+) -> None:
+    """EVENT_PROBE_ASSIGNMENT (906) for what the import changed on each probe location: one
+    per monitor, or one ``reload`` for a location with more than assignments.EVENT_LIMIT."""
+    pairs: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
+    for gone in planned.delete:
+        pairs.append((assignments.snapshot(extra[gone.id]), None))
+    for row in created:
+        pairs.append((None, assignments.snapshot(row)))
+    for param in params:
+        old = extra[param["id"]]
+        pairs.append((assignments.snapshot(old), assignments.snapshot({**old, **param})))
+    per = assignments.group(pairs)
+    for topic, payload in await assignments.events(s, ctx.tenant_id, per):
+        ctx.publish(topic, PkgID.EVENT_PROBE_ASSIGNMENT, payload)
 
 
 def _new_row_defaults() -> dict[str, Any]:

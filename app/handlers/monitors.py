@@ -28,7 +28,7 @@ from app.models.base import iso, utcnow
 from app.models.escalation import EscalationPolicy
 from app.models.monitor import Monitor
 from app.models.probe import LOCAL, Location
-from app.monitoring import kinds, recorder
+from app.monitoring import assignments, kinds, recorder
 from app.monitoring.checks import CheckOutcome, cert_days_left, run_http_check, run_tcp_check
 from app.monitoring.collector import group_outcome, internal_error, missed_push
 from app.monitoring.conditions import parse_all
@@ -234,6 +234,16 @@ def _changed_event(ctx: Context, action: str, monitor: Monitor) -> None:
     ctx.publish("monitors", PkgID.EVENT_MONITOR_CHANGED, {"action": action, "monitor": payload})
 
 
+async def _assignment_events(
+    ctx: Context, session: AsyncSession, before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> None:
+    """EVENT_PROBE_ASSIGNMENT (906) on each probe location the change concerns, after commit
+    (``before``/``after``: :func:`app.monitoring.assignments.snapshot`, None: absent)."""
+    per = {name: [payload] for name, payload in assignments.changes(before, after).items()}
+    for topic, payload in await assignments.events(session, ctx.tenant_id, per):
+        ctx.publish(topic, PkgID.EVENT_PROBE_ASSIGNMENT, payload)
+
+
 async def _status_event(ctx: Context, session: AsyncSession, monitor: Monitor, previous: str) -> None:
     if previous == monitor.state:
         return
@@ -282,6 +292,7 @@ async def monitor_create(req: Request, ctx: Context) -> dict[str, Any]:
             await s.flush()
             ctx.audit_target = str(monitor.id)
             _changed_event(ctx, "created", monitor)
+            await _assignment_events(ctx, s, None, assignments.snapshot(monitor))
     except IntegrityError:
         raise Conflict(
             f"a monitor named {values['name']!r} already exists in this tenant; pick another name"
@@ -375,6 +386,7 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
                     f"monitor {monitor_id} was changed since you read it (version {monitor.version}, "
                     f"you sent {version}); reload it and apply your change again"
                 )
+            before = assignments.snapshot(monitor)
             current = {key: getattr(monitor, key) for key in (*DEFAULTS, *ROUTING_DEFAULTS)} | {
                 "name": monitor.name,
                 "kind": monitor.kind,
@@ -410,6 +422,7 @@ async def monitor_update(req: Request, ctx: Context) -> dict[str, Any]:
             await s.refresh(monitor)
             _changed_event(ctx, "updated", monitor)
             await _status_event(ctx, s, monitor, previous_state)
+            await _assignment_events(ctx, s, before, assignments.snapshot(monitor))
             if "name" in changes:
                 refresh_pages = await recorder.page_ids(s, monitor_id)
     except IntegrityError:
@@ -437,8 +450,10 @@ async def monitor_delete(req: Request, ctx: Context) -> dict[str, Any]:
     async with ctx.tx() as s:
         monitor = await load(s, ctx, req.data["id"])
         pages = await recorder.page_ids(s, req.data["id"])
+        before = assignments.snapshot(monitor)
         await s.delete(monitor)
         _changed_event(ctx, "deleted", monitor)
+        await _assignment_events(ctx, s, before, None)
     _pages_changed(ctx, pages)
     return {"id": req.data["id"]}
 
@@ -448,6 +463,7 @@ async def _set_enabled(req: Request, ctx: Context, enabled: bool) -> dict[str, A
     async with ctx.tx() as s:
         monitor = await load(s, ctx, req.data["id"])
         previous = monitor.state
+        before = assignments.snapshot(monitor)
         if monitor.enabled != enabled:
             now = utcnow()
             monitor.enabled = enabled
@@ -463,6 +479,7 @@ async def _set_enabled(req: Request, ctx: Context, enabled: bool) -> dict[str, A
             await s.flush()
             _changed_event(ctx, "updated", monitor)
             await _status_event(ctx, s, monitor, previous)
+            await _assignment_events(ctx, s, before, assignments.snapshot(monitor))
     if enabled:
         _wake_collector(ctx)
     return monitor_to_wire(monitor, show_push_token=show_token(ctx))

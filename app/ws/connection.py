@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
@@ -56,6 +56,7 @@ class Connection:
     __slots__ = (
         "_auth_timer",
         "_broker",
+        "_close_hooks",
         "_closing",
         "_deadline_sweep",
         "_flushed",
@@ -127,6 +128,8 @@ class Connection:
         self._auth_timer: asyncio.TimerHandle | None = None
         #: The close started by :meth:`close_soon`; :meth:`finish` lets it send its frame.
         self._closing: asyncio.Task[None] | None = None
+        #: Work handlers asked for when the connection ends (:meth:`on_close`), by name.
+        self._close_hooks: dict[str, Callable[[], Awaitable[None]]] | None = None
 
     # ----- sending
     def start(self) -> None:
@@ -356,3 +359,20 @@ class Connection:
 
     async def unsubscribe(self, topics: list[str]) -> dict[str, Any]:
         return await subs.unsubscribe(self, self._broker, topics)
+
+    async def attach(self, topic: str, since: int | None) -> dict[str, Any]:
+        return await subs.attach_internal(self, self._broker, topic, since)
+
+    def on_close(self, name: str, hook: Callable[[], Awaitable[None]]) -> None:
+        if self._close_hooks is None:
+            self._close_hooks = {}
+        self._close_hooks[name] = hook
+
+    async def run_close_hooks(self) -> None:
+        """Called once by the endpoint after the connection ended (:meth:`on_close`)."""
+        hooks, self._close_hooks = self._close_hooks, None
+        for name, hook in (hooks or {}).items():
+            try:
+                await hook()
+            except Exception:
+                log.exception("close hook %r of %s failed", name, self.conn_id)

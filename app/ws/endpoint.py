@@ -115,6 +115,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         services.hub.remove(conn)
         drop_all(conn, services.broker)
         await conn.finish()
+        await conn.run_close_hooks()
         if settings.rate_limit_enabled:
             try:
                 for key, _limit in slots:

@@ -29,12 +29,15 @@ _CURRENT = 2**62
 
 
 class Subscription:
-    __slots__ = ("buffer", "conn", "key", "last_seq", "name")
+    __slots__ = ("buffer", "conn", "internal", "key", "last_seq", "name")
 
-    def __init__(self, conn: Connection, key: str, name: str) -> None:
+    def __init__(self, conn: Connection, key: str, name: str, *, internal: bool = False) -> None:
         self.conn = conn
         self.key = key
         self.name = name
+        #: Attached by the server for this connection (a probe's ``probe.<id>``), not by
+        #: SUBSCRIBE: no role reads it, so a role change never drops it.
+        self.internal = internal
         self.last_seq = 0
         #: Live events that arrived while history was being read.
         self.buffer: list[tuple[int, str]] | None = []
@@ -122,7 +125,14 @@ class _Pending:
     __slots__ = ("broker", "conn", "hist", "key", "old", "sub", "wanted")
 
     def __init__(
-        self, conn: Connection, broker: Broker, tenant_id: int, name: str, wanted: int | None
+        self,
+        conn: Connection,
+        broker: Broker,
+        tenant_id: int,
+        name: str,
+        wanted: int | None,
+        *,
+        internal: bool = False,
     ) -> None:
         self.conn = conn
         self.broker = broker
@@ -131,7 +141,7 @@ class _Pending:
         self.old: Subscription | None = conn.subscriptions.get(key)
         if self.old is not None:
             self.old.buffer = []  # paused: the new subscription takes over if the request succeeds
-        self.sub = Subscription(conn, key, name)
+        self.sub = Subscription(conn, key, name, internal=internal)
         broker.add_listener(key, self.sub)
         conn.subscriptions[key] = self.sub  # registered before awaiting, so a disconnect drops it
         self.hist: HistoryResult | None = None
@@ -171,6 +181,26 @@ class _Pending:
         return {"seq": hist.current_seq, "recovered": False, "replayed": 0}
 
 
+async def attach_internal(conn: Connection, broker: Broker, name: str, since: int | None) -> dict[str, Any]:
+    """Attach one server-chosen topic (a probe's ``probe.<location id>``) with the same
+    gap-free recovery as SUBSCRIBE, without its topic RBAC: the topic has no entry in
+    actions.json, so no SUBSCRIBE can reach it, and the handler calling this decided
+    that this connection reads it. Answers like one SUBSCRIBE topic."""
+    tenant_id = conn.identity.tenant_id
+    if tenant_id is None:
+        raise PermissionDenied("this connection has no tenant; reconnect with ?tenant=<slug>")
+    async with conn.sub_lock:
+        step = _Pending(conn, broker, tenant_id, name, since, internal=True)
+        try:
+            await step.prepare()
+        except BaseException as exc:
+            step.undo()
+            if isinstance(exc, BrokerUnavailable):
+                raise Unavailable("the event broker is unavailable; retry shortly") from None
+            raise
+        return step.commit()
+
+
 async def unsubscribe(conn: Connection, broker: Broker, names: list[str]) -> dict[str, Any]:
     tenant_id = conn.identity.tenant_id
     removed = []
@@ -196,6 +226,8 @@ async def drop_unpermitted(conn: Connection, broker: Broker, policy: Policy) -> 
     dropped = []
     async with conn.sub_lock:  # after any SUBSCRIBE in progress, which checked the old role
         for key, sub in list(conn.subscriptions.items()):
+            if sub.internal:
+                continue
             role = policy.topic_role(sub.name)
             if role is None or not policy.role_at_least(conn.identity.role, role):
                 del conn.subscriptions[key]
