@@ -12,6 +12,7 @@ from sqlmodel import col
 
 from app.models.check import CheckResult, DailyRollup, HourlyRollup
 from app.models.monitor import Monitor
+from app.models.probe import LocationCheck
 from app.monitoring import retention, stats
 from app.storage.db import Database
 from tests.monitoring_fixtures import add_monitor, add_tenant, load_monitor, migrated_db
@@ -188,3 +189,20 @@ async def test_roll_up_writes_complete_days(db: Database) -> None:
     async with db.session() as s:
         days = (await s.execute(select(DailyRollup))).scalars().all()
     assert [(d.period, d.total, d.up, d.latency_count) for d in days] == [(t(1, 0), 2, 1, 1)]
+
+
+async def test_retention_deletes_old_location_checks(db: Database) -> None:
+    m = await seed(db)
+    async with db.session() as s:
+        for i, ts in enumerate((t(9, 10), t(10, 11), t(10, 11, 31), t(10, 12))):
+            s.add(
+                LocationCheck(
+                    monitor_id=m.id or 0, tenant_id=m.tenant_id, location="eu", ts=ts, ok=True, key=f"k{i}"
+                )
+            )
+        await s.commit()
+    deleted = await retention.prune_location_checks(db, retention=timedelta(hours=1), now=NOW, batch=2)
+    assert deleted == 2  # older than 11:30
+    async with db.session() as s:
+        left = (await s.execute(select(LocationCheck.ts).order_by(col(LocationCheck.ts)))).scalars().all()
+    assert left == [t(10, 11, 31), t(10, 12)]

@@ -28,7 +28,7 @@ from app.models.base import iso, utcnow
 from app.models.escalation import EscalationPolicy
 from app.models.monitor import Monitor
 from app.models.probe import LOCAL, Location
-from app.monitoring import assignments, kinds, recorder
+from app.monitoring import assignments, kinds, locations, recorder
 from app.monitoring.checks import CheckOutcome, cert_days_left, run_http_check, run_tcp_check
 from app.monitoring.collector import group_outcome, internal_error, missed_push
 from app.monitoring.conditions import parse_all
@@ -313,7 +313,10 @@ async def _fetch_monitors_wire(db: Database, ids: list[int]) -> dict[int, tuple[
 
 @router.package(PkgID.MONITOR_GET, schema=obj({"id": ID}, ["id"]), response_example=_EXAMPLE)
 async def monitor_get(req: Request, ctx: Context) -> dict[str, Any]:
-    """One monitor with its live state.
+    """One monitor with its live state; a monitor checked from locations other than
+    ``["local"]`` also carries ``location_status``: per location its ``state`` (up, down,
+    or unknown when its latest result is older than interval + PROBE_GRACE),
+    ``checked_at``, ``latency_ms`` and ``error``.
 
     The hottest read: concurrent lookups on this process share one query
     (:class:`app.storage.batch.BatchLoader`); a lookup never joins a query
@@ -327,7 +330,23 @@ async def monitor_get(req: Request, ctx: Context) -> dict[str, Any]:
         raise NotFound(f"no monitor {req.data['id']} in this tenant")
     # The wire dict may be shared with other requests of the same batch: copy, never mutate.
     wire: dict[str, Any] = found[1]
-    return wire if show_token(ctx) else {**wire, "push_token": None}
+    if not show_token(ctx):
+        wire = {**wire, "push_token": None}
+    if not locations.is_default(wire.get("locations")):
+        # Checked from several places: each location's latest result (one indexed read).
+        async with db.session() as s:
+            latest = await locations.latest(s, int(wire["id"]))
+        wire = {
+            **wire,
+            "location_status": locations.status_wire(
+                list(wire["locations"]),
+                latest,
+                interval=int(wire["interval"]),
+                grace=ctx.settings.probe_grace,
+                now=utcnow(),
+            ),
+        }
+    return wire
 
 
 @router.package(
@@ -511,6 +530,32 @@ def _outcome_wire(outcome: CheckOutcome) -> dict[str, Any]:
     }
 
 
+async def _quorum_now(monitor: Monitor, ctx: Context) -> CheckOutcome:
+    """CHECK_NOW of a monitor checked from several locations: the local check only if
+    ``local`` is one of them, then the quorum over every location's latest result, as the
+    collector decides (docs/probes.md). Conflict when every location is unknown."""
+    local = None
+    if LOCAL in (monitor.locations or []):
+        started = utcnow()
+        local = await _probe(monitor, ctx)
+    async with ctx.services.db.session() as s:
+        if local is not None:
+            for _tenant, topic, pkg_id, data in await locations.store_local(
+                s, monitor, local, ts=started, now=utcnow()
+            ):
+                ctx.publish(topic, pkg_id, data)
+        latest = await locations.latest(s, monitor.id or 0)
+        await s.commit()
+    await ctx.flush_events()
+    outcome = locations.decide(monitor, latest, now=utcnow(), grace=ctx.settings.probe_grace, local=local)
+    if outcome is None:
+        raise Conflict(
+            "no location of this monitor has a recent result (its probes are offline or have "
+            "not reported yet): nothing to record"
+        )
+    return outcome
+
+
 async def _probe(values: dict[str, Any] | Monitor, ctx: Context) -> CheckOutcome:
     get = (lambda k: getattr(values, k)) if isinstance(values, Monitor) else values.get
     # Leave the handler deadline room to record the result.
@@ -572,7 +617,9 @@ async def _test_unsaved(values: dict[str, Any], ctx: Context) -> CheckOutcome:
 )
 async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
     """Run one check now. With ``id`` the result is recorded (state, incidents, events) like a
-    scheduled one; with ``monitor`` (an unsaved definition of any kind) it is only returned —
+    scheduled one (a monitor with locations other than ``["local"]``: decided by its quorum,
+    the server checking only if ``local`` is one of them; 5 CONFLICT when every location is
+    unknown); with ``monitor`` (an unsaved definition of any kind) it is only returned —
     "test before save": a group is judged from its members' states, a push monitor answers
     what it would record if no push came."""
     if "monitor" in req.data:
@@ -593,7 +640,10 @@ async def monitor_check_now(req: Request, ctx: Context) -> dict[str, Any]:
             "push monitors are checked by their pushes; send HEARTBEAT_PUSH (201) with the push token",
             errors=[{"path": "id", "msg": "push monitor"}],
         )
-    outcome = await _probe(monitor, ctx) if monitor.kind != "group" else None
+    if monitor.kind != "group" and not locations.is_default(monitor.locations):
+        outcome: CheckOutcome | None = await _quorum_now(monitor, ctx)
+    else:
+        outcome = await _probe(monitor, ctx) if monitor.kind != "group" else None
     rec: recorder.Recording | None = None
     for _attempt in range(3):
         try:

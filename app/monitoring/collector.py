@@ -53,7 +53,7 @@ from sqlmodel import col
 from app import metrics
 from app.models.base import utcnow
 from app.models.monitor import Monitor
-from app.monitoring import http_probe, kinds, recorder
+from app.monitoring import http_probe, kinds, locations, recorder
 from app.monitoring.checks import (
     MAX_BODY_BYTES,
     CheckOutcome,
@@ -222,8 +222,11 @@ class Collector:
         owner: str | None = None,
         timeout_max: float = 60.0,
         max_body_bytes: int = MAX_BODY_BYTES,
+        probe_grace: float = 90.0,
     ) -> None:
         self.db = db
+        #: PROBE_GRACE: a location's latest result older than interval + this is unknown.
+        self.probe_grace = probe_grace
         self.events = events
         self.concurrency = max(1, concurrency)
         self.tick = tick
@@ -496,11 +499,17 @@ class Collector:
         """Run and record one leased monitor; returns the recording, or None if it lost the race."""
         outcome: CheckOutcome | None = None
         if monitor.kind not in ("push", "group"):
-            started = time.perf_counter()
-            outcome = await probe(
-                monitor, self._clients, timeout_max=self.timeout_max, max_body_bytes=self.max_body_bytes
-            )
-            metrics.CHECK_DURATION.labels(kind=monitor.kind).observe(time.perf_counter() - started)
+            if locations.is_default(monitor.locations):
+                started = time.perf_counter()
+                outcome = await probe(
+                    monitor, self._clients, timeout_max=self.timeout_max, max_body_bytes=self.max_body_bytes
+                )
+                metrics.CHECK_DURATION.labels(kind=monitor.kind).observe(time.perf_counter() - started)
+            else:
+                outcome = await self._quorum(monitor)
+                if outcome is None:  # every location unknown: nothing to record this interval
+                    await self._release(monitor, utcnow())
+                    return None
             if self._writers:
                 # Recorded with the other outcomes of the moment in one transaction: one
                 # pooled connection, one maintenance-window read and one commit per batch
@@ -510,6 +519,28 @@ class Collector:
                 self._outbox.put_nowait((monitor, outcome, done))
                 return await done
         return await self._record_one(monitor, outcome)
+
+    async def _quorum(self, monitor: Monitor) -> CheckOutcome | None:
+        """The outcome of a monitor checked from several locations (docs/probes.md, "How the
+        state is decided"): the local check when ``local`` is one of them (stored as that
+        location's result), then the quorum over every location's latest result; None when
+        every location is unknown."""
+        local: CheckOutcome | None = None
+        started_at = utcnow()
+        if locations.LOCAL in (monitor.locations or []):
+            started = time.perf_counter()
+            local = await probe(
+                monitor, self._clients, timeout_max=self.timeout_max, max_body_bytes=self.max_body_bytes
+            )
+            metrics.CHECK_DURATION.labels(kind=monitor.kind).observe(time.perf_counter() - started)
+        events: list[recorder.Event] = []
+        async with self.db.session() as session:
+            if local is not None:
+                events = await locations.store_local(session, monitor, local, ts=started_at, now=utcnow())
+            latest = await locations.latest(session, monitor.id or 0)
+            await session.commit()
+        await self.publish(events)
+        return locations.decide(monitor, latest, now=utcnow(), grace=self.probe_grace, local=local)
 
     async def _record_one(self, monitor: Monitor, outcome: CheckOutcome | None) -> recorder.Recording | None:
         now = utcnow()

@@ -37,6 +37,7 @@ async def start_monitoring(services: Services) -> None:
         jitter=settings.collector_jitter,
         timeout_max=settings.check_timeout_max,
         max_body_bytes=settings.check_max_body_bytes,
+        probe_grace=settings.probe_grace,
     )
     await collector.start()
     services.collector = collector

@@ -28,6 +28,7 @@ from sqlmodel import col
 from app.models.base import utcnow
 from app.models.check import CheckResult, DailyRollup, HourlyRollup
 from app.models.monitor import Monitor
+from app.models.probe import LocationCheck
 from app.monitoring.stats import DAY, floor_day, floor_hour, percentile, uptime_24h_all
 
 if TYPE_CHECKING:
@@ -211,6 +212,33 @@ async def prune(db: Database, *, retention: timedelta, now: datetime | None = No
         await asyncio.sleep(0)
 
 
+async def prune_location_checks(
+    db: Database, *, retention: timedelta, now: datetime | None = None, batch: int = 5000
+) -> int:
+    """Delete per-location results (docs/probes.md) older than ``retention`` in batches of
+    ``batch`` rows; returns how many were deleted. They have no rollups: past the retention
+    period a location's statistics are gone, as PROBE_REPORT refuses results that old."""
+    horizon = (now or utcnow()) - retention
+    deleted = 0
+    while True:
+        async with db.session() as s:
+            ids = (
+                select(col(LocationCheck.id))
+                .where(col(LocationCheck.ts) < horizon)
+                .order_by(col(LocationCheck.ts))
+                .limit(batch)
+            )
+            chunk = [int(i) for i in (await s.execute(ids)).scalars().all() if i is not None]
+            if not chunk:
+                return deleted
+            await s.execute(delete(LocationCheck).where(col(LocationCheck.id).in_(chunk)))
+            await s.commit()
+        deleted += len(chunk)
+        if len(chunk) < batch:
+            return deleted
+        await asyncio.sleep(0)
+
+
 async def refresh_uptime_cache(db: Database, *, now: datetime | None = None, batch: int = 1000) -> int:
     """Recompute every monitor's cached 24h uptime (tenant by tenant); returns monitors updated."""
     now = now or utcnow()
@@ -247,6 +275,7 @@ async def housekeeping_loop(db: Database, *, every: float, retention: timedelta)
         try:
             rolled = await roll_up(db)
             pruned = await prune(db, retention=retention)
+            pruned += await prune_location_checks(db, retention=retention)
             await refresh_uptime_cache(db)
             if rolled or pruned:
                 log.info("rolled up %d hourly rows, pruned %d raw results", rolled, pruned)
