@@ -270,3 +270,74 @@ async def test_a_pool_busy_past_its_timeout_is_logged_as_such_not_as_an_outage(
     assert limiter.redis_errors == 1
     assert "No pooled Redis connection was free within 0.2 s (REDIS_POOL_TIMEOUT)" in caplog.text
     assert "unreachable" not in caplog.text
+
+
+async def test_concurrent_handshakes_of_one_user_at_the_cap_get_exactly_the_cap(
+    make_redis_limiter: RedisLimiterFactory, redis_admin: aioredis.Redis, redis_prefix: str
+) -> None:
+    """A reconnect storm of one user: the registrations share round trips, the cap stays exact."""
+    limiter = await make_redis_limiter(max_connections_per_user=3)
+    other = await make_redis_limiter(max_connections_per_user=3)  # another instance
+    assert await other.acquire_connection("u1", "elsewhere") is True
+    admitted = await asyncio.gather(*(limiter.acquire_connection("u1", f"c{i}") for i in range(12)))
+    assert sum(admitted) == 2  # the other instance holds the third slot
+    assert admitted == [True, True] + [False] * 10  # in the order they asked
+    assert limiter.connection_batches < 12  # batched, not one round trip each
+    registered = await redis_admin.zrange(f"{redis_prefix}lim:conn:u1", 0, -1)
+    assert sorted(registered) == ["c0", "c1", "elsewhere"]
+    assert limiter.registered_connections() == {"u1": {"c0", "c1"}}
+
+
+async def test_batched_releases_free_the_slots(
+    make_redis_limiter: RedisLimiterFactory, redis_admin: aioredis.Redis, redis_prefix: str
+) -> None:
+    limiter = await make_redis_limiter(max_connections_per_user=4)
+    users = [f"u{i}" for i in range(20)]
+    assert all(
+        await asyncio.gather(*(limiter.acquire_connection(u, f"{u}-c{j}") for u in users for j in range(4)))
+    )
+    batches = limiter.connection_batches
+    await asyncio.gather(*(limiter.release_connection(u, f"{u}-c{j}") for u in users for j in range(4)))
+    assert limiter.connection_batches - batches < 80  # the closes shared round trips
+    assert limiter.registered_connections() == {}
+    for u in users:
+        assert await redis_admin.zcard(f"{redis_prefix}lim:conn:{u}") == 0
+    # Every slot is free again, on this instance and on another one.
+    other = await make_redis_limiter(max_connections_per_user=4)
+    assert all(
+        await asyncio.gather(*(other.acquire_connection(u, f"{u}-n{j}") for u in users for j in range(4)))
+    )
+    assert not any(await asyncio.gather(*(other.acquire_connection(u, f"{u}-x") for u in users)))
+
+
+async def test_a_release_queued_before_a_registration_frees_its_slot_first(
+    make_redis_limiter: RedisLimiterFactory,
+) -> None:
+    """A close and the same user's reconnect in one batch: applied in the order they came."""
+    limiter = await make_redis_limiter(max_connections_per_user=1)
+    assert await limiter.acquire_connection("u1", "old") is True
+    batches = limiter.connection_batches
+    _released, admitted = await asyncio.gather(
+        limiter.release_connection("u1", "old"), limiter.acquire_connection("u1", "new")
+    )
+    assert admitted is True
+    assert limiter.connection_batches == batches + 1  # one round trip for both
+    assert await limiter.acquire_connection("u1", "third") is False
+
+
+async def test_a_handshake_abandoned_while_its_registration_is_in_flight_gives_the_slot_back(
+    make_redis_limiter: RedisLimiterFactory, redis_admin: aioredis.Redis, redis_prefix: str
+) -> None:
+    limiter = await make_redis_limiter(max_connections_per_user=1)
+    abandoned = asyncio.create_task(limiter.acquire_connection("u1", "gone"))
+    await asyncio.sleep(0)  # queued; the batch is sent on the next turn
+    abandoned.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    for _ in range(100):  # the batch returns, then the queued removal is sent
+        if await redis_admin.zcard(f"{redis_prefix}lim:conn:u1") == 0 and limiter._batcher is None:
+            break
+        await asyncio.sleep(0.01)
+    assert await redis_admin.zcard(f"{redis_prefix}lim:conn:u1") == 0
+    assert limiter.registered_connections() == {}
+    assert await limiter.acquire_connection("u1", "next") is True

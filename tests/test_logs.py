@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
-from app.protocol import PkgID, RSPCode
+from websockets.exceptions import ConnectionClosed
+
+from app.protocol import CloseCode, PkgID, RSPCode
 from tests.server import ServerProcess, call, sqlite_url, ws_connect
 
 
@@ -76,5 +80,32 @@ async def test_slow_successes_are_logged() -> None:
         _, pong, _ = await _session(srv)
         (line,) = [r for r in _records(srv) if r.get("req_id") == pong["req_id"]]
         assert line["status_code"] == RSPCode.OK and line["duration_ms"] >= 0
+    finally:
+        srv.stop()
+
+
+async def test_each_handshake_is_one_line_of_ours_and_none_of_uvicorns() -> None:
+    """ "connected"/"disconnected" and "refused" carry the address; uvicorn's repeats are dropped."""
+    srv = ServerProcess(sqlite_url(), env={"LOG_FORMAT": "json"})
+    try:
+        await _session(srv)
+        wrong = "wpt_" + "x" * 40  # shaped like an API token: refused, and never written
+        async with ws_connect(srv, wrong) as ws:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.recv()
+            assert ws.close_code == CloseCode.AUTH_FAILED
+        for _ in range(100):  # the server writes "disconnected" after the client's close
+            if '"disconnected ' in srv.log_text():
+                break
+            await asyncio.sleep(0.05)
+        messages = [r["msg"] for r in _records(srv)]
+        (line,) = [m for m in messages if m.startswith("connected c")]
+        assert " user=admin tenant=default kind=local addr=127.0.0.1:" in line
+        conn_id = line.split()[1]
+        assert f"disconnected {conn_id}" in messages
+        (refused,) = [m for m in messages if m.startswith("refused ")]
+        assert refused.startswith("refused code=4001 reason=") and " addr=127.0.0.1:" in refused
+        assert not [m for m in messages if m == "connection open" or "[accepted]" in m], messages
+        assert wrong[4:] not in srv.log_text()
     finally:
         srv.stop()

@@ -281,7 +281,11 @@ def test_refusal_lists_every_problem_at_once(pristine: Path, capsys: pytest.Capt
         ("token_rotate", "apitokens", 703),  # after the TOKEN_* family
         ("tenant_delete", "orgs", 714),  # after the TENANT_* family
         ("audit_export", "audit", 801),  # after the AUDIT_* family
-        ("group_list", "groups", 610),  # by keyword: the block's first free id (status pages hold 600-609)
+        (
+            "group_list",
+            "groups",
+            616,
+        ),  # by keyword: the block's first free id (status pages 600-609, probes 610-615)
         ("device_list", "system", 7),  # after the module's highest id
     ],
 )
@@ -301,8 +305,8 @@ def test_interactive_prompts_fill_missing_arguments_with_defaults(pristine: Path
 
     args = scaffold._parse_args(["--root", str(pristine)])
     scaffold._complete_interactively(args, ask)
-    assert (args.name, args.module, args.role, args.pkg_id) == ("group_list", "groups", "viewer", "610")
-    assert prompts[-1] == "pkg_id (the 600-699 range of 'groups' (docs/protocol.md)) [610]: "
+    assert (args.name, args.module, args.role, args.pkg_id) == ("group_list", "groups", "viewer", "616")
+    assert prompts[-1] == "pkg_id (the 600-699 range of 'groups' (docs/protocol.md)) [616]: "
     planned = scaffold.plan(
         pristine, name=args.name, module=args.module, role=args.role, pkg_id=int(args.pkg_id)
     )
@@ -334,8 +338,8 @@ def test_terminal_session_prompts_for_missing_arguments(pristine: Path, tmp_path
         os.close(terminal)
         os.close(controller)
     assert proc.returncode == 0, err
-    assert "[610]: " in out
-    assert "GROUP_LIST = 610" in (root / "app" / "protocol.py").read_text()
+    assert "[616]: " in out
+    assert "GROUP_LIST = 616" in (root / "app" / "protocol.py").read_text()
     assert (root / "app" / "handlers" / "groups.py").exists()
 
 

@@ -35,7 +35,7 @@ RANGE_KEYWORDS: dict[int, tuple[str, ...]] = {
     300: ("incident", "incidents"),
     400: ("alert", "alerts", "channel", "channels", "delivery", "deliveries", "alerting"),
     500: ("maintenance", "maintenances"),
-    600: ("page", "pages", "status_pages", "group", "groups"),
+    600: ("page", "pages", "status_pages", "group", "groups", "probe", "probes", "location", "locations"),
     700: ("tenant", "tenants", "member", "members", "user", "users", "token", "tokens"),
     800: ("audit",),
 }

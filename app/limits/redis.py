@@ -21,7 +21,15 @@ extra instance.
 
 **Connections**: a sorted set per user (member ``conn_id``, score = expiry in
 Redis server ms). Acquire drops expired members, checks the count and adds, in
-one script. Registrations live ``connection_ttl`` seconds; a background task
+one script. Registrations and removals are batched: each one joins a queue, and
+one script applies the whole queue in order (many users' handshakes and closes in
+one round trip) as soon as the previous batch has returned, so under a reconnect
+storm a round trip carries every handshake that arrived during the last one, and
+an idle instance still sends each one on the next event-loop turn. The caller
+waits for its own answer, so the limit is exactly what one call per
+registration gave: Redis runs the script atomically, checking each registration
+against the count left by the ones before it. Registrations live
+``connection_ttl`` seconds; a background task
 (started by :meth:`RedisLimiter.start`) refreshes every connection this instance
 registered every ``connection_ttl / 3`` seconds, so a crashed instance's
 connections stop counting within ``connection_ttl``.
@@ -80,18 +88,41 @@ if grant == 0 then wait = math.max(1, math.ceil((1 - tokens) / rate)) end
 return {grant, wait}
 """
 
-_ACQUIRE_LUA = """
+# A batch of connection registrations ('a') and removals ('r'), applied in order.
+# KEYS[i] is the i-th operation's key; ARGV = ttl, then (op, conn_id, limit) per key.
+# Returns one integer per operation: 1 registered (or removed), 0 refused at the limit.
+_CONNECTIONS_LUA = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local ttl = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
+local ttl = tonumber(ARGV[1])
+local expiry = string.format('%d', now + ttl)
+local swept = {}
+local out = {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local member = ARGV[3 * i]
+  if ARGV[3 * i - 1] == 'r' then
+    redis.call('ZREM', key, member)
+    out[i] = 1
+  else
+    if not swept[key] then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+      swept[key] = true
+    end
+    if not redis.call('ZSCORE', key, member) and redis.call('ZCARD', key) >= tonumber(ARGV[3 * i + 1]) then
+      out[i] = 0
+    else
+      redis.call('ZADD', key, expiry, member)
+      redis.call('PEXPIRE', key, ttl)
+      out[i] = 1
+    end
+  end
 end
-redis.call('ZADD', KEYS[1], string.format('%d', now + ttl), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ttl)
-return 1
+return out
 """
+
+#: Most connection operations one script applies (bounds how long Redis runs it).
+CONNECTION_BATCH_MAX = 256
 
 # Re-adds too: a connection dropped while Redis was unreachable is still open.
 _REFRESH_LUA = """
@@ -182,7 +213,7 @@ class RedisLimiter(Limiter):
         )
         self._redis = aioredis.Redis.from_pool(pool)
         self._bucket = self._redis.register_script(_BUCKET_LUA)
-        self._acquire = self._redis.register_script(_ACQUIRE_LUA)
+        self._connection_ops = self._redis.register_script(_CONNECTIONS_LUA)
         self._refresh = self._redis.register_script(_REFRESH_LUA)
         self._allowances: dict[str, _Allowance] = {}
         #: Connections this instance registered, refreshed by the heartbeat.
@@ -192,6 +223,11 @@ class RedisLimiter(Limiter):
         self._last_sweep = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
         self._closed = False
+        #: Connection operations waiting for the next batch: (op, key, conn_id, limit, answer).
+        self._queued: list[tuple[str, str, str, int, asyncio.Future[bool]]] = []
+        self._batcher: asyncio.Task[None] | None = None
+        #: Connection batches sent (round trips on the handshake and close path).
+        self.connection_batches = 0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -208,6 +244,9 @@ class RedisLimiter(Limiter):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
+        if self._batcher is not None:  # removals queued by the last closes still reach Redis
+            with contextlib.suppress(Exception):
+                await self._batcher
         await self._redis.aclose()
 
     # -- messages -------------------------------------------------------------
@@ -295,19 +334,8 @@ class RedisLimiter(Limiter):
             await self.start()  # registrations expire unless the heartbeat runs
         allowed = self.fail_open
         if time.monotonic() >= self._skip_redis_until:
-            try:
-                allowed = bool(
-                    await self._acquire(
-                        keys=[self._conn_key(user_key)],
-                        args=[
-                            conn_id,
-                            self.max_connections_per_user if limit is None else limit,
-                            int(self.connection_ttl * 1000),
-                        ],
-                    )
-                )
-            except (RedisError, OSError) as exc:
-                self._failed("connection", exc)
+            cap = self.max_connections_per_user if limit is None else limit
+            allowed = await self._queue("a", user_key, conn_id, cap)
         if allowed:
             # Tracked even when admitted without Redis: the heartbeat registers it later.
             self._connections.setdefault(user_key, set()).add(conn_id)
@@ -321,10 +349,54 @@ class RedisLimiter(Limiter):
                 del self._connections[user_key]
         if time.monotonic() < self._skip_redis_until:
             return  # the registration expires on its own
+        await self._queue("r", user_key, conn_id, 0)
+
+    def _queue(self, op: str, user_key: str, conn_id: str, limit: int) -> asyncio.Future[bool]:
+        """Queue one registration ('a') or removal ('r'); its answer arrives with the batch."""
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queued.append((op, self._conn_key(user_key), conn_id, limit, answer))
+        if self._batcher is None:
+            # A task's first step runs on the next loop turn: every handshake of this one joins.
+            self._batcher = asyncio.create_task(self._send_batches(), name="limiter-connection-batches")
+        return answer
+
+    async def _send_batches(self) -> None:
+        """Send the queue, one batch at a time, until it is empty (what arrives meanwhile waits)."""
         try:
-            await self._redis.zrem(self._conn_key(user_key), conn_id)
+            while self._queued:
+                batch = self._queued[:CONNECTION_BATCH_MAX]
+                del self._queued[:CONNECTION_BATCH_MAX]
+                await self._send_batch(batch)
+        finally:
+            self._batcher = None
+
+    async def _send_batch(self, batch: list[tuple[str, str, str, int, asyncio.Future[bool]]]) -> None:
+        args: list[str | int] = [int(self.connection_ttl * 1000)]
+        for op, _key, conn_id, limit, _answer in batch:
+            args += (op, conn_id, limit)
+        try:
+            self.connection_batches += 1
+            results = await self._connection_ops(keys=[key for _op, key, *_rest in batch], args=args)
         except (RedisError, OSError) as exc:
             self._failed("connection", exc)
+            results = [int(self.fail_open)] * len(batch)  # removals: the registration expires
+        except asyncio.CancelledError:
+            for *_rest, answer in batch:
+                answer.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - not a Redis failure: every waiter raises it, as one call would
+            for *_rest, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for (op, key, conn_id, _limit, answer), result in zip(batch, results, strict=True):
+            if not answer.done():
+                answer.set_result(bool(int(result)))
+            elif op == "a" and int(result):
+                # The handshake gave up while its registration was in flight: take it back.
+                unawaited: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+                unawaited.add_done_callback(lambda done: done.cancelled() or done.exception())
+                self._queued.append(("r", key, conn_id, 0, unawaited))
 
     async def refresh_connections(self, user_key: str, conn_ids: Collection[str]) -> None:
         if not conn_ids or time.monotonic() < self._skip_redis_until:

@@ -49,6 +49,12 @@ def _credentials(ws: WebSocket) -> tuple[str | None, str | None]:
     return ws.query_params.get("token"), echo
 
 
+def _address(ws: WebSocket) -> str:
+    """The peer as uvicorn's handshake line wrote it (``host:port``), or ``-``."""
+    client = ws.scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
 async def web_asgi(scope: Scope, receive: Receive, send: Send) -> None:
     """The /web endpoint as a bare ASGI app (``create_app`` routes sockets here directly)."""
     await websocket_endpoint(WebSocket(scope, receive=receive, send=send))
@@ -59,6 +65,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     settings = services.settings
     token, subprotocol = _credentials(ws)
     if services.hub.draining:
+        log.info("refused code=%d reason=server is draining addr=%s", CloseCode.TRY_AGAIN_LATER, _address(ws))
         await ws.accept(subprotocol=subprotocol)
         await ws.close(code=CloseCode.TRY_AGAIN_LATER, reason="server is draining; reconnect elsewhere")
         return
@@ -81,6 +88,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     if identity is None:
         metrics.WS_CONNECTIONS.labels(status="rejected_auth").inc()
         metrics.AUTH_ATTEMPTS.labels(status="failure").inc()
+        log.info("refused code=%d reason=%s addr=%s", close_code, reason[:120], _address(ws))
         await ws.accept(subprotocol=subprotocol)
         await ws.close(code=close_code, reason=reason[:120])
         return
@@ -92,6 +100,13 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     if refused is not None:
         metrics.WS_CONNECTIONS.labels(status="rejected_limit").inc()
         metrics.RATE_LIMIT_HITS.labels(limit_type="connections").inc()
+        log.info(
+            "refused code=%d reason=%s user=%s addr=%s",
+            CloseCode.TOO_MANY_CONNECTIONS,
+            refused,
+            identity.username,
+            _address(ws),
+        )
         await ws.accept(subprotocol=subprotocol)
         await ws.close(code=CloseCode.TOO_MANY_CONNECTIONS, reason=refused)
         return
@@ -103,11 +118,12 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         conn.draining = True
         conn.close_soon(CloseCode.GOING_AWAY, "server shutting down; reconnect")
     log.info(
-        "connected %s user=%s tenant=%s kind=%s",
+        "connected %s user=%s tenant=%s kind=%s addr=%s",
         conn.conn_id,
         identity.username,
         identity.tenant_slug,
         identity.kind,
+        _address(ws),
     )
     try:
         await _read_loop(conn, services)

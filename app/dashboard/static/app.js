@@ -8,6 +8,7 @@ import { closeDetail, openDetail } from "./detail.js";
 import { $, el, errorText } from "./dom.js";
 import { wireList } from "./monitor-list.js";
 import { openForm, showKindFields, submitForm, testForm } from "./monitor-form.js";
+import { applyLocationState, loadProbes, resetProbes } from "./probes.js";
 import { loadPages, wirePages } from "./status-pages.js";
 import { addPainter, invalidate, model, session } from "./store.js";
 import {
@@ -57,6 +58,7 @@ function switchTenant(slug) {
   needReload = true;
   invalidate("order", "counts", "incidents");
   session.client.setTenant(slug);
+  afterReload();
 }
 
 const STATE_LABELS = {
@@ -123,6 +125,7 @@ function endSession(message) {
   model.incidents = new Map();
   model.me = null;
   model.loaded = false;
+  resetProbes();
   invalidate("order", "counts", "incidents", "role");
   paintConnState(State.IDLE);
   showLogin(message);
@@ -149,7 +152,7 @@ function startSession() {
     paintConnState(state, info);
     if (state === State.OPEN && needReload) {
       needReload = false;
-      reloadAll();
+      reloadAll().then(loadProbes);
     } else if (state === State.UNAUTHENTICATED) {
       if (info.code === 4003 && model.tenant) {
         // Not (or no longer) a member of that tenant: fall back to the default one.
@@ -170,10 +173,13 @@ function startSession() {
     }
   });
   c.onEvent((ev) => {
-    if (c === session.client && ev.pkg_id === Pkg.EVENT_ROLE_CHANGED) applyRoleChange(ev.data);
+    if (c === session.client && ev.pkg_id === Pkg.EVENT_ROLE_CHANGED) {
+      applyRoleChange(ev.data);
+      afterReload();
+    }
   });
   c.subscribe(["monitors"], {
-    onEvent: (ev) => applyMonitorEvent(ev),
+    onEvent: (ev) => ((ev.pkgId ?? ev.pkg_id) === Pkg.EVENT_LOCATION_STATE ? applyLocationState(ev) : applyMonitorEvent(ev)),
     onReset: () => loadSummary().catch(() => {}),
   });
   c.subscribe(["incidents"], {
@@ -183,7 +189,7 @@ function startSession() {
   needReload = false;
   c.connect().then(
     () => {
-      reloadAll();
+      reloadAll().then(loadProbes);
       loadPages();
     },
     () => {},
@@ -195,6 +201,13 @@ function startSession() {
       loadSummary("refresh").catch(() => {});
     }
   }, SUMMARY_REFRESH_MS);
+}
+
+/** The probes panel follows what WHOAMI allows: ask again once a reload or role change settled. */
+function afterReload() {
+  setTimeout(() => {
+    if (session.client && model.me) loadProbes().catch(() => {});
+  }, 1000);
 }
 
 // ---- wiring ----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import { latencyChart, resultLatency, resultOk, resultTime } from "./chart.js";
 import { $, el, errorText, fmtLatency, fmtTime, fmtUptime, toast } from "./dom.js";
 import { openForm } from "./monitor-form.js";
 import { addPainter, invalidate, listFrom, mergeMonitor, model, monitorId, onMonitorChange, session } from "./store.js";
+import { applyLocationState, loadDetailLocations, locationsTable } from "./probes.js";
 import { loadSummary } from "./sync.js";
 import { Pkg } from "./wp-client.js";
 
@@ -32,6 +33,7 @@ export async function openDetail(id) {
     loadDetailHistory(detail),
     loadDetailStats(detail),
     loadDetailPolicies(detail),
+    loadDetailLocations(detail),
   ]);
 }
 
@@ -202,6 +204,7 @@ function paintDetail() {
     detail.error ? el("p", { class: "error", text: detail.error }) : null,
     actions,
     el("dl", { class: "fields" }, fields.map(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })])),
+    ...(locationsTable(detail, m.quorum) ?? []),
     el("h3", { text: "Latency" }),
     latencyChart(detail.history),
     el("h3", { text: "Recent checks" }),
@@ -251,6 +254,12 @@ async function deleteMonitor(id, name) {
 
 /** EVENT_CHECK_RESULT (901) on monitor.<id>: prepend to the history and update the row. */
 function applyCheckResult(ev) {
+  const pkg = ev.pkgId ?? ev.pkg_id;
+  if (pkg === Pkg.EVENT_LOCATION_STATE) {
+    applyLocationState(ev);
+    return;
+  }
+  if (pkg !== undefined && pkg !== Pkg.EVENT_CHECK_RESULT) return;
   const d = ev.data ?? {};
   const result = d.result ?? d;
   const id = monitorId(d) ?? Number(String(ev.topic).split(".")[1]);

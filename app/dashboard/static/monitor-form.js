@@ -84,6 +84,8 @@ export async function openForm(id = null) {
       if (mon.grace !== undefined && mon.grace !== null) form.elements.grace.value = mon.grace;
       form.elements.expected_status.value = (mon.expected_status ?? []).join(", ");
       form.elements.tags.value = (mon.tags ?? []).join(", ");
+      form.elements.locations.value = (mon.locations ?? ["local"]).join(", ");
+      form.elements.quorum.value = mon.quorum ?? 1;
       form.elements.members.value = (mon.members ?? []).join(", ");
       form.elements.headers.value = headersText(mon.headers);
       form.elements.conditions.value = (mon.conditions ?? []).join("\n");
@@ -193,6 +195,11 @@ function formPayload(form) {
     data.host = f.host.value.trim();
   } else if (kind === "websocket") {
     Object.assign(data, { url: f.url.value.trim(), verify_tls: f.verify_tls.checked });
+  }
+  if (kind !== "push" && kind !== "group") {
+    const places = list(f.locations.value);
+    if (places.length) data.locations = places;
+    if (f.quorum.value !== "") data.quorum = num(f.quorum.value);
   }
   if (CONDITION_KINDS.includes(kind)) {
     data.conditions = f.conditions.value.split("\n").map((s) => s.trim()).filter(Boolean);

@@ -20,7 +20,8 @@ export const model = {
   incidentReload: null,
   view: { text: "", state: "", sort: "status" },
   order: [], // ids after filter + sort
-  detail: null, // {id, monitor, history, stats, error, unsubscribe}
+  detail: null, // {id, monitor, history, stats, locations, error, unsubscribe}
+  probes: null, // PROBE_LIST locations (null: not allowed or not loaded; the panel is hidden)
 };
 
 /** The live connection (a WatchpostClient) while logged in, else null. */
