@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,8 +28,9 @@ from app.protocol import PkgID
 from app.storage.db import Database
 from tests import services
 from tests.fixtures import unique
+from tests.probe_support import ProbeProcess
 from tests.realtime_support import redis_server
-from tests.server import ROOT, ServerProcess, ok, ws_connect
+from tests.server import ServerProcess, ok, ws_connect
 from tests.targets import HttpTarget
 from tests.tcpproxy import TcpProxy
 
@@ -56,46 +54,6 @@ def server() -> Iterator[ServerProcess]:
 def target() -> Iterator[HttpTarget]:
     with HttpTarget() as t:
         yield t
-
-
-class ProbeProcess:
-    """``python -m app.probe`` with a state directory that outlives it."""
-
-    def __init__(self, url: str, token: str, state_dir: Path, location: str) -> None:
-        self.args = [
-            sys.executable, "-m", "app.probe", "--url", url, "--token", token,
-            "--location", location, "--state-dir", str(state_dir), "--log-level", "DEBUG",
-        ]  # fmt: skip
-        self.log_path = state_dir.parent / f"{state_dir.name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ProbeProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.args,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        return self
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(5)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 async def _checks(database_url: str, monitor_id: int) -> list[LocationCheck]:
