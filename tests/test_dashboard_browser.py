@@ -13,6 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -678,3 +679,47 @@ async def scroll_through(page: Page, steps: int) -> dict[str, Any]:
     )
     assert len(set(result["rows"])) > steps // 2, "scrolling moved the rendered window"
     return result
+
+
+async def test_probes_panel_and_a_monitors_locations(
+    browser: BrowserContext, shared: ServerProcess, target: HttpTarget
+) -> None:
+    """The probes panel follows a probe's socket (online, then offline once it closes) and the
+    monitor drawer lists each location's state from LOCATION_STATS, live on 908."""
+    place = unique("eu").lower()
+    async with ws_connect(shared, await asyncio.to_thread(shared.login)) as ws:
+        made = await ok(
+            ws, PkgID.TOKEN_CREATE, {"name": f"probe {place}", "role": "probe", "location": place}
+        )
+        mon = await ok(
+            ws,
+            PkgID.MONITOR_CREATE,
+            {**http_monitor(unique("probed"), target.url("/health")), "locations": ["local", place]},
+        )
+    page, errors = await open_page(browser, shared)
+    await log_in(page, "admin", "admin-test-password")
+    section = page.get_by_test_id("probes")
+    location = page.locator(f'[data-testid="probe-location"][data-location="{place}"]')
+    await expect(location).to_have_attribute("data-status", "never", timeout=WAIT_MS)
+
+    async with ws_connect(shared, str(made["token"])) as probe:
+        await ok(probe, PkgID.PROBE_HELLO, {"version": "test-1"})
+        await expect(location).to_have_attribute("data-status", "online", timeout=WAIT_MS)
+        await expect(location.get_by_test_id("probe-row")).to_contain_text("vtest-1")
+        await row(page, mon["id"]).click()
+        drawer = page.get_by_test_id("monitor-detail")
+        local = drawer.locator('[data-testid="location-row"][data-location="local"]')
+        remote = drawer.locator(f'[data-testid="location-row"][data-location="{place}"]')
+        await expect(local).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+        await expect(remote).to_have_attribute("data-state", "unknown")
+        # The probe reports a failure: its row turns red while the drawer is open (908).
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        result = {"key": "k1", "monitor_id": mon["id"], "ts": now, "ok": False, "error": "timed out"}
+        answer = await ok(probe, PkgID.PROBE_REPORT, {"results": [result]})
+        assert answer["accepted"] == 1
+        await expect(remote).to_have_attribute("data-state", "down", timeout=WAIT_MS)
+        await expect(remote).to_contain_text("timed out")
+        await screenshot(page, "dashboard-probes.png")
+    await expect(location).to_have_attribute("data-status", "offline", timeout=WAIT_MS)
+    await expect(section).to_be_visible()
+    assert errors == []

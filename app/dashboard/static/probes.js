@@ -137,7 +137,7 @@ export function locationsTable(detail, quorum) {
   if (!Array.isArray(rows) || !rows.length) return null;
   const latest = (r) => r.latest ?? r;
   return [
-    el("h3", { text: `Locations (down when ${quorum ?? 1} fail)` }),
+    el("h3", { text: `Locations (down when ${quorum ?? 1} of ${rows.length} fail)` }),
     el(
       "table",
       { class: "history", "data-testid": "location-table" },
