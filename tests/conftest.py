@@ -8,6 +8,7 @@ import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests import services
+from tests.targets import HttpTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 # Hypothesis keeps its example database and caches with the other test output
@@ -17,6 +18,13 @@ set_hypothesis_home_dir(ROOT / "test-artifacts" / "hypothesis")
 # The pure layer: tests that start no server and touch no database or Redis. It runs
 # first (make test-fast) and must pass with PostgreSQL and Redis down.
 PURE_LAYER = Path(__file__).resolve().parent / "unit"
+
+
+@pytest.fixture
+def target() -> Iterator[HttpTarget]:
+    """A loopback HTTP target the test scripts (``target.respond(path, status)``), one per test."""
+    with HttpTarget() as t:
+        yield t
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -59,12 +59,6 @@ def server() -> Iterator[ServerProcess]:
     srv.stop()
 
 
-@pytest.fixture
-def target() -> Iterator[HttpTarget]:
-    with HttpTarget() as t:
-        yield t
-
-
 async def _admin(server: ServerProcess) -> str:
     user = await acreate_user(server.database_url, {unique("t"): "admin"})
     return server.login(user, PASSWORD)

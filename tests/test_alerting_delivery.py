@@ -40,12 +40,6 @@ def fast_server() -> Iterator[ServerProcess]:
     srv.stop()
 
 
-@pytest.fixture
-def target() -> Iterator[HttpTarget]:
-    with HttpTarget() as t:
-        yield t
-
-
 async def monitor(ws: ClientConnection, target: HttpTarget, channels: list[int], name: str = "api") -> int:
     created = await ok(
         ws,

@@ -47,12 +47,6 @@ def pair() -> Iterator[tuple[ServerProcess, ServerProcess]]:
     one.stop()
 
 
-@pytest.fixture
-def target() -> Iterator[HttpTarget]:
-    with HttpTarget() as t:
-        yield t
-
-
 async def webhook(ws: ClientConnection, url: str) -> int:
     created = await ok(
         ws, PkgID.CHANNEL_CREATE, {"name": unique("hook"), "kind": "webhook", "config": {"url": url}}

@@ -35,30 +35,27 @@ def _bench_databases() -> set[str]:
     return asyncio.run(names())
 
 
-def test_smoke_run_writes_results_with_nothing_lost(tmp_path: Path) -> None:
-    databases_before = _bench_databases()
+def _smoke(scenarios: str, results_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m app.bench --scenario <scenarios> --smoke`` with nothing but the services' URLs."""
     env = {
         "PATH": "/usr/bin:/bin",
         "TEST_POSTGRES_URL": services.PG_ADMIN_URL,
         "TEST_REDIS_URL": services.redis_test_url(),
     }
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.bench",
-            "--scenario",
-            "rpc,fanout,connect",
-            "--smoke",
-            "--results-dir",
-            str(tmp_path),
-        ],
+    args = ["--scenario", scenarios, "--smoke", "--results-dir", str(results_dir)]
+    return subprocess.run(
+        [sys.executable, "-m", "app.bench", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=100,
     )
+
+
+def test_smoke_run_writes_results_with_nothing_lost(tmp_path: Path) -> None:
+    databases_before = _bench_databases()
+    run = _smoke("rpc,fanout,connect", tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (json_path,) = tmp_path.glob("*.json")
     assert json_path.with_suffix(".md").exists()
@@ -100,28 +97,7 @@ def test_smoke_run_writes_results_with_nothing_lost(tmp_path: Path) -> None:
 def test_probes_smoke_run_measures_a_probe_and_the_servers_report_intake(tmp_path: Path) -> None:
     """``--scenario probes --smoke``: one real probe process with 20 monitors at 2 s, then
     2 simulated probes reporting 20 monitors each over real sockets."""
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "TEST_POSTGRES_URL": services.PG_ADMIN_URL,
-        "TEST_REDIS_URL": services.redis_test_url(),
-    }
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.bench",
-            "--scenario",
-            "probes",
-            "--smoke",
-            "--results-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
+    run = _smoke("probes", tmp_path)
     (json_path,) = tmp_path.glob("*.json")
     results = json.loads(json_path.read_text())
     assert results["errors"] == [], run.stdout[-3000:] + run.stderr[-3000:]

@@ -104,12 +104,6 @@ def shared() -> Iterator[ServerProcess]:
     srv.stop()
 
 
-@pytest.fixture
-def target() -> Iterator[HttpTarget]:
-    with HttpTarget() as t:
-        yield t
-
-
 async def start(srv: ServerProcess) -> ServerProcess:
     return await asyncio.to_thread(srv.start)
 

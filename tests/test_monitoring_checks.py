@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
-
-import pytest
 
 from app.monitoring.checks import (
     HttpClients,
@@ -16,12 +13,6 @@ from app.monitoring.checks import (
     run_tcp_check,
 )
 from tests.targets import HttpTarget, TcpTarget
-
-
-@pytest.fixture
-def target() -> Iterator[HttpTarget]:
-    with HttpTarget() as t:
-        yield t
 
 
 async def test_http_ok_records_status_and_latency(target: HttpTarget) -> None:

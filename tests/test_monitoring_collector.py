@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -27,12 +27,6 @@ async def pg_db(pg_url: str) -> AsyncIterator[Database]:
     db = await migrated_db(pg_url)
     yield db
     await db.close()
-
-
-@pytest.fixture
-def target() -> Iterator[HttpTarget]:
-    with HttpTarget() as t:
-        yield t
 
 
 async def result_times(db: Database, monitor_id: int) -> list[float]:

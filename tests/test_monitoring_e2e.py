@@ -36,12 +36,6 @@ def collecting_server() -> Iterator[ServerProcess]:
     srv.stop()
 
 
-@pytest.fixture
-def target() -> Iterator[HttpTarget]:
-    with HttpTarget() as t:
-        yield t
-
-
 async def next_event(
     ws: ClientConnection, want: Any, seen: list[dict[str, Any]], within: float = 20
 ) -> dict[str, Any]:

@@ -50,12 +50,6 @@ def server() -> Iterator[ServerProcess]:
     srv.stop()
 
 
-@pytest.fixture
-def target() -> Iterator[HttpTarget]:
-    with HttpTarget() as t:
-        yield t
-
-
 async def _checks(database_url: str, monitor_id: int) -> list[LocationCheck]:
     """The monitor's stored location results (each test's monitors have one location)."""
     db = Database(database_url)

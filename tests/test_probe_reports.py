@@ -54,12 +54,6 @@ def any_server(request: pytest.FixtureRequest, server: ServerProcess) -> Iterato
     srv.stop()
 
 
-@pytest.fixture
-def target() -> Iterator[HttpTarget]:
-    with HttpTarget() as t:
-        yield t
-
-
 def iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
