@@ -334,6 +334,28 @@ async def test_probe_only_monitor_follows_its_location(server: ServerProcess, ta
     assert target.hits("/p") == 0
 
 
+async def test_a_location_changing_state_is_decided_at_once_not_at_the_next_due_time(
+    server: ServerProcess,
+) -> None:
+    """A one-hour monitor checked from one location: the report that turns the location
+    red makes the monitor due now, so it goes down within seconds, not an hour later."""
+    async with admin(server) as ws:
+        tok = await probe_token(ws, "slow")
+        m = await ok(
+            ws,
+            PkgID.MONITOR_CREATE,
+            {**http_monitor("hourly", "http://127.0.0.1:9/x", locations=["slow"]), "interval": 3600},
+        )
+        for round_ in range(3):
+            await report(server, tok, [result(m["id"], True)])
+            await wait_for(lambda: _state_is(ws, m["id"], "up"), within=10, what=f"up at once ({round_})")
+            await report(server, tok, [result(m["id"], False, error="refused from slow")])
+            await wait_for(lambda: _state_is(ws, m["id"], "down"), within=10, what=f"down at once ({round_})")
+        # Decided on each change (and at its first due time), not on every collector tick.
+        history = (await call(ws, PkgID.CHECK_HISTORY, {"monitor_id": m["id"]}))["data"]
+        assert 6 <= len(history) <= 8, history
+
+
 async def test_monitor_locations_validated_over_the_socket(server: ServerProcess, target: HttpTarget) -> None:
     async with admin(server) as ws:
         await probe_token(ws, "va")

@@ -86,6 +86,8 @@ async def probe_report(req: Request, ctx: Context) -> dict[str, Any]:
         )
         for _tenant, topic, pkg_id, data in done.events:
             ctx.publish(topic, pkg_id, data)
+    if done.decide_now and ctx.services.collector is not None:
+        ctx.services.collector.wake()  # the moved monitors are due now
     return done.to_wire()
 
 

@@ -510,15 +510,43 @@ class Collector:
                 if outcome is None:  # every location unknown: nothing to record this interval
                     await self._release(monitor, utcnow())
                     return None
-            if self._writers:
-                # Recorded with the other outcomes of the moment in one transaction: one
-                # pooled connection, one maintenance-window read and one commit per batch
-                # instead of per check (at hundreds of checks/s the per-check transaction,
-                # not the probe, was the cost).
-                done: asyncio.Future[recorder.Recording | None] = asyncio.get_running_loop().create_future()
-                self._outbox.put_nowait((monitor, outcome, done))
-                return await done
+                rec = await self._record(monitor, outcome)
+                if rec is not None:
+                    await self._revisit(monitor, outcome)
+                return rec
+        return await self._record(monitor, outcome)
+
+    async def _record(self, monitor: Monitor, outcome: CheckOutcome | None) -> recorder.Recording | None:
+        if self._writers and outcome is not None and monitor.kind not in ("push", "group"):
+            # Recorded with the other outcomes of the moment in one transaction: one
+            # pooled connection, one maintenance-window read and one commit per batch
+            # instead of per check (at hundreds of checks/s the per-check transaction,
+            # not the probe, was the cost).
+            done: asyncio.Future[recorder.Recording | None] = asyncio.get_running_loop().create_future()
+            self._outbox.put_nowait((monitor, outcome, done))
+            return await done
         return await self._record_one(monitor, outcome)
+
+    async def _revisit(self, monitor: Monitor, decided: CheckOutcome) -> None:
+        """A probe's report that changed a location while this decision was in flight made
+        the monitor due at once, but the recording (which moves the due time an interval on)
+        came after it. Read the locations again: if they now decide the other way, the
+        monitor is due now, so the change is not left waiting for an interval."""
+        async with self.db.session() as session:
+            latest = await locations.latest(session, monitor.id or 0)
+            now = utcnow()
+            fresh = locations.decide(monitor, latest, now=now, grace=self.probe_grace, local=None)
+            if fresh is None or fresh.ok == decided.ok:
+                await session.rollback()
+                return
+            await session.execute(
+                update(Monitor)
+                .where(col(Monitor.id) == monitor.id, col(Monitor.next_check_at) > now)
+                .values(next_check_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+        self.wake()
 
     async def _quorum(self, monitor: Monitor) -> CheckOutcome | None:
         """The outcome of a monitor checked from several locations (docs/probes.md, "How the

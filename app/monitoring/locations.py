@@ -80,6 +80,8 @@ class Ingested:
     duplicates: int = 0
     refused: list[dict[str, Any]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    #: Monitors moved to be decided at once (a location changed state): wake the collector.
+    decide_now: int = 0
 
     def to_wire(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "refused": self.refused}
@@ -170,6 +172,7 @@ async def ingest(
         out.accepted = len(new)
         out.duplicates = len(keep) - len(new)
         out.events = await apply_latest(session, new, now=now)
+        out.decide_now = await decide_soon(session, out.events, now=now)
     if token_id is not None:
         await session.execute(
             update(Probe)
@@ -178,6 +181,26 @@ async def ingest(
             .execution_options(synchronize_session=False)
         )
     return out
+
+
+async def decide_soon(session: AsyncSession, events: list[Event], *, now: datetime) -> int:
+    """Monitors one of whose locations just changed state are due now instead of at their
+    next due time: a quorum reached (or lost) between two due times is decided within a
+    collector tick, not up to an interval later. Returns how many monitors moved."""
+    ids = {
+        int(data["monitor_id"])
+        for _tenant, topic, pkg_id, data in events
+        if pkg_id == PkgID.EVENT_LOCATION_STATE and topic == "monitors"
+    }
+    if not ids:
+        return 0
+    moved = await session.execute(
+        update(Monitor)
+        .where(col(Monitor.id).in_(ids), col(Monitor.enabled).is_(True), col(Monitor.next_check_at) > now)
+        .values(next_check_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(moved, "rowcount", 0) or 0)
 
 
 async def apply_latest(session: AsyncSession, rows: list[dict[str, Any]], *, now: datetime) -> list[Event]:
