@@ -1,7 +1,9 @@
 """MONITOR_IMPORT (108) and MONITOR_EXPORT (109) over a real socket, on SQLite and PostgreSQL:
 a fleet file applied by name — create, change only what differs, delete only when asked, dry
 run, idempotent re-run, bad rows refused by index and name with nothing applied, chunking,
-quota, one audit row — and export pages that import takes back unchanged."""
+quota, one audit row — and export pages that import takes back unchanged; alert routing
+(depends_on, covers_members, escalation_policy) by name both ways, and deleted monitors leaving
+no id in others' depends_on."""
 
 from __future__ import annotations
 
@@ -481,3 +483,170 @@ async def test_viewers_export_but_do_not_import(server: ServerProcess) -> None:
         denied = await import_fleet(ws, [{"name": "b", "kind": "push"}])
         assert denied["status_code"] == RSPCode.PERMISSION_DENIED, denied
         assert [r["name"] for r in await export_all(ws)] == ["a"]
+
+
+async def routing_setup(ws: ClientConnection) -> tuple[int, dict[str, Any]]:
+    """An escalation policy "night" and an existing monitor "legacy"; (policy id, legacy)."""
+    channel = await ok(
+        ws, PkgID.CHANNEL_CREATE, {"name": "ops", "kind": "webhook", "config": {"url": "https://h.invalid/x"}}
+    )
+    policy = await ok(
+        ws, PkgID.ESCALATION_CREATE, {"name": "night", "steps": [{"after": 0, "channels": [channel["id"]]}]}
+    )
+    legacy = await ok(ws, PkgID.MONITOR_CREATE, {"name": "legacy", "kind": "push"})
+    return int(policy["id"]), legacy
+
+
+def routed(legacy_id: int) -> list[dict[str, Any]]:
+    """Rows with alert routing: "api" depends on a row created after it and on an existing
+    monitor, by name; "stack" covers its members and depends on "legacy" by id."""
+    return [
+        {
+            "name": "api",
+            "kind": "http",
+            "url": "https://api.example.invalid/",
+            "depends_on": ["edge", "legacy"],
+            "escalation_policy": "night",
+        },
+        {"name": "edge", "kind": "http", "url": "https://edge.example.invalid/"},
+        {
+            "name": "stack",
+            "kind": "group",
+            "members": ["api", "edge"],
+            "covers_members": True,
+            "depends_on": [legacy_id],
+        },
+    ]
+
+
+async def test_import_sets_alert_routing_by_name_and_export_round_trips_it(server: ServerProcess) -> None:
+    _, token = await editor_socket(server)
+    async with ws_connect(server, token) as ws:
+        policy_id, legacy = await routing_setup(ws)
+        resp = await import_fleet(ws, routed(legacy["id"]))
+        assert resp["status_code"] == 0, resp
+        assert resp["data"]["counts"] == {"create": 3, "update": 0, "delete": 0, "unchanged": 0}
+        got = await listed(ws)
+        # A dependency on a row created by the same import resolves to its new id.
+        assert got["api"]["depends_on"] == [got["edge"]["id"], legacy["id"]]
+        assert got["api"]["escalation_policy"] == policy_id
+        assert got["stack"]["covers_members"] is True
+        assert got["stack"]["depends_on"] == [legacy["id"]]
+        assert got["edge"]["depends_on"] == [] and got["edge"]["escalation_policy"] is None
+
+        exported = {r["name"]: r for r in await export_all(ws)}
+        assert exported["api"]["depends_on"] == ["edge", "legacy"]
+        assert exported["api"]["escalation_policy"] == "night"
+        assert exported["stack"]["covers_members"] is True
+        assert exported["stack"]["depends_on"] == ["legacy"]
+        assert not {"depends_on", "covers_members", "escalation_policy"} & set(exported["edge"])
+
+        again = await import_fleet(ws, list(exported.values()))
+        assert again["status_code"] == 0, again
+        assert again["data"]["counts"] == {"create": 0, "update": 0, "delete": 0, "unchanged": 4}
+        after = await listed(ws)
+        assert {n: m["version"] for n, m in after.items()} == {n: m["version"] for n, m in got.items()}
+
+
+async def test_a_row_without_routing_means_its_defaults_and_dry_run_shows_it(server: ServerProcess) -> None:
+    _, token = await editor_socket(server)
+    async with ws_connect(server, token) as ws:
+        _, legacy = await routing_setup(ws)
+        assert (await import_fleet(ws, routed(legacy["id"])))["status_code"] == 0
+        before = await listed(ws)
+        plain = [
+            {k: v for k, v in row.items() if k not in ("depends_on", "covers_members", "escalation_policy")}
+            for row in routed(legacy["id"])
+        ]
+        dry = await import_fleet(ws, plain, dry_run=True)
+        assert dry["status_code"] == 0, dry
+        assert dry["data"]["applied"] is False
+        assert dry["data"]["update"] == [
+            {"name": "api", "fields": ["depends_on", "escalation_policy"]},
+            {"name": "stack", "fields": ["covers_members", "depends_on"]},
+        ]
+        assert dry["data"]["unchanged"] == 1
+        assert await listed(ws) == before
+
+        applied = await import_fleet(ws, plain)
+        assert applied["status_code"] == 0, applied
+        after = await listed(ws)
+        assert after["api"]["depends_on"] == [] and after["api"]["escalation_policy"] is None
+        assert after["stack"]["covers_members"] is False and after["stack"]["depends_on"] == []
+        assert after["api"]["version"] == before["api"]["version"] + 1
+
+
+async def test_bad_routing_rows_are_refused_by_row_and_nothing_is_applied(server: ServerProcess) -> None:
+    _, token = await editor_socket(server)
+    async with ws_connect(server, token) as ws:
+        _, legacy = await routing_setup(ws)
+        before = await listed(ws)
+        good = {"name": "fine", "kind": "http", "url": "https://ok.example.invalid/"}
+        web = {"name": "web", "kind": "http", "url": "https://web.example.invalid/"}
+        cases: list[tuple[list[dict[str, Any]], str, str, str]] = [
+            ([good, {**web, "depends_on": ["fine", "nope"]}], "depends_on", "web", "'nope'"),
+            ([good, {**web, "escalation_policy": "daytime"}], "escalation_policy", "web", "'daytime'"),
+            ([good, {**web, "escalation_policy": 999_999}], "escalation_policy", "web", "999999"),
+            ([good, {**web, "covers_members": True}], "covers_members", "web", "only a group"),
+            ([good, {**web, "depends_on": ["web"]}], "depends_on", "web", "itself"),
+            (
+                [good, {"name": "legacy", "kind": "push", "depends_on": [legacy["id"]]}],
+                "depends_on",
+                "legacy",
+                "itself",
+            ),
+            ([good, {**web, "depends_on": ["legacy", legacy["id"]]}], "depends_on", "web", "repeat"),
+            (
+                [good, {**web, "depends_on": ["fine"]}, {**good, "name": "b", "depends_on": ["web"]}],
+                "depends_on",
+                "web",
+                "cycle",
+            ),
+            ([good, {**web, "depends_on": [f"m{i}" for i in range(21)]}], "depends_on", "web", "21"),
+        ]
+        cases[7][0][0]["depends_on"] = ["web"]  # fine <-> web: a direct cycle
+        for rows, field, name, says in cases:
+            resp = await import_fleet(ws, rows)
+            assert resp["status_code"] == RSPCode.INVALID_DATA, resp
+            named = [e for e in resp["data"]["errors"] if e["name"] == name]
+            assert named and named[0]["path"] == f"monitors[1].{field}", resp
+            assert says in named[0]["msg"], resp
+            assert "nothing was applied" in resp["data"]["msg"]
+            assert await listed(ws) == before
+
+
+async def test_deleting_a_monitor_removes_it_from_other_monitors_depends_on(server: ServerProcess) -> None:
+    _, token = await editor_socket(server)
+    async with ws_connect(server, token) as ws:
+        _, legacy = await routing_setup(ws)
+        assert (await import_fleet(ws, routed(legacy["id"])))["status_code"] == 0
+        before = await listed(ws)
+        await ok(ws, PkgID.MONITOR_DELETE, {"id": legacy["id"]})
+        after = await listed(ws)
+        assert after["api"]["depends_on"] == [before["edge"]["id"]]
+        assert after["stack"]["depends_on"] == []
+        assert after["api"]["version"] == before["api"]["version"] + 1
+        assert after["stack"]["version"] == before["stack"]["version"] + 1
+        assert after["edge"]["version"] == before["edge"]["version"]  # did not depend on it
+
+        # Import with delete_missing: a row still naming a monitor it deletes is refused …
+        await ok(ws, PkgID.MONITOR_CREATE, {"name": "spare", "kind": "push"})
+        rows = {r["name"]: r for r in await export_all(ws)}
+        rows["edge"]["depends_on"] = ["spare"]
+        assert (await import_fleet(ws, list(rows.values())))["status_code"] == 0
+        del rows["spare"]
+        refused = await import_fleet(ws, list(rows.values()), delete_missing=True)
+        assert refused["status_code"] == RSPCode.INVALID_DATA, refused
+        edge_row = list(rows).index("edge")
+        assert [e["path"] for e in refused["data"]["errors"]] == [f"monitors[{edge_row}].depends_on"]
+        assert "delete_missing removes it" in refused["data"]["msg"]
+        # … and without it no dangling id is left, the version bumped, in the same transaction.
+        edge = (await listed(ws))["edge"]
+        del rows["edge"]["depends_on"]
+        applied = await import_fleet(ws, list(rows.values()), delete_missing=True)
+        assert applied["status_code"] == 0, applied
+        assert applied["data"]["delete"] == ["spare"]
+        assert applied["data"]["update"] == [{"name": "edge", "fields": ["depends_on"]}]
+        final = await listed(ws)
+        assert set(final) == {"api", "edge", "stack"}
+        assert final["edge"]["depends_on"] == [] and final["edge"]["version"] == edge["version"] + 1

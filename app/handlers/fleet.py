@@ -26,10 +26,16 @@ from app.handlers.monitors import _CHECK_FIELDS, _wake_collector, first_due
 from app.ids import ID, MAX_ID
 from app.models.base import utcnow
 from app.models.channel import Channel
+from app.models.escalation import EscalationPolicy
 from app.models.monitor import Monitor
 from app.models.probe import Location
 from app.monitoring import assignments, fleet
-from app.monitoring.definition import MONITOR_FIELDS_SCHEMA, monitor_to_wire, new_push_token
+from app.monitoring.definition import (
+    MONITOR_FIELDS_SCHEMA,
+    ROUTING_FIELDS_SCHEMA,
+    monitor_to_wire,
+    new_push_token,
+)
 from app.monitoring.fleet_upload import MAX_ROWS, Uploads
 from app.monitoring.state import State
 from app.monitoring.stats import floor_hour
@@ -54,12 +60,16 @@ _QUOTE = 200
 
 _NAME_OR_ID = {"oneOf": [ID, {"type": "string", "minLength": 1, "maxLength": 200}]}
 
-#: One row of a fleet file: a MONITOR_CREATE body whose members and channels may be names.
+#: One row of a fleet file: a MONITOR_CREATE body whose members, channels, dependencies and
+#: escalation policy may be names.
 ROW_SCHEMA = obj(
     {
         **MONITOR_FIELDS_SCHEMA,
         "members": {"type": "array", "maxItems": 1000, "items": _NAME_OR_ID},
         "channels": {"type": "array", "maxItems": 50, "items": _NAME_OR_ID},
+        **ROUTING_FIELDS_SCHEMA,
+        "depends_on": {**ROUTING_FIELDS_SCHEMA["depends_on"], "items": _NAME_OR_ID},
+        "escalation_policy": {"oneOf": [*_NAME_OR_ID["oneOf"], {"type": "null"}]},
     },
     ["name", "kind"],
 )
@@ -67,7 +77,7 @@ _ROW_CHECK = SchemaCheck(ROW_SCHEMA)
 
 _MONITORS = Monitor.__table__  # type: ignore[attr-defined]
 _CHANNELS = Channel.__table__  # type: ignore[attr-defined]
-_READ = ("id", "name", "version", "state_seq", "push_token", *fleet.FIELDS)
+_READ = ("id", "name", "version", "state_seq", "push_token", *fleet.COMPARED)
 
 
 @router.package(
@@ -131,6 +141,7 @@ async def monitor_import(req: Request, ctx: Context) -> dict[str, Any]:
                 min_interval=ctx.settings.monitor_min_interval,
                 timeout_max=ctx.settings.check_timeout_max,
                 locations=await _location_names(s, ctx.tenant_id),
+                policies={name: pid for pid, name in (await _policy_names(s, ctx.tenant_id)).items()},
             )
             diff = planned.diff()
             ctx.audit_details = {
@@ -176,13 +187,22 @@ async def _read_fleet(
     if lock:
         stmt = stmt.with_for_update()  # PostgreSQL: a concurrent MONITOR_UPDATE waits; SQLite: hold() did it
     rows = (await s.execute(stmt)).mappings().all()
-    stored = [fleet.Stored(r["id"], r["name"], {k: r[k] for k in fleet.FIELDS}) for r in rows]
+    stored = [fleet.Stored(r["id"], r["name"], {k: r[k] for k in fleet.COMPARED}) for r in rows]
     return stored, {r["id"]: dict(r) for r in rows}
 
 
 async def _location_names(s: AsyncSession, tenant_id: int) -> set[str]:
     rows = await s.execute(select(col(Location.name)).where(col(Location.tenant_id) == tenant_id))
     return set(rows.scalars())
+
+
+async def _policy_names(s: AsyncSession, tenant_id: int) -> dict[int, str]:
+    found = await s.execute(
+        select(col(EscalationPolicy.id), col(EscalationPolicy.name)).where(
+            col(EscalationPolicy.tenant_id) == tenant_id
+        )
+    )
+    return {int(pid or 0): str(name) for pid, name in found.all()}
 
 
 async def _channel_names(s: AsyncSession, tenant_id: int) -> dict[int, str]:
@@ -208,6 +228,9 @@ async def _apply(
         await quotas.reserve(s, ctx.tenant_id, ctx.settings, "monitors", count=len(planned.create))
     new_ids: dict[str, int] = {}
     created: list[dict[str, Any]] = []
+    #: New monitors depending on other new ones: their ids are all known after the last insert
+    #: (dependencies may form chains and longer loops, so they do not order the inserts).
+    later: list[tuple[dict[str, Any], list[fleet.Ref]]] = []
     # Core INSERT … RETURNING in batches: building 10,000 ORM objects alone costs over a second
     # of the event loop.
     template = {**_new_row_defaults(), "tenant_id": ctx.tenant_id, "rolled_until": floor_hour(now)}
@@ -216,6 +239,9 @@ async def _apply(
         batch = []
         for c in layer:
             row = {**template, **c.values, "members": _resolve(c.values["members"], new_ids)}
+            if any(isinstance(d, str) for d in c.values["depends_on"]):
+                row["depends_on"] = [d for d in c.values["depends_on"] if isinstance(d, int)]
+                later.append((row, c.values["depends_on"]))
             row["push_token"] = new_push_token() if row["kind"] == "push" else None
             row["state"] = State.PENDING.value if row["enabled"] else State.PAUSED.value
             row["next_check_at"] = first_due(row, ctx)
@@ -227,12 +253,19 @@ async def _apply(
         for row in batch:
             row["id"] = new_ids[row["name"]]
         created.extend(batch)
+    if later:
+        for row, wanted in later:
+            row["depends_on"] = _resolve(wanted, new_ids)
+        deps = [{"id": row["id"], "depends_on": row["depends_on"]} for row, _ in later]
+        for start in range(0, len(deps), 1000):
+            await s.execute(update(Monitor), deps[start : start + 1000])
     params = []
     for ch in planned.update:
         old = extra[ch.id]
         changes = dict(ch.changes)
-        if "members" in changes:
-            changes["members"] = _resolve(changes["members"], new_ids)
+        for key in ("members", "depends_on"):
+            if key in changes:
+                changes[key] = _resolve(changes[key], new_ids)
         if "enabled" in changes:
             changes["state"] = State.PENDING.value if changes["enabled"] else State.PAUSED.value
             changes.update(fail_streak=0, ok_streak=0, state_changed_at=now)
@@ -351,13 +384,13 @@ async def monitor_export(req: Request, ctx: Context) -> dict[str, Any]:
     timeout_max = ctx.settings.check_timeout_max
     async with ctx.services.db.session() as s:
         stmt = (
-            select(*[_MONITORS.c[k] for k in ("id", "name", *fleet.FIELDS)])
+            select(*[_MONITORS.c[k] for k in ("id", "name", *fleet.COMPARED)])
             .where(_MONITORS.c.tenant_id == ctx.tenant_id, _MONITORS.c.id > after)
             .order_by(_MONITORS.c.id)
             .limit(limit + 1)
         )
         rows = list((await s.execute(stmt)).mappings().all())
-        member_ids = {m for r in rows for m in r["members"] or []}
+        member_ids = {m for r in rows for key in ("members", "depends_on") for m in r[key] or []}
         names = {r["id"]: r["name"] for r in rows}
         missing = member_ids - names.keys()
         if missing:
@@ -368,12 +401,18 @@ async def monitor_export(req: Request, ctx: Context) -> dict[str, Any]:
             )
             names.update({mid: name for mid, name in found.all()})
         channels = await _channel_names(s, ctx.tenant_id)
+        policies = await _policy_names(s, ctx.tenant_id)
     out: list[dict[str, Any]] = []
     size = 0
     last: int | None = None
     for r in rows[:limit]:
         row = fleet.to_row(
-            dict(r), r["name"], member_names=names, channel_names=channels, timeout_max=timeout_max
+            dict(r),
+            r["name"],
+            member_names=names,
+            channel_names=channels,
+            policy_names=policies,
+            timeout_max=timeout_max,
         )
         size += len(orjson.dumps(row))
         if out and size > EXPORT_PAGE_BYTES:

@@ -464,17 +464,45 @@ def _pages_changed(ctx: Context, pages: list[int]) -> None:
 
 @router.package(PkgID.MONITOR_DELETE, schema=obj({"id": ID}, ["id"]), audit=True, response_example={"id": 1})
 async def monitor_delete(req: Request, ctx: Context) -> dict[str, Any]:
-    """Delete a monitor with its history, rollups and incidents."""
+    """Delete a monitor with its history, rollups and incidents, and from others' ``depends_on``."""
     ctx.audit_target = str(req.data["id"])
     async with ctx.tx() as s:
         monitor = await load(s, ctx, req.data["id"])
         pages = await recorder.page_ids(s, req.data["id"])
         before = assignments.snapshot(monitor)
+        dependents = await _drop_dependency(s, ctx, req.data["id"])
         await s.delete(monitor)
         _changed_event(ctx, "deleted", monitor)
+        for other in dependents:
+            _changed_event(ctx, "updated", other)
         await _assignment_events(ctx, s, before, None)
     _pages_changed(ctx, pages)
     return {"id": req.data["id"]}
+
+
+async def _drop_dependency(s: AsyncSession, ctx: Context, monitor_id: int) -> list[Monitor]:
+    """Remove ``monitor_id`` from the ``depends_on`` of the tenant's other monitors (locked, in
+    the caller's transaction); the monitors changed."""
+    stmt = (
+        select(Monitor)
+        .where(
+            col(Monitor.tenant_id) == ctx.tenant_id,
+            col(Monitor.id) != monitor_id,
+            cast(col(Monitor.depends_on), String) != "[]",
+        )
+        .with_for_update()
+    )
+    changed = []
+    now = utcnow()
+    for other in (await s.execute(stmt)).scalars().all():
+        if monitor_id in (other.depends_on or []):
+            other.depends_on = [d for d in other.depends_on if d != monitor_id]
+            other.version += 1
+            other.updated_at = now
+            changed.append(other)
+    if changed:
+        await s.flush()
+    return changed
 
 
 async def _set_enabled(req: Request, ctx: Context, enabled: bool) -> dict[str, Any]:

@@ -136,7 +136,7 @@ MONITOR_FIELDS_SCHEMA: dict[str, Any] = {
     "quorum": {"type": "integer", "minimum": 1, "maximum": MAX_LOCATIONS},
 }
 
-#: Alert routing fields (MONITOR_CREATE/UPDATE only; not part of fleet files, since they name ids).
+#: Alert routing fields of MONITOR_CREATE/UPDATE (fleet rows take them by name too, app.handlers.fleet).
 ROUTING_FIELDS_SCHEMA: dict[str, Any] = {
     "depends_on": {"type": "array", "maxItems": 20, "items": ID},
     "covers_members": {"type": "boolean"},

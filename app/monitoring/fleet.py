@@ -3,9 +3,9 @@
 
 Each row is a complete definition keyed by its name: a field the row leaves out
 means the default, exactly as MONITOR_CREATE would store it, so importing the
-same file twice changes nothing the second time. Group members and alert
-channels may be named instead of numbered, which makes a file portable between
-tenants and installations.
+same file twice changes nothing the second time. Group members, alert
+channels, ``depends_on`` and ``escalation_policy`` may be named instead of
+numbered, which makes a file portable between tenants and installations.
 
 :func:`plan` is pure: it compares the rows with what the tenant has and returns
 what to create, change and delete, or raises ``InvalidData`` naming every bad
@@ -23,6 +23,7 @@ from app.errors import InvalidData
 from app.monitoring import kinds
 from app.monitoring.definition import (
     DEFAULTS,
+    ROUTING_DEFAULTS,
     default_timeout,
     merge_update,
     normalise,
@@ -36,6 +37,11 @@ from app.urls import mask_credentials
 #: What a row defines; everything else on a monitor (state, push token, schedule) is not
 #: part of a fleet definition.
 FIELDS = ("kind", *DEFAULTS)
+#: Alert routing a row defines too (``depends_on``, ``covers_members``, ``escalation_policy``):
+#: other monitors and a policy, by name or id, resolved here as members are.
+ROUTING = tuple(ROUTING_DEFAULTS)
+#: Everything the planner compares (a Stored definition without routing keys has their defaults).
+COMPARED = (*FIELDS, *ROUTING)
 
 #: A group member in a plan: an existing monitor's id, or the name of one this import creates.
 Ref = int | str
@@ -66,7 +72,8 @@ class Change:
     row: int
     id: int
     name: str
-    #: Only the fields that differ; ``members`` may hold names of monitors created first.
+    #: Only the fields that differ; ``members`` and ``depends_on`` may hold names of monitors
+    #: this import creates.
     changes: dict[str, Any]
     values: dict[str, Any]
 
@@ -131,13 +138,17 @@ def plan(
     min_interval: int,
     timeout_max: float,
     locations: Collection[str] = (),
+    policies: Mapping[str, int] | None = None,
 ) -> Plan:
     """Compare ``rows`` (schema-checked) with the tenant's ``stored`` monitors, ``channels``
-    (name -> id) and probe ``locations`` (names); raise ``InvalidData`` listing bad rows."""
+    and escalation ``policies`` (name -> id) and probe ``locations`` (names); raise
+    ``InvalidData`` listing bad rows."""
     errors = _Errors()
     by_name = {s.name: s for s in stored}
     by_id = {s.id: s for s in stored}
     channel_ids = set(channels.values())
+    policies = policies or {}
+    policy_ids = set(policies.values())
     first_row: dict[str, int] = {}
     for i, row in enumerate(rows):
         name = row["name"]
@@ -153,18 +164,30 @@ def plan(
         for s in stored
         if s.name not in first_row and s.name not in deleted
     }
+    final_deps: dict[str, list[str]] = {
+        s.name: [by_id[d].name for d in _stored_value(s.definition, "depends_on") if d in by_id]
+        for s in stored
+        if s.name not in first_row and s.name not in deleted
+    }
     for i, row in enumerate(rows):
         name = row["name"]
         if first_row[name] != i:
             continue
-        full = with_defaults(row, timeout_max=timeout_max)
+        full = with_defaults({**ROUTING_DEFAULTS, **row}, timeout_max=timeout_max)
         full["channels"], unknown = _channels(full["channels"], channels, channel_ids)
         if unknown:
             errors.add(i, name, "channels", unknown)
-        members, problems = _members(full["members"], first_row, by_name, by_id, deleted)
+        members, problems = _refs(full["members"], first_row, by_name, by_id, deleted, "member")
         for msg in problems:
             errors.add(i, name, "members", msg)
         full["members"] = members
+        deps, dep_problems = _refs(full["depends_on"], first_row, by_name, by_id, deleted, "dependency")
+        for msg in dep_problems:
+            errors.add(i, name, "depends_on", msg)
+        full["depends_on"] = deps
+        full["escalation_policy"], unknown = _policy(full["escalation_policy"], policies, policy_ids)
+        if unknown:
+            errors.add(i, name, "escalation_policy", unknown)
         existing = by_name.get(name)
         values = normalise(
             merge_update(existing.definition, full, timeout_max=timeout_max) if existing else full
@@ -172,6 +195,12 @@ def plan(
         own = [name] + ([existing.id] if existing else [])
         if any(m in own for m in members):
             errors.add(i, name, "members", "a group cannot be its own member")
+        if any(d in own for d in deps):
+            errors.add(i, name, "depends_on", "a monitor cannot depend on itself")
+        dep_names = [d if isinstance(d, str) else by_id[d].name for d in deps]
+        if len(set(dep_names)) != len(dep_names):
+            errors.add(i, name, "depends_on", "depends_on must not repeat a monitor (by name or id)")
+        final_deps[name] = dep_names
         place_problem = unknown_locations(values["locations"], locations)
         if place_problem:
             errors.add(i, name, "locations", place_problem)
@@ -186,13 +215,18 @@ def plan(
         if existing is None:
             result.create.append(Create(i, name, values))
             continue
-        changes = {k: values[k] for k in FIELDS if existing.definition.get(k) != values[k]}
+        changes = {k: values[k] for k in COMPARED if _stored_value(existing.definition, k) != values[k]}
         if changes:
             result.update.append(Change(i, existing.id, name, changes, values))
         else:
             result.unchanged += 1
     for cycle_name in _cycle(final_members, first_row):
         errors.add(first_row[cycle_name], cycle_name, "members", "groups would contain each other (a cycle)")
+    for name, i in first_row.items():
+        # As MONITOR_CREATE/UPDATE: no two monitors depending on each other (longer chains are fine).
+        for dep in final_deps.get(name, ()):
+            if dep != name and name in final_deps.get(dep, ()):
+                errors.add(i, name, "depends_on", f"{dep!r} depends on this monitor (a cycle)")
     errors.raise_if_any()
     result.delete = [s for s in stored if s.name in deleted]
     return result
@@ -214,13 +248,36 @@ def _channels(
     return out, None
 
 
-def _members(
+def _stored_value(definition: Mapping[str, Any], key: str) -> Any:
+    """A stored field as a row would give it (routing absent or NULL: its default)."""
+    value = definition.get(key)
+    if key in ROUTING_DEFAULTS and value is None:
+        return ROUTING_DEFAULTS[key]
+    if key == "depends_on":
+        return list(value or [])
+    return value
+
+
+def _policy(
+    wanted: int | str | None, by_name: Mapping[str, int], ids: set[int]
+) -> tuple[int | None, str | None]:
+    if wanted is None:
+        return None, None
+    pid = by_name.get(wanted) if isinstance(wanted, str) else (wanted if wanted in ids else None)
+    if pid is None:
+        return None, f"unknown escalation policy {wanted!r}: give a name or id that ESCALATION_LIST shows"
+    return pid, None
+
+
+def _refs(
     wanted: Sequence[int | str],
     in_file: Mapping[str, int],
     by_name: Mapping[str, Stored],
     by_id: Mapping[int, Stored],
     deleted: set[str],
+    what: str,
 ) -> tuple[list[Ref], list[str]]:
+    """Group members or dependencies: existing monitors' ids, or names of rows this import creates."""
     out: list[Ref] = []
     problems: list[str] = []
     for ref in wanted:
@@ -230,9 +287,9 @@ def _members(
         elif isinstance(ref, str) and ref in in_file:
             out.append(ref)  # created by this import; its id is known once inserted
         elif target is not None:
-            problems.append(f"member {ref!r} is not in the file and delete_missing removes it")
+            problems.append(f"{what} {ref!r} is not in the file and delete_missing removes it")
         else:
-            problems.append(f"member {ref!r} is neither a row of this file nor a monitor of this tenant")
+            problems.append(f"{what} {ref!r} is neither a row of this file nor a monitor of this tenant")
     return out, problems
 
 
@@ -277,9 +334,11 @@ def to_row(
     member_names: Mapping[int, str],
     channel_names: Mapping[int, str],
     timeout_max: float,
+    policy_names: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
-    """A stored monitor as an import row: only fields that differ from the default, members and
-    channels by name, credentials in the URL masked (as everywhere a URL is shown)."""
+    """A stored monitor as an import row: only fields that differ from the default, members,
+    channels, dependencies (``member_names`` maps every monitor id) and the escalation policy by
+    name, credentials in the URL masked (as everywhere a URL is shown)."""
     row: dict[str, Any] = {"name": name, "kind": definition["kind"]}
     for key, default in DEFAULTS.items():
         value = definition.get(key)
@@ -302,4 +361,13 @@ def to_row(
             value = default
         if value != default:
             row[key] = value
+    # A dependency on a monitor that no longer exists means nothing (MONITOR_DELETE removes them).
+    deps = [member_names[d] for d in _stored_value(definition, "depends_on") if d in member_names]
+    if deps:
+        row["depends_on"] = deps
+    if definition.get("covers_members"):
+        row["covers_members"] = True
+    policy = definition.get("escalation_policy")
+    if policy is not None:
+        row["escalation_policy"] = (policy_names or {}).get(policy, policy)
     return row

@@ -160,3 +160,40 @@ def test_a_refusal_quotes_huge_bad_rows_only_in_part() -> None:
     assert len(errors) == fleet.MAX_ERRORS
     assert errors[0]["path"] in ("monitors[0].name", "monitors[0].description")
     assert len(orjson.dumps(exc.value.to_data())) < 32 * 1024  # far below the 1 MiB send queue
+
+
+def test_dependencies_and_policies_resolve_by_name_and_export_by_name() -> None:
+    have = [stored(1, {"name": "a", "kind": "push"})]
+    rows = [
+        {"name": "x", "kind": "push", "depends_on": ["y", "a"], "escalation_policy": "night"},
+        {"name": "y", "kind": "push", "depends_on": [1]},
+    ]
+    p = fleet.plan(
+        rows, have, {}, delete_missing=False, min_interval=10, timeout_max=TIMEOUT_MAX, policies={"night": 3}
+    )
+    x, y = p.create
+    assert x.values["depends_on"] == ["y", 1]  # a new name (its id comes after insert), an existing id
+    assert x.values["escalation_policy"] == 3
+    assert y.values["depends_on"] == [1] and y.values["covers_members"] is False
+    definition = {**x.values, "depends_on": [1, 99], "escalation_policy": 3}
+    row = fleet.to_row(
+        definition, "x", member_names={1: "a"}, channel_names={}, policy_names={3: "night"}, timeout_max=60
+    )
+    # 99 is no monitor any more: a dependency on nothing is left out.
+    assert (row["depends_on"], row["escalation_policy"]) == (["a"], "night")
+    assert "covers_members" not in row
+
+
+def test_two_monitors_depending_on_each_other_are_refused_with_a_stored_one_too() -> None:
+    a = stored(1, {"name": "a", "kind": "push"})
+    have = [
+        fleet.Stored(1, "a", {**a.definition, "depends_on": [2]}),
+        stored(2, {"name": "b", "kind": "push"}),
+    ]
+    with pytest.raises(InvalidData) as err:
+        plan([{"name": "b", "kind": "push", "depends_on": ["a"]}], have)
+    assert [e["path"] for e in err.value.errors or []] == ["monitors[0].depends_on"]
+    assert "'a' depends on this monitor (a cycle)" in str(err.value)
+    # A chain (c -> a -> b) is allowed, as with MONITOR_CREATE/UPDATE.
+    p = plan([{"name": "b", "kind": "push"}, {"name": "c", "kind": "push", "depends_on": ["a"]}], have)
+    assert [c.name for c in p.create] == ["c"] and p.unchanged == 1
