@@ -126,6 +126,24 @@ async def test_crud_validation_and_versions(server: ServerProcess) -> None:
             tcp["id"],
         ]
 
+        # A group's member is not deleted out from under its group (which would count one
+        # member fewer against min_up): CONFLICT names the group; out of the group, it goes.
+        group = await ok(
+            ws,
+            PkgID.MONITOR_CREATE,
+            {"name": unique("g"), "kind": "group", "members": [tcp["id"], created["id"]], "interval": 30},
+        )
+        held = await call(ws, PkgID.MONITOR_DELETE, {"id": tcp["id"]})
+        assert held["status_code"] == RSPCode.CONFLICT, held
+        assert (
+            f"(id {group['id']})" in held["data"]["msg"] and "remove it from the group" in held["data"]["msg"]
+        )
+        await ok(ws, PkgID.MONITOR_GET, {"id": tcp["id"]})
+        await ok(
+            ws,
+            PkgID.MONITOR_UPDATE,
+            {"id": group["id"], "version": group["version"], "members": [created["id"]]},
+        )
         await ok(ws, PkgID.MONITOR_DELETE, {"id": tcp["id"]})
         gone = await call(ws, PkgID.MONITOR_GET, {"id": tcp["id"]})
         assert gone["status_code"] == RSPCode.NOT_FOUND

@@ -464,10 +464,14 @@ def _pages_changed(ctx: Context, pages: list[int]) -> None:
 
 @router.package(PkgID.MONITOR_DELETE, schema=obj({"id": ID}, ["id"]), audit=True, response_example={"id": 1})
 async def monitor_delete(req: Request, ctx: Context) -> dict[str, Any]:
-    """Delete a monitor with its history, rollups and incidents, and from others' ``depends_on``."""
+    """Delete a monitor with its history, rollups and incidents, and from others' ``depends_on``.
+
+    A member of a group answers 5 CONFLICT naming the group: remove it from the group first
+    (deleted under it, the group would count one member fewer against its ``min_up``)."""
     ctx.audit_target = str(req.data["id"])
     async with ctx.tx() as s:
         monitor = await load(s, ctx, req.data["id"])
+        await _refuse_if_member(s, ctx, req.data["id"])
         pages = await recorder.page_ids(s, req.data["id"])
         before = assignments.snapshot(monitor)
         dependents = await _drop_dependency(s, ctx, req.data["id"])
@@ -478,6 +482,20 @@ async def monitor_delete(req: Request, ctx: Context) -> dict[str, Any]:
         await _assignment_events(ctx, s, before, None)
     _pages_changed(ctx, pages)
     return {"id": req.data["id"]}
+
+
+async def _refuse_if_member(s: AsyncSession, ctx: Context, monitor_id: int) -> None:
+    """A group's member cannot be deleted out from under it: the group would count one
+    member fewer against its ``min_up`` and could go down for no outage at all."""
+    rows = await s.execute(
+        select(col(Monitor.id), col(Monitor.name), col(Monitor.members)).where(
+            col(Monitor.tenant_id) == ctx.tenant_id, col(Monitor.kind) == "group"
+        )
+    )
+    groups = [(gid, name) for gid, name, members in rows.all() if monitor_id in (members or [])]
+    if groups:
+        named = ", ".join(f"{name!r} (id {gid})" for gid, name in groups)
+        raise Conflict(f"monitor {monitor_id} is a member of group {named}; remove it from the group first")
 
 
 async def _drop_dependency(s: AsyncSession, ctx: Context, monitor_id: int) -> list[Monitor]:
