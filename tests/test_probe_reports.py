@@ -348,9 +348,9 @@ async def test_a_location_changing_state_is_decided_at_once_not_at_the_next_due_
         )
         for round_ in range(3):
             await report(server, tok, [result(m["id"], True)])
-            await wait_for(lambda: _state_is(ws, m["id"], "up"), within=10, what=f"up at once ({round_})")
+            await wait_for(lambda: _state_is(ws, m["id"], "up"), within=15, what=f"up at once ({round_})")
             await report(server, tok, [result(m["id"], False, error="refused from slow")])
-            await wait_for(lambda: _state_is(ws, m["id"], "down"), within=10, what=f"down at once ({round_})")
+            await wait_for(lambda: _state_is(ws, m["id"], "down"), within=15, what=f"down at once ({round_})")
         # Decided on each change (and at its first due time), not on every collector tick.
         history = (await call(ws, PkgID.CHECK_HISTORY, {"monitor_id": m["id"]}))["data"]
         assert 6 <= len(history) <= 8, history

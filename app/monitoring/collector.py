@@ -509,6 +509,7 @@ class Collector:
                 outcome = await self._quorum(monitor)
                 if outcome is None:  # every location unknown: nothing to record this interval
                     await self._release(monitor, utcnow())
+                    await self._revisit(monitor, None)
                     return None
                 rec = await self._record(monitor, outcome)
                 if rec is not None:
@@ -527,16 +528,17 @@ class Collector:
             return await done
         return await self._record_one(monitor, outcome)
 
-    async def _revisit(self, monitor: Monitor, decided: CheckOutcome) -> None:
+    async def _revisit(self, monitor: Monitor, decided: CheckOutcome | None) -> None:
         """A probe's report that changed a location while this decision was in flight made
-        the monitor due at once, but the recording (which moves the due time an interval on)
-        came after it. Read the locations again: if they now decide the other way, the
-        monitor is due now, so the change is not left waiting for an interval."""
+        the monitor due at once, but the recording or release (which moves the due time an
+        interval on) came after it. Read the locations again: if they now decide the other
+        way (or decide at all, where every location was unknown), the monitor is due now, so
+        the change is not left waiting for an interval."""
         async with self.db.session() as session:
             latest = await locations.latest(session, monitor.id or 0)
             now = utcnow()
             fresh = locations.decide(monitor, latest, now=now, grace=self.probe_grace, local=None)
-            if fresh is None or fresh.ok == decided.ok:
+            if fresh is None or (decided is not None and fresh.ok == decided.ok):
                 await session.rollback()
                 return
             await session.execute(
