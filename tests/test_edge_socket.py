@@ -171,17 +171,29 @@ def _rejected(spec: PackageSpec) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+def _sync_socket(srv: ServerProcess, token: str) -> SyncConnection:
+    return sync_connect(
+        srv.ws_url,
+        additional_headers={"Authorization": f"Bearer {token}"},
+        subprotocols=["watchpost.v1"],  # type: ignore[list-item]
+        max_size=2**24,
+    )
+
+
+def _answer(ws: SyncConnection, text: str, rid: str) -> dict[str, Any]:
+    """Send one frame and read up to its answer (events in between are skipped)."""
+    ws.send(text)
+    while True:
+        msg = json.loads(ws.recv(timeout=10))
+        if msg.get("req_id") == rid and "topic" not in msg:
+            return dict(msg)
+
+
 @pytest.fixture(scope="module")
 def owner_socket(pg_server: ServerProcess) -> Iterator[SyncConnection]:
     name = unique("fuzz")
     asyncio.run(acreate_user(pg_server.database_url, {unique("fuzz-t"): "owner"}, username=name))
-    token = pg_server.login(name, PASSWORD)
-    with sync_connect(
-        pg_server.ws_url,
-        additional_headers={"Authorization": f"Bearer {token}"},
-        subprotocols=["watchpost.v1"],  # type: ignore[list-item]
-        max_size=2**24,
-    ) as ws:
+    with _sync_socket(pg_server, pg_server.login(name, PASSWORD)) as ws:
         yield ws
 
 
@@ -190,18 +202,10 @@ def probe_socket(pg_server: ServerProcess, owner_socket: SyncConnection) -> Iter
     """A probe token's socket, for the packages only probes may call."""
     rid = str(uuid.uuid4())
     place = unique("fuzz-loc").lower()
-    owner_socket.send(envelope(PkgID.TOKEN_CREATE, {"name": place, "role": "probe", "location": place}, rid))
-    while True:
-        msg = json.loads(owner_socket.recv(timeout=10))
-        if msg.get("req_id") == rid:
-            break
+    made = {"name": place, "role": "probe", "location": place}
+    msg = _answer(owner_socket, envelope(PkgID.TOKEN_CREATE, made, rid), rid)
     assert msg["status_code"] == RSPCode.OK, msg
-    with sync_connect(
-        pg_server.ws_url,
-        additional_headers={"Authorization": f"Bearer {msg['data']['token']}"},
-        subprotocols=["watchpost.v1"],  # type: ignore[list-item]
-        max_size=2**24,
-    ) as ws:
+    with _sync_socket(pg_server, msg["data"]["token"]) as ws:
         yield ws
 
 
@@ -222,11 +226,7 @@ def test_every_package_rejects_generated_json_over_the_socket(
     rid = str(uuid.uuid4())
     text = envelope(spec.pkg_id, value, rid)
     started = time.perf_counter()
-    ws.send(text)
-    while True:
-        msg = json.loads(ws.recv(timeout=10))
-        if msg.get("req_id") == rid and "topic" not in msg:
-            break
+    msg = _answer(ws, text, rid)
     elapsed = time.perf_counter() - started
     assert msg["status_code"] == RSPCode.INVALID_DATA, (spec.name, value, msg)
     assert len(msg["data"].get("errors", [])) <= 5

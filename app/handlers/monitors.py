@@ -27,7 +27,7 @@ from app.errors import Conflict, InvalidData, NotFound
 from app.models.base import iso, utcnow
 from app.models.escalation import EscalationPolicy
 from app.models.monitor import Monitor
-from app.models.probe import LOCAL, Location
+from app.models.probe import LOCAL
 from app.monitoring import assignments, kinds, locations, recorder
 from app.monitoring.checks import CheckOutcome, cert_days_left, run_http_check, run_tcp_check
 from app.monitoring.collector import group_outcome, internal_error, missed_push
@@ -197,14 +197,8 @@ async def _check_routing(
             errors.append({"path": "depends_on", "msg": f"monitors {cyclic} depend on this one (a cycle)"})
     wanted = [name for name in values.get("locations") or [] if name != LOCAL]
     if wanted:
-        known = (
-            await session.execute(
-                select(col(Location.name)).where(
-                    col(Location.tenant_id) == ctx.tenant_id, col(Location.name).in_(wanted)
-                )
-            )
-        ).scalars()
-        problem = unknown_locations(wanted, set(known))
+        known = await assignments.location_ids(session, ctx.tenant_id, wanted)
+        problem = unknown_locations(wanted, known)
         if problem:
             errors.append({"path": "locations", "msg": problem})
     policy_id = values.get("escalation_policy")
@@ -239,7 +233,7 @@ async def _assignment_events(
 ) -> None:
     """EVENT_PROBE_ASSIGNMENT (906) on each probe location the change concerns, after commit
     (``before``/``after``: :func:`app.monitoring.assignments.snapshot`, None: absent)."""
-    per = {name: [payload] for name, payload in assignments.changes(before, after).items()}
+    per = assignments.group([(before, after)])
     for topic, payload in await assignments.events(session, ctx.tenant_id, per):
         ctx.publish(topic, PkgID.EVENT_PROBE_ASSIGNMENT, payload)
 
@@ -577,23 +571,18 @@ def _outcome_wire(outcome: CheckOutcome) -> dict[str, Any]:
 
 
 async def _quorum_now(monitor: Monitor, ctx: Context) -> CheckOutcome:
-    """CHECK_NOW of a monitor checked from several locations: the local check only if
-    ``local`` is one of them, then the quorum over every location's latest result, as the
-    collector decides (docs/probes.md). Conflict when every location is unknown."""
+    """CHECK_NOW of a monitor checked from several locations, decided as the collector
+    decides it (docs/probes.md). Conflict when every location is unknown."""
     local = None
+    started = utcnow()
     if LOCAL in (monitor.locations or []):
-        started = utcnow()
         local = await _probe(monitor, ctx)
-    async with ctx.services.db.session() as s:
-        if local is not None:
-            for _tenant, topic, pkg_id, data in await locations.store_local(
-                s, monitor, local, ts=started, now=utcnow()
-            ):
-                ctx.publish(topic, pkg_id, data)
-        latest = await locations.latest(s, monitor.id or 0)
-        await s.commit()
+    outcome, events = await locations.decide_from_locations(
+        ctx.services.db, monitor, local, started_at=started, grace=ctx.settings.probe_grace
+    )
+    for _tenant, topic, pkg_id, data in events:
+        ctx.publish(topic, pkg_id, data)
     await ctx.flush_events()
-    outcome = locations.decide(monitor, latest, now=utcnow(), grace=ctx.settings.probe_grace, local=local)
     if outcome is None:
         raise Conflict(
             "no location of this monitor has a recent result (its probes are offline or have "

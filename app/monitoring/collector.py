@@ -552,9 +552,7 @@ class Collector:
 
     async def _quorum(self, monitor: Monitor) -> CheckOutcome | None:
         """The outcome of a monitor checked from several locations (docs/probes.md, "How the
-        state is decided"): the local check when ``local`` is one of them (stored as that
-        location's result), then the quorum over every location's latest result; None when
-        every location is unknown."""
+        state is decided"); None when every location is unknown."""
         local: CheckOutcome | None = None
         started_at = utcnow()
         if locations.LOCAL in (monitor.locations or []):
@@ -563,14 +561,11 @@ class Collector:
                 monitor, self._clients, timeout_max=self.timeout_max, max_body_bytes=self.max_body_bytes
             )
             metrics.CHECK_DURATION.labels(kind=monitor.kind).observe(time.perf_counter() - started)
-        events: list[recorder.Event] = []
-        async with self.db.session() as session:
-            if local is not None:
-                events = await locations.store_local(session, monitor, local, ts=started_at, now=utcnow())
-            latest = await locations.latest(session, monitor.id or 0)
-            await session.commit()
+        outcome, events = await locations.decide_from_locations(
+            self.db, monitor, local, started_at=started_at, grace=self.probe_grace
+        )
         await self.publish(events)
-        return locations.decide(monitor, latest, now=utcnow(), grace=self.probe_grace, local=local)
+        return outcome
 
     async def _record_one(self, monitor: Monitor, outcome: CheckOutcome | None) -> recorder.Recording | None:
         now = utcnow()

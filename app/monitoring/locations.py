@@ -25,7 +25,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -33,7 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.models.base import iso
+from app.models.base import iso, utcnow
 from app.models.monitor import Monitor
 from app.models.probe import LOCAL as LOCAL
 from app.models.probe import LocationCheck, LocationResult, Probe
@@ -41,6 +41,9 @@ from app.monitoring.checks import CheckOutcome
 from app.monitoring.recorder import Event
 from app.monitoring.stats import percentile
 from app.protocol import PkgID
+
+if TYPE_CHECKING:
+    from app.storage.db import Database
 
 UP, DOWN, UNKNOWN = "up", "down", "unknown"
 _CHECKS = LocationCheck.__table__  # type: ignore[attr-defined]
@@ -303,6 +306,23 @@ async def store_local(
 async def latest(session: AsyncSession, monitor_id: int) -> list[LocationResult]:
     rows = await session.execute(select(LocationResult).where(col(LocationResult.monitor_id) == monitor_id))
     return list(rows.scalars().all())
+
+
+async def decide_from_locations(
+    db: Database, monitor: Monitor, local: CheckOutcome | None, *, started_at: datetime, grace: float
+) -> tuple[CheckOutcome | None, list[Event]]:
+    """One decision of a monitor checked from several locations, as the collector and
+    CHECK_NOW take it: the server's own check (``local``, run by the caller when ``local``
+    is one of its locations, started at ``started_at``) stored as that location's result,
+    then the quorum over every location's latest result. Returns the outcome (None: every
+    location unknown) and the events to publish (908 for a ``local`` state change)."""
+    events: list[Event] = []
+    async with db.session() as session:
+        if local is not None:
+            events = await store_local(session, monitor, local, ts=started_at, now=utcnow())
+        rows = await latest(session, monitor.id or 0)
+        await session.commit()
+    return decide(monitor, rows, now=utcnow(), grace=grace, local=local), events
 
 
 def decide(
